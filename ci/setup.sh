@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian package hakmem needs to build, test, fuzz and benchmark.
+# Idempotent and quiet: packages already present are skipped, and `apt-get update`
+# runs at most once per machine (a stamp file records it).
+set -euo pipefail
+
+HAK_PACKAGES=(
+  bazel-bootstrap          # Bazel 4.2.3, the only Bazel that works offline here
+  gcc g++ clang-14 libclang-rt-14-dev   # compilers, sanitizer and libFuzzer runtimes
+  libgtest-dev googletest  # Google Test for cc_test
+  afl++                    # AFL++ fuzzing engine
+  libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4   # peer allocators for benchmarks
+  valgrind gnuplot-nox hyperfine   # instruction-count gate, charts, command timing
+  python3 git sqlite3      # real programs run under LD_PRELOAD in the integration test
+)
+
+missing=()
+for p in "${HAK_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+stamp=/var/lib/apt/.hakmem-apt-updated
+if [ ! -f "$stamp" ]; then
+  $SUDO apt-get update -qq >/dev/null
+  $SUDO touch "$stamp"
+fi
+echo "ci/setup.sh: installing ${missing[*]}" >&2
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+  "${missing[@]}" >/dev/null

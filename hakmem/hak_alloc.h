@@ -1,0 +1,182 @@
+/* hak_alloc.h - the allocation and free fast paths, readable in one place, plus the
+ * rest of the malloc API built on them. Included by hak_api.c (the hak_* names) and
+ * hak_override.c (malloc and friends), so both get the fast path inlined.
+ *
+ * malloc of a tiny size: one TLS load, one table load, pop the page's free list
+ * (about a dozen instructions, no lock, no atomic, no branch on stats or checks in the
+ * release variant). free: mask the pointer to its segment, compare the owner with this
+ * thread, push onto the page's free list. Everything else is a noinline slow path. */
+#ifndef HAK_ALLOC_H
+#define HAK_ALLOC_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "hak_internal.h"
+
+HAK_INLINE void* hak_page_pop(hak_heap_t* heap, hak_page_t* page, size_t size) {
+  hak_block_t* block = page->free;
+  if (hak_unlikely(block == NULL)) return hak_heap_malloc_generic(heap, size);
+  page->free = block->next;
+  page->used++;
+  hak_hardening_on_alloc(page, block);
+  hak_stat_inc(heap, alloc_fast);
+  hak_stat_class_inc(heap, class_allocs, page->class_index);
+  return block;
+}
+
+HAK_INLINE void* hak_malloc_inline(size_t size) {
+  hak_heap_t* heap = hak_heap_get();
+  if (hak_likely(size <= HAK_TINY_MAX)) return hak_page_pop(heap, heap->direct[(size + 15) >> 4], size);
+  if (size <= HAK_MID_MAX) return hak_page_pop(heap, heap->current[hak_mid_class_of(size)], size);
+  if (hak_unlikely(size > PTRDIFF_MAX)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return hak_large_alloc(heap, size, 0);
+}
+
+HAK_INLINE void hak_free_inline(void* p) {
+  if (hak_unlikely(p == NULL)) return;
+  hak_hardening_on_free(p);
+  hak_segment_t* segment = hak_segment_of(p);
+  hak_page_t* page = hak_segment_page_of(segment, p);
+  hak_block_t* block = (hak_block_t*)p;
+  if (hak_likely(atomic_load_explicit(&segment->thread_id, memory_order_relaxed) == hak_thread_id())) {
+    block->next = page->free;
+    page->free = block;
+    hak_stat_inc(segment->heap, free_local);
+    hak_stat_class_inc(segment->heap, class_frees, page->class_index);
+    if (hak_unlikely(--page->used == 0 || page->in_full)) hak_heap_local_free_slow(page);
+    return;
+  }
+  hak_heap_free_generic(segment, page, block);
+}
+
+/* Usable bytes of a live block: the whole slot (pages) or the rest of the mapping. */
+HAK_INLINE size_t hak_usable_size_inline(const void* p) {
+  if (p == NULL) return 0;
+  hak_hardening_check_owned(p, HAK_FAULT_INVALID_USABLE_SIZE);
+  hak_segment_t* segment = hak_segment_of(p);
+  if (segment->kind == HAK_SEGMENT_HUGE) return hak_segment_huge_usable(segment, p);
+  return hak_segment_page_of(segment, p)->block_size;
+}
+
+HAK_INLINE void* hak_calloc_inline(size_t count, size_t size) {
+  size_t total;
+  if (hak_unlikely(__builtin_mul_overflow(count, size, &total))) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  void* p = hak_malloc_inline(total);
+  if (hak_unlikely(p == NULL)) return NULL;
+  hak_segment_t* segment = hak_segment_of(p);
+  if (segment->kind == HAK_SEGMENT_HUGE && segment->mapping_is_zero) return p; /* fresh from the OS */
+  memset(p, 0, total);
+  return p;
+}
+
+/* Aligned allocation without interior pointers: for alignments up to an OS page, pick
+ * the smallest class whose block size is a multiple of the alignment (every page starts
+ * on an OS-page boundary, so all its blocks are then aligned); otherwise a huge segment
+ * places the block at the alignment. free() therefore always gets a block start. */
+HAK_INLINE void* hak_malloc_aligned_inline(size_t align, size_t size) {
+  if (align <= HAK_ALIGNMENT) return hak_malloc_inline(size);
+  if (hak_unlikely(size > PTRDIFF_MAX || align > PTRDIFF_MAX / 2)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (align <= HAK_OS_PAGE_SIZE && size <= HAK_MID_MAX - align) {
+    size_t cls = hak_size_class(hak_align_up(size == 0 ? 1 : size, align));
+    while (hak_class_block_size(cls) % align != 0) cls++;
+    return hak_malloc_inline(hak_class_block_size(cls));
+  }
+  return hak_large_alloc(hak_heap_get(), size, align);
+}
+
+HAK_INLINE int hak_posix_memalign_inline(void** out, size_t align, size_t size) {
+  if (align % sizeof(void*) != 0 || !hak_is_power_of_two(align)) return EINVAL;
+  int saved_errno = errno;
+  void* p = hak_malloc_aligned_inline(align, size);
+  errno = saved_errno;
+  if (p == NULL) return ENOMEM;
+  *out = p;
+  return 0;
+}
+
+/* glibc 2.38 and later: the alignment must be a power of two, else EINVAL. */
+HAK_INLINE void* hak_aligned_alloc_inline(size_t align, size_t size) {
+  if (!hak_is_power_of_two(align)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return hak_malloc_aligned_inline(align, size);
+}
+
+/* glibc: memalign rounds an alignment that is not a power of two up to one. */
+HAK_INLINE void* hak_memalign_inline(size_t align, size_t size) {
+  if (align > ((size_t)1 << 62)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  if (!hak_is_power_of_two(align)) {
+    size_t pow2 = HAK_ALIGNMENT;
+    while (pow2 < align) pow2 <<= 1;
+    align = pow2;
+  }
+  return hak_malloc_aligned_inline(align, size);
+}
+
+HAK_INLINE void* hak_valloc_inline(size_t size) {
+  return hak_malloc_aligned_inline(HAK_OS_PAGE_SIZE, size);
+}
+
+/* pvalloc rounds the size up to whole pages (a zero size to one page). */
+HAK_INLINE void* hak_pvalloc_inline(size_t size) {
+  if (size > PTRDIFF_MAX) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return hak_malloc_aligned_inline(HAK_OS_PAGE_SIZE, hak_align_up(size == 0 ? 1 : size, HAK_OS_PAGE_SIZE));
+}
+
+/* glibc semantics: realloc(NULL, n) is malloc(n); realloc(p, 0) frees p and returns
+ * NULL; on failure p is untouched. Shrinks and small growth stay in place. */
+HAK_INLINE void* hak_realloc_inline(void* p, size_t size) {
+  if (p == NULL) return hak_malloc_inline(size);
+  if (size == 0) {
+    hak_free_inline(p);
+    return NULL;
+  }
+  hak_hardening_check_owned(p, HAK_FAULT_INVALID_REALLOC);
+  hak_segment_t* segment = hak_segment_of(p);
+  size_t usable = hak_usable_size_inline(p);
+  if (size <= usable) {
+    if (segment->kind == HAK_SEGMENT_HUGE) {
+      if (size <= usable / 2) hak_segment_huge_shrink(segment, size);
+      return p;
+    }
+    if (size > usable / 2 || usable <= 32) return p;
+  }
+  if (hak_unlikely(size > PTRDIFF_MAX)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  void* q = hak_malloc_inline(size);
+  if (q == NULL) return NULL;
+  memcpy(q, p, usable < size ? usable : size);
+  hak_free_inline(p);
+  return q;
+}
+
+HAK_INLINE void* hak_reallocarray_inline(void* p, size_t count, size_t size) {
+  size_t total;
+  if (__builtin_mul_overflow(count, size, &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  return hak_realloc_inline(p, total);
+}
+
+#endif /* HAK_ALLOC_H */

@@ -1,0 +1,333 @@
+/* hak_heap.c - thread-local heaps: the allocation slow path (finding or making a page
+ * with free blocks), the local-free slow path (full and empty pages), delayed frees
+ * from other threads, and handing a heap's segments back when its thread exits. */
+#include <errno.h>
+#include <string.h>
+
+#include "hak_internal.h"
+
+/* Every thread starts here: all current pages are the empty page, so the first
+ * allocation takes the slow path, which gives the thread a heap of its own. */
+hak_heap_t hak_heap_empty = {
+    .direct = {[0 ... HAK_TINY_DIRECT_COUNT - 1] = &hak_page_empty},
+    .current = {[0 ... HAK_CLASS_COUNT - 1] = &hak_page_empty},
+};
+
+__thread hak_heap_t* hak_heap_tls __attribute__((tls_model("initial-exec"))) = &hak_heap_empty;
+
+/* ---- Heap pool: heap structs are never returned to the OS, only reused ---------- */
+
+static hak_lock_t hak_heap_pool_lock = HAK_LOCK_INIT;
+static hak_heap_t* hak_heap_pool;      /* every heap ever made, live or idle */
+static uint8_t* hak_heap_chunk;        /* carving area for new heap structs */
+static size_t hak_heap_chunk_left;
+#define HAK_HEAP_CHUNK_SIZE ((size_t)64 * 1024)
+
+void hak_heap_fork_lock(void) {
+  hak_lock(&hak_heap_pool_lock);
+}
+
+void hak_heap_fork_unlock(void) {
+  hak_unlock(&hak_heap_pool_lock);
+}
+
+static hak_heap_t* hak_heap_pool_take(void) {
+  hak_lock(&hak_heap_pool_lock);
+  hak_heap_t* heap = hak_heap_pool;
+  while (heap != NULL && heap->live) heap = heap->next_in_pool;
+  if (heap == NULL) {
+    size_t size = hak_align_up(sizeof(hak_heap_t), 64);
+    if (hak_heap_chunk_left < size) {
+      hak_heap_chunk = hak_os_map_aligned(HAK_HEAP_CHUNK_SIZE, HAK_OS_PAGE_SIZE, 0);
+      hak_heap_chunk_left = hak_heap_chunk != NULL ? HAK_HEAP_CHUNK_SIZE : 0;
+    }
+    if (hak_heap_chunk_left >= size) {
+      heap = (hak_heap_t*)hak_heap_chunk;
+      hak_heap_chunk += size;
+      hak_heap_chunk_left -= size;
+      memset(heap, 0, sizeof(*heap));
+      heap->next_in_pool = hak_heap_pool;
+      hak_heap_pool = heap;
+    }
+  }
+  if (heap != NULL) heap->live = true;
+  hak_unlock(&hak_heap_pool_lock);
+  return heap;
+}
+
+void hak_heap_visit_all(hak_heap_visit_fn* fn, void* arg) {
+  hak_lock(&hak_heap_pool_lock);
+  for (hak_heap_t* heap = hak_heap_pool; heap != NULL; heap = heap->next_in_pool) {
+    if (heap->live) fn(heap, arg);
+  }
+  hak_unlock(&hak_heap_pool_lock);
+}
+
+static void hak_heap_reset(hak_heap_t* heap) {
+  hak_heap_t* next = heap->next_in_pool;
+  memset(heap, 0, sizeof(*heap));
+  heap->next_in_pool = next;
+  for (size_t i = 0; i < HAK_TINY_DIRECT_COUNT; i++) heap->direct[i] = &hak_page_empty;
+  for (size_t i = 0; i < HAK_CLASS_COUNT; i++) heap->current[i] = &hak_page_empty;
+}
+
+static hak_heap_t* hak_heap_thread_init(void) {
+  hak_process_init();
+  hak_heap_t* heap = hak_heap_pool_take();
+  if (heap == NULL) return NULL;
+  hak_heap_reset(heap);
+  heap->live = true;
+  heap->thread_id = hak_thread_id();
+  hak_heap_tls = heap;
+  hak_thread_register(heap);
+  hak_stat_global_inc(threads_started);
+  return heap;
+}
+
+/* ---- Page queues ------------------------------------------------------------------ */
+
+/* Keeps the fast-path tables pointing at the first page of the class's queue. */
+static void hak_heap_current_changed(hak_heap_t* heap, size_t cls) {
+  hak_page_t* page = heap->queues[cls].first != NULL ? heap->queues[cls].first : &hak_page_empty;
+  heap->current[cls] = page;
+  if (cls >= HAK_TINY_CLASS_COUNT) return;
+  size_t lo = cls == 0 ? 0 : hak_class_block_size(cls - 1) / 16 + 1;
+  size_t hi = hak_class_block_size(cls) / 16;
+  for (size_t slot = lo; slot <= hi; slot++) heap->direct[slot] = page;
+}
+
+static void hak_page_queue_remove(hak_page_queue_t* q, hak_page_t* page) {
+  if (page->prev != NULL) page->prev->next = page->next;
+  else q->first = page->next;
+  if (page->next != NULL) page->next->prev = page->prev;
+  else q->last = page->prev;
+  page->next = page->prev = NULL;
+}
+
+static void hak_page_queue_push_front(hak_page_queue_t* q, hak_page_t* page) {
+  page->prev = NULL;
+  page->next = q->first;
+  if (q->first != NULL) q->first->prev = page;
+  else q->last = page;
+  q->first = page;
+}
+
+static void hak_page_queue_push_back(hak_page_queue_t* q, hak_page_t* page) {
+  page->next = NULL;
+  page->prev = q->last;
+  if (q->last != NULL) q->last->next = page;
+  else q->first = page;
+  q->last = page;
+}
+
+static void hak_heap_queue_remove(hak_heap_t* heap, hak_page_t* page) {
+  hak_page_queue_t* q = &heap->queues[page->class_index];
+  bool was_first = q->first == page;
+  hak_page_queue_remove(q, page);
+  if (was_first) hak_heap_current_changed(heap, page->class_index);
+}
+
+static void hak_heap_queue_push_front(hak_heap_t* heap, hak_page_t* page) {
+  hak_page_queue_push_front(&heap->queues[page->class_index], page);
+  hak_heap_current_changed(heap, page->class_index);
+}
+
+/* Adds a page behind the current one (used by adoption and by pages leaving full). */
+void hak_heap_page_queue_push(hak_heap_t* heap, hak_page_t* page) {
+  hak_page_queue_t* q = &heap->queues[page->class_index];
+  bool was_empty = q->first == NULL;
+  hak_page_queue_push_back(q, page);
+  if (was_empty) hak_heap_current_changed(heap, page->class_index);
+}
+
+/* ---- Full pages and empty pages ------------------------------------------------- */
+
+static bool hak_heap_page_to_full(hak_heap_t* heap, hak_page_t* page) {
+  if (!hak_page_try_use_delayed(page)) return false; /* remote frees arrived meanwhile */
+  hak_heap_queue_remove(heap, page);
+  page->in_full = 1;
+  hak_page_queue_push_back(&heap->full, page);
+  return true;
+}
+
+void hak_heap_page_unfull(hak_heap_t* heap, hak_page_t* page) {
+  hak_page_set_delayed(page, HAK_DELAYED_NONE);
+  hak_page_queue_remove(&heap->full, page);
+  page->in_full = 0;
+  hak_heap_page_queue_push(heap, page);
+}
+
+/* A page whose last block came back: give it to its segment, unless it is the only
+ * page of its class (then keep it, so alloc/free of one block does not churn pages). */
+void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page) {
+  if (page->in_full) hak_heap_page_unfull(heap, page);
+  hak_page_queue_t* q = &heap->queues[page->class_index];
+  if (q->first == page && page->next == NULL) return;
+  hak_heap_queue_remove(heap, page);
+  hak_segment_page_free(heap, page);
+}
+
+/* Local free that found the page full or empty (page->used already decremented). */
+HAK_NOINLINE void hak_heap_local_free_slow(hak_page_t* page) {
+  hak_heap_t* heap = hak_segment_of(page)->heap;
+  if (page->used == 0) hak_heap_page_retire(heap, page);
+  else if (page->in_full) hak_heap_page_unfull(heap, page);
+}
+
+static void hak_heap_free_local(hak_page_t* page, hak_block_t* block) {
+  block->next = page->free;
+  page->free = block;
+  page->used--;
+  if (page->used == 0 || page->in_full) hak_heap_local_free_slow(page);
+}
+
+/* Blocks other threads freed onto full pages of this heap. */
+static void hak_heap_collect_delayed(hak_heap_t* heap) {
+  if (atomic_load_explicit(&heap->thread_delayed_free, memory_order_relaxed) == NULL) return;
+  hak_block_t* block = atomic_exchange_explicit(&heap->thread_delayed_free, NULL, memory_order_acquire);
+  while (block != NULL) {
+    hak_block_t* next = block->next;
+    hak_heap_free_local(hak_segment_page_of(hak_segment_of(block), block), block);
+    hak_stat_inc(heap, free_delayed);
+    block = next;
+  }
+}
+
+/* ---- Allocation slow path ---------------------------------------------------------- */
+
+/* First page of the class's queue that has (or can carve) a free block; pages found
+ * exhausted move to the full queue on the way. */
+static hak_page_t* hak_heap_scan_queue(hak_heap_t* heap, size_t cls) {
+  hak_page_queue_t* q = &heap->queues[cls];
+  for (hak_page_t* page = q->first; page != NULL;) {
+    hak_page_t* next = page->next;
+    hak_page_collect_thread_free(page);
+    if (page->free == NULL && page->capacity < page->reserved) hak_page_extend(page);
+    if (page->free == NULL && !hak_heap_page_to_full(heap, page)) hak_page_collect_thread_free(page);
+    if (page->free != NULL) {
+      if (q->first != page) {
+        hak_heap_queue_remove(heap, page);
+        hak_heap_queue_push_front(heap, page);
+      }
+      return page;
+    }
+    page = next;
+  }
+  return NULL;
+}
+
+static hak_page_t* hak_heap_fresh_page(hak_heap_t* heap, size_t cls) {
+  hak_page_t* page = hak_segment_page_alloc(heap, hak_class_segment_kind(cls));
+  if (page == NULL) return NULL;
+  hak_page_init(page, hak_segment_of(page), heap, cls);
+  hak_heap_queue_push_front(heap, page);
+  return page;
+}
+
+static hak_page_t* hak_heap_find_page(hak_heap_t* heap, size_t cls) {
+  for (;;) {
+    hak_page_t* page = hak_heap_scan_queue(heap, cls);
+    if (page != NULL) return page;
+    /* Before asking the OS, take over memory that exited threads left behind. */
+    if (!hak_segment_adopt_one(heap)) break;
+  }
+  return hak_heap_fresh_page(heap, cls);
+}
+
+HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
+  if (heap == &hak_heap_empty) {
+    heap = hak_heap_thread_init();
+    if (heap == NULL) {
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  hak_heap_collect_delayed(heap);
+  size_t cls = hak_size_class(size);
+  hak_page_t* page = hak_heap_find_page(heap, cls);
+  if (page == NULL) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  hak_block_t* block = page->free;
+  page->free = block->next;
+  page->used++;
+  hak_hardening_on_alloc(page, block);
+  hak_stat_inc(heap, alloc_slow);
+  hak_stat_class_inc(heap, class_allocs, cls);
+  return block;
+}
+
+/* ---- Free slow path ------------------------------------------------------------------- */
+
+HAK_NOINLINE void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page, hak_block_t* block) {
+  if (segment->kind == HAK_SEGMENT_HUGE) {
+    hak_large_free(segment);
+    return;
+  }
+  hak_heap_t* heap = hak_heap_get();
+  hak_stat_inc_any(heap, free_remote);
+  hak_stat_inc_any(heap, class_frees[page->class_index]);
+  (void)heap;
+  hak_page_free_remote(page, block);
+}
+
+/* ---- Thread exit ------------------------------------------------------------------------ */
+
+typedef void hak_page_fn(hak_heap_t* heap, hak_page_t* page);
+
+static void hak_heap_for_each_page(hak_heap_t* heap, hak_page_fn* fn) {
+  for (size_t cls = 0; cls < HAK_CLASS_COUNT; cls++) {
+    for (hak_page_t* page = heap->queues[cls].first; page != NULL;) {
+      hak_page_t* next = page->next;
+      fn(heap, page);
+      page = next;
+    }
+  }
+  for (hak_page_t* page = heap->full.first; page != NULL;) {
+    hak_page_t* next = page->next;
+    fn(heap, page);
+    page = next;
+  }
+}
+
+static void hak_heap_page_never_delayed(hak_heap_t* heap, hak_page_t* page) {
+  (void)heap;
+  hak_page_set_delayed(page, HAK_DELAYED_NEVER);
+}
+
+static void hak_heap_page_release_if_empty(hak_heap_t* heap, hak_page_t* page) {
+  hak_page_collect_thread_free(page);
+  if (page->used == 0) hak_segment_page_free(heap, page);
+}
+
+/* Called once per exiting thread: frees what is empty and abandons the rest, so that
+ * other threads adopt it. No remote thread may use the heap afterwards. */
+void hak_heap_thread_done(hak_heap_t* heap) {
+  if (heap == NULL || heap == &hak_heap_empty) return;
+  hak_heap_tls = &hak_heap_empty;
+  hak_heap_collect_delayed(heap);
+  hak_heap_for_each_page(heap, hak_heap_page_never_delayed);
+  /* Blocks that reached the delayed list before the switch: free without requeueing. */
+  hak_block_t* block = atomic_exchange_explicit(&heap->thread_delayed_free, NULL, memory_order_acquire);
+  while (block != NULL) {
+    hak_block_t* next = block->next;
+    hak_page_t* page = hak_segment_page_of(hak_segment_of(block), block);
+    block->next = page->free;
+    page->free = block;
+    page->used--;
+    block = next;
+  }
+  hak_heap_for_each_page(heap, hak_heap_page_release_if_empty);
+  for (size_t kind = 0; kind < HAK_SEGMENT_KINDS; kind++) {
+    while (heap->segments_free[kind].first != NULL) hak_segment_abandon(heap, heap->segments_free[kind].first);
+    while (heap->segments_full[kind].first != NULL) hak_segment_abandon(heap, heap->segments_full[kind].first);
+  }
+#if HAK_STATS
+  hak_stats_global_add(heap);
+  hak_stats_count_global(offsetof(hak_stats_t, threads_ended));
+#endif
+  hak_lock(&hak_heap_pool_lock);
+  heap->live = false;
+  hak_unlock(&hak_heap_pool_lock);
+}

@@ -1,0 +1,96 @@
+/* hak_init.c - process set-up, thread-exit and fork hooks.
+ *
+ * Initialisation must not recurse into malloc: nothing here uses dlsym or stdio. The
+ * core (secret, nothing else yet) is made ready first; only then are hooks registered
+ * whose glibc implementation may itself call malloc (pthread_setspecific for keys past
+ * the first 32), so such a call finds a working allocator. */
+#include <pthread.h>
+#include <sched.h>
+#include <sys/auxv.h>
+#include <time.h>
+
+#include "hak_internal.h"
+
+uintptr_t hak_process_secret;
+
+static _Atomic bool hak_core_ready;
+static hak_lock_t hak_init_lock = HAK_LOCK_INIT;
+static _Atomic bool hak_hooks_claimed;
+static _Atomic bool hak_thread_key_ready;
+static pthread_key_t hak_thread_key;
+
+void hak_lock(hak_lock_t* lock) {
+  while (atomic_flag_test_and_set_explicit(&lock->flag, memory_order_acquire)) sched_yield();
+}
+
+void hak_unlock(hak_lock_t* lock) {
+  atomic_flag_clear_explicit(&lock->flag, memory_order_release);
+}
+
+/* Per-process secret for cookies: the kernel's AT_RANDOM bytes, mixed with addresses
+ * and time so that a missing auxv entry still gives something unpredictable. */
+static uintptr_t hak_init_secret(void) {
+  uintptr_t secret = (uintptr_t)&hak_process_secret ^ (uintptr_t)&secret;
+  const uint8_t* random = (const uint8_t*)getauxval(AT_RANDOM);
+  if (random != NULL) {
+    for (int i = 0; i < 8; i++) secret = (secret << 8 | secret >> 56) ^ random[i];
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  secret ^= (uintptr_t)ts.tv_nsec * 0x9E3779B97F4A7C15u;
+  return secret | 1;
+}
+
+static void hak_thread_key_destructor(void* value) {
+  hak_heap_thread_done((hak_heap_t*)value);
+}
+
+/* Fork: hold every global lock across fork() so the child never inherits one that a
+ * vanished thread was holding. The forking thread's heap carries on in the child; the
+ * other threads' heaps stay as they were (their memory is simply never reused there). */
+static void hak_fork_prepare(void) {
+  hak_heap_fork_lock();
+  hak_segment_fork_lock();
+}
+
+static void hak_fork_release(void) {
+  hak_segment_fork_unlock();
+  hak_heap_fork_unlock();
+}
+
+static void hak_process_register_hooks(void) {
+  bool expected = false;
+  if (!atomic_compare_exchange_strong(&hak_hooks_claimed, &expected, true)) return;
+  if (pthread_key_create(&hak_thread_key, hak_thread_key_destructor) == 0) {
+    atomic_store_explicit(&hak_thread_key_ready, true, memory_order_release);
+    hak_heap_t* heap = hak_heap_get();
+    if (heap != &hak_heap_empty) pthread_setspecific(hak_thread_key, heap);
+  }
+  pthread_atfork(hak_fork_prepare, hak_fork_release, hak_fork_release);
+}
+
+void hak_process_init(void) {
+  if (!atomic_load_explicit(&hak_core_ready, memory_order_acquire)) {
+    hak_lock(&hak_init_lock);
+    if (!atomic_load_explicit(&hak_core_ready, memory_order_relaxed)) {
+      hak_process_secret = hak_init_secret();
+      atomic_store_explicit(&hak_core_ready, true, memory_order_release);
+    }
+    hak_unlock(&hak_init_lock);
+  }
+  hak_process_register_hooks();
+}
+
+void hak_thread_register(hak_heap_t* heap) {
+  if (atomic_load_explicit(&hak_thread_key_ready, memory_order_acquire)) pthread_setspecific(hak_thread_key, heap);
+}
+
+/* Runs before main (or when the shared library loads) so that threads the program
+ * starts later never race to initialise. */
+__attribute__((constructor)) static void hak_init_at_load(void) {
+  hak_process_init();
+}
+
+__attribute__((destructor)) static void hak_fini_at_exit(void) {
+  hak_stats_atexit();
+}

@@ -1,0 +1,131 @@
+/* hak_page.c - one page of equal-sized blocks: carving the free list lazily, collecting
+ * blocks that other threads freed, and the delayed-free state machine those threads use
+ * to wake the owner of a full page. */
+#include <sched.h>
+
+#include "hak_internal.h"
+
+/* Target of every unused direct-table slot: no free block, so the fast path falls
+ * through to the slow path without a separate "initialised?" test. */
+hak_page_t hak_page_empty;
+
+void hak_page_init(hak_page_t* page, hak_segment_t* segment, hak_heap_t* heap, size_t class_index) {
+  size_t page_size = (size_t)1 << segment->page_shift;
+  uintptr_t area = (uintptr_t)segment + (size_t)page->page_index * page_size;
+  uintptr_t area_end = area + page_size;
+  if (area < (uintptr_t)segment + segment->header_size) area = (uintptr_t)segment + segment->header_size;
+  page->block_size = (uint32_t)hak_class_block_size(class_index);
+  page->class_index = (uint8_t)class_index;
+  page->start = (uint8_t*)area;
+  page->reserved = (uint16_t)((area_end - area) / page->block_size);
+  page->capacity = 0;
+  page->used = 0;
+  page->free = NULL;
+  page->in_full = 0;
+  page->next = page->prev = NULL;
+  atomic_store_explicit(&page->xthread_free, HAK_DELAYED_NONE, memory_order_relaxed);
+  atomic_store_explicit(&page->xheap, heap, memory_order_relaxed);
+  hak_page_extend(page);
+}
+
+/* Carves up to HAK_PAGE_EXTEND_BYTES more blocks into the (empty) free list, in address
+ * order, so a fresh page touches memory one OS page at a time. */
+void hak_page_extend(hak_page_t* page) {
+  size_t bsize = page->block_size;
+  size_t count = HAK_PAGE_EXTEND_BYTES / bsize;
+  if (count == 0) count = 1;
+  if (count > (size_t)(page->reserved - page->capacity)) count = page->reserved - page->capacity;
+  if (count == 0) return;
+  uint8_t* first = page->start + (size_t)page->capacity * bsize;
+  uint8_t* last = first + (count - 1) * bsize;
+  for (uint8_t* b = first; b < last; b += bsize) ((hak_block_t*)b)->next = (hak_block_t*)(b + bsize);
+  ((hak_block_t*)last)->next = page->free;
+  page->free = (hak_block_t*)first;
+  page->capacity = (uint16_t)(page->capacity + count);
+}
+
+/* Moves blocks freed by other threads onto the owner's free list. */
+void hak_page_collect_thread_free(hak_page_t* page) {
+  uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
+  if (hak_thread_free_ptr(tf) == NULL) return;
+  while (!atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf,
+                                                (uintptr_t)hak_thread_free_state(tf),
+                                                memory_order_acquire, memory_order_relaxed)) {
+  }
+  hak_block_t* head = hak_thread_free_ptr(tf);
+  hak_block_t* tail = head;
+  uint32_t count = 1;
+  while (tail->next != NULL) {
+    tail = tail->next;
+    count++;
+  }
+  tail->next = page->free;
+  page->free = head;
+  page->used -= count;
+}
+
+/* Sets the delayed-free state, waiting out a remote thread that is mid hand-off. */
+void hak_page_set_delayed(hak_page_t* page, hak_delayed_t state) {
+  uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
+  for (;;) {
+    if (hak_thread_free_state(tf) == HAK_DELAYED_FREEING) {
+      sched_yield();
+      tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
+      continue;
+    }
+    uintptr_t desired = (tf & ~(uintptr_t)3) | (uintptr_t)state;
+    if (atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf, desired,
+                                              memory_order_acq_rel, memory_order_relaxed)) {
+      return;
+    }
+  }
+}
+
+/* Marks a page that has no free block as full: from now on remote frees wake the owner
+ * through the heap's delayed list. Fails (returns false) when remote frees are already
+ * waiting on the page, which the caller should then collect instead. */
+bool hak_page_try_use_delayed(hak_page_t* page) {
+  uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
+  for (;;) {
+    if (hak_thread_free_ptr(tf) != NULL) return false;
+    if (hak_thread_free_state(tf) == HAK_DELAYED_FREEING) {
+      sched_yield();
+      tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
+      continue;
+    }
+    if (atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf, (uintptr_t)HAK_DELAYED_USE,
+                                              memory_order_acq_rel, memory_order_relaxed)) {
+      return true;
+    }
+  }
+}
+
+/* A block freed by a thread that does not own its page. */
+void hak_page_free_remote(hak_page_t* page, hak_block_t* block) {
+  uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
+  uintptr_t desired;
+  do {
+    if (hak_thread_free_state(tf) == HAK_DELAYED_USE) {
+      desired = (tf & ~(uintptr_t)3) | HAK_DELAYED_FREEING;
+    } else {
+      block->next = hak_thread_free_ptr(tf);
+      desired = (uintptr_t)block | (uintptr_t)hak_thread_free_state(tf);
+    }
+  } while (!atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf, desired,
+                                                  memory_order_release, memory_order_relaxed));
+  if (hak_thread_free_state(tf) != HAK_DELAYED_USE) return;
+
+  /* The page is full: hand the block to the owner heap so it notices. The owner cannot
+   * drop the page or the heap while the state reads FREEING. */
+  hak_heap_t* heap = atomic_load_explicit(&page->xheap, memory_order_acquire);
+  hak_block_t* head = atomic_load_explicit(&heap->thread_delayed_free, memory_order_relaxed);
+  do {
+    block->next = head;
+  } while (!atomic_compare_exchange_weak_explicit(&heap->thread_delayed_free, &head, block,
+                                                  memory_order_release, memory_order_relaxed));
+  tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
+  while (!atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf,
+                                                (tf & ~(uintptr_t)3) | HAK_DELAYED_NONE,
+                                                memory_order_release, memory_order_relaxed)) {
+  }
+}

@@ -1,0 +1,186 @@
+/* hak_stats.c - the stats API and report. OS-call counts exist in every variant; the
+ * per-class and per-path counters only in the stats variant, where each thread counts
+ * into its own heap (no atomics on the fast path) and exiting threads fold their
+ * counters into the global totals here. The report is formatted without stdio or
+ * allocation, so it is safe at exit and inside the allocator. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hak_internal.h"
+
+static hak_stats_t hak_stats_global; /* updated with atomic adds */
+
+void hak_stats_count_global(size_t field_offset) {
+  uint64_t* field = (uint64_t*)((uint8_t*)&hak_stats_global + field_offset);
+  __atomic_fetch_add(field, 1, __ATOMIC_RELAXED);
+}
+
+#if HAK_STATS
+static void hak_stats_add_field(uint64_t* dst, const uint64_t* src) {
+  __atomic_fetch_add(dst, __atomic_load_n(src, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+}
+
+static void hak_stats_add_heap(hak_stats_t* dst, const hak_heap_stats_t* s) {
+  for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
+    hak_stats_add_field(&dst->class_allocs[i], &s->class_allocs[i]);
+    hak_stats_add_field(&dst->class_frees[i], &s->class_frees[i]);
+  }
+  hak_stats_add_field(&dst->alloc_fast, &s->alloc_fast);
+  hak_stats_add_field(&dst->alloc_slow, &s->alloc_slow);
+  hak_stats_add_field(&dst->alloc_large, &s->alloc_large);
+  hak_stats_add_field(&dst->free_local, &s->free_local);
+  hak_stats_add_field(&dst->free_remote, &s->free_remote);
+  hak_stats_add_field(&dst->free_delayed, &s->free_delayed);
+  hak_stats_add_field(&dst->free_large, &s->free_large);
+  hak_stats_add_field(&dst->pages_allocated, &s->pages_allocated);
+  hak_stats_add_field(&dst->pages_freed, &s->pages_freed);
+}
+
+void hak_stats_global_add(const hak_heap_t* heap) {
+  hak_stats_add_heap(&hak_stats_global, &heap->stats);
+}
+
+static void hak_stats_visit_heap(const hak_heap_t* heap, void* arg) {
+  hak_stats_add_heap((hak_stats_t*)arg, &heap->stats);
+}
+#endif
+
+int hak_stats_get(hak_stats_t* out) {
+  if (out == NULL) return EINVAL;
+  memset(out, 0, sizeof(*out));
+  const uint64_t* src = (const uint64_t*)&hak_stats_global;
+  uint64_t* dst = (uint64_t*)out;
+  for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++) dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+#if HAK_STATS
+  out->counters_enabled = 1;
+  hak_heap_visit_all(hak_stats_visit_heap, out);
+#else
+  out->counters_enabled = 0;
+#endif
+  for (size_t i = 0; i < HAK_CLASS_COUNT; i++) out->class_size[i] = hak_class_block_size(i);
+  out->class_size[HAK_CLASS_HUGE] = 0;
+  hak_os_stats_read(out);
+  out->segments_live = hak_segment_live_count();
+  return 0;
+}
+
+/* ---- Report ------------------------------------------------------------------------ */
+
+typedef struct hak_report_s {
+  int fd;
+  size_t len;
+  char buf[1024];
+} hak_report_t;
+
+static void hak_report_flush(hak_report_t* r) {
+  size_t off = 0;
+  while (off < r->len) {
+    ssize_t n = write(r->fd, r->buf + off, r->len - off);
+    if (n <= 0 && errno != EINTR) break;
+    if (n > 0) off += (size_t)n;
+  }
+  r->len = 0;
+}
+
+static void hak_report_str(hak_report_t* r, const char* s) {
+  for (; *s != '\0'; s++) {
+    if (r->len == sizeof(r->buf)) hak_report_flush(r);
+    r->buf[r->len++] = *s;
+  }
+}
+
+/* Right-aligned unsigned decimal in `width` columns. */
+static void hak_report_u64(hak_report_t* r, uint64_t v, int width) {
+  char digits[24];
+  int n = 0;
+  do {
+    digits[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  for (int pad = width - n; pad > 0; pad--) hak_report_str(r, " ");
+  char out[2] = {0, 0};
+  while (n > 0) {
+    out[0] = digits[--n];
+    hak_report_str(r, out);
+  }
+}
+
+static void hak_report_line(hak_report_t* r, const char* label, uint64_t v) {
+  hak_report_str(r, "  ");
+  hak_report_str(r, label);
+  size_t len = strlen(label);
+  for (size_t pad = len; pad < 22; pad++) hak_report_str(r, " ");
+  hak_report_u64(r, v, 14);
+  hak_report_str(r, "\n");
+}
+
+static void hak_report_os(hak_report_t* r, const char* name, const hak_os_call_stats_t* c) {
+  hak_report_str(r, "  ");
+  hak_report_str(r, name);
+  hak_report_u64(r, c->count, 12);
+  hak_report_str(r, " calls");
+  hak_report_u64(r, c->failures, 8);
+  hak_report_str(r, " failed");
+  hak_report_u64(r, c->nanos / 1000, 12);
+  hak_report_str(r, " us\n");
+}
+
+void hak_stats_print(int fd) {
+  hak_stats_t s;
+  hak_stats_get(&s);
+  hak_report_t r = {.fd = fd, .len = 0};
+  hak_report_str(&r, "hakmem stats report (variant ");
+  hak_report_str(&r, HAK_VARIANT_NAME);
+  hak_report_str(&r, ", pid ");
+  hak_report_u64(&r, (uint64_t)getpid(), 0);
+  hak_report_str(&r, ")\nOS calls:\n");
+  hak_report_os(&r, "mmap   ", &s.os_mmap);
+  hak_report_os(&r, "munmap ", &s.os_munmap);
+  hak_report_os(&r, "madvise", &s.os_madvise);
+  hak_report_line(&r, "mapped bytes", s.os_mapped_bytes);
+  hak_report_line(&r, "live segments", s.segments_live);
+  if (!s.counters_enabled) {
+    hak_report_str(&r, "(per-class counters need the stats variant)\n");
+    hak_report_flush(&r);
+    return;
+  }
+  hak_report_str(&r, "Paths:\n");
+  hak_report_line(&r, "alloc fast", s.alloc_fast);
+  hak_report_line(&r, "alloc slow", s.alloc_slow);
+  hak_report_line(&r, "alloc large", s.alloc_large);
+  hak_report_line(&r, "free local", s.free_local);
+  hak_report_line(&r, "free remote", s.free_remote);
+  hak_report_line(&r, "free delayed", s.free_delayed);
+  hak_report_line(&r, "free large", s.free_large);
+  hak_report_line(&r, "pages allocated", s.pages_allocated);
+  hak_report_line(&r, "pages freed", s.pages_freed);
+  hak_report_line(&r, "segments allocated", s.segments_allocated);
+  hak_report_line(&r, "segments freed", s.segments_freed);
+  hak_report_line(&r, "segments abandoned", s.segments_abandoned);
+  hak_report_line(&r, "segments adopted", s.segments_adopted);
+  hak_report_line(&r, "threads started", s.threads_started);
+  hak_report_line(&r, "threads ended", s.threads_ended);
+  hak_report_str(&r, "Size classes (classes never used are omitted):\n");
+  hak_report_str(&r, "  class     size        allocs         frees\n");
+  for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
+    if (s.class_allocs[i] == 0 && s.class_frees[i] == 0) continue;
+    hak_report_u64(&r, i, 7);
+    if (i == HAK_CLASS_HUGE) hak_report_str(&r, "   > 64KiB");
+    else hak_report_u64(&r, s.class_size[i], 9);
+    hak_report_u64(&r, s.class_allocs[i], 14);
+    hak_report_u64(&r, s.class_frees[i], 14);
+    hak_report_str(&r, "\n");
+  }
+  hak_report_flush(&r);
+}
+
+/* The stats variant prints the report at exit when HAKMEM_STATS=1. getenv does not
+ * allocate, so this is safe this late. */
+void hak_stats_atexit(void) {
+#if HAK_STATS
+  const char* v = getenv("HAKMEM_STATS");
+  if (v != NULL && v[0] == '1' && v[1] == '\0') hak_stats_print(2);
+#endif
+}

@@ -1,0 +1,97 @@
+"""Build variants of hakmem as data, and the one macro that stamps out their targets.
+
+Each variant is a set of compile-time switches over the same sources (hak_config.h
+derives everything else). Consumers pick a variant by its label:
+
+    //hakmem:hakmem{suffix}           static, alwayslink: linking it replaces malloc
+    //hakmem:hakmem{suffix}_api       static: only the hak_* API, malloc stays libc's
+    //hakmem:libhakmem{suffix}.so     shared, for LD_PRELOAD
+"""
+
+HAK_VARIANTS = {
+    "release": struct(suffix = "", defines = []),
+    "stats": struct(suffix = "_stats", defines = ["HAK_STATS=1"]),
+    "hardened": struct(suffix = "_hardened", defines = ["HAK_HARDENED=1"]),
+}
+
+# Flags every hakmem source is built with, whatever the consumer's compilation mode:
+# an allocator is never wanted unoptimised. -fno-builtin-* stops the compiler from
+# turning our own calloc's malloc+memset back into a call to calloc.
+HAK_COPTS = [
+    "-std=gnu11",
+    "-O2",
+    "-Wall",
+    "-Wextra",
+    "-fvisibility=hidden",
+    "-ftls-model=initial-exec",
+    "-fno-builtin-malloc",
+    "-fno-builtin-free",
+    "-fno-builtin-calloc",
+    "-fno-builtin-realloc",
+]
+
+HAK_CORE_SRCS = [
+    "hak_heap.c",
+    "hak_hardening.c",
+    "hak_init.c",
+    "hak_large.c",
+    "hak_mid.c",
+    "hak_os.c",
+    "hak_page.c",
+    "hak_segment.c",
+    "hak_stats.c",
+    "hak_tiny.c",
+]
+
+HAK_INTERNAL_HDRS = [
+    "hak_alloc.h",
+    "hak_config.h",
+    "hak_internal.h",
+]
+
+def hak_library_variants(internal_visibility):
+    """Declares the core and the public libraries of every variant.
+
+    Args:
+      internal_visibility: who may depend on the core (tests, fuzzers, benchmarks).
+    """
+    for name, v in HAK_VARIANTS.items():
+        core = "hak_core" + v.suffix
+        native.cc_library(
+            name = core,
+            srcs = HAK_CORE_SRCS,
+            hdrs = HAK_INTERNAL_HDRS,
+            copts = HAK_COPTS,
+            local_defines = v.defines,
+            deps = [":hakmem_headers"],
+            linkopts = ["-pthread"],
+            linkstatic = 1,
+            visibility = internal_visibility,
+        )
+        native.cc_library(
+            name = "hakmem" + v.suffix + "_api",
+            srcs = ["hak_api.c"],
+            copts = HAK_COPTS,
+            local_defines = v.defines,
+            deps = [":" + core],
+            linkstatic = 1,
+            alwayslink = 1,
+            visibility = ["//visibility:public"],
+        )
+        native.cc_library(
+            name = "hakmem" + v.suffix,
+            srcs = ["hak_override.c"],
+            copts = HAK_COPTS,
+            local_defines = v.defines,
+            deps = [":hakmem" + v.suffix + "_api"],
+            linkstatic = 1,
+            alwayslink = 1,
+            visibility = ["//visibility:public"],
+        )
+        native.cc_binary(
+            name = "libhakmem" + v.suffix + ".so",
+            deps = [":hakmem" + v.suffix],
+            linkshared = 1,
+            linkopts = ["-Wl,-z,nodelete"],
+            visibility = ["//visibility:public"],
+        )

@@ -1,0 +1,31 @@
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <string.h>
+#include <thread>
+#include <vector>
+#include "hakmem.h"
+
+TEST(Smoke, MallocIsHakmem) {
+  void* p = malloc(100);
+  ASSERT_NE(p, nullptr);
+  memset(p, 1, 100);
+  EXPECT_GE(hak_usable_size(p), 100u);
+  free(p);
+}
+
+TEST(Smoke, ManySizesManyThreads) {
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; t++) ts.emplace_back([t] {
+    std::vector<void*> v;
+    for (int i = 0; i < 200000; i++) {
+      size_t sz = (i * 7919 + t) % 70000;
+      void* p = malloc(sz);
+      ASSERT_NE(p, nullptr);
+      memset(p, i & 0xff, sz < 64 ? sz : 64);
+      v.push_back(p);
+      if (v.size() > 1000) { free(v[(i * 31) % v.size()]); v[(i * 31) % v.size()] = v.back(); v.pop_back(); }
+    }
+    for (void* p : v) free(p);
+  });
+  for (auto& t : ts) t.join();
+}
