@@ -198,7 +198,15 @@ void hak_os_stats_read(hak_stats_t* out);
 
 extern const uint8_t hak_tiny_class_of_direct[HAK_TINY_DIRECT_COUNT];
 size_t hak_class_block_size(size_t class_index);
-size_t hak_mid_class_of(size_t size);              /* HAK_TINY_MAX < size <= HAK_MID_MAX */
+
+/* Mid classes, HAK_TINY_MAX < size <= HAK_MID_MAX: size lies in (2^b, 2^(b+1)] with
+ * b >= 10, split into eight classes of 2^(b-3) bytes each. Inline: it is on the fast
+ * path of mid-size malloc. */
+HAK_INLINE size_t hak_mid_class_of(size_t size) {
+  size_t b = (size_t)(63 - __builtin_clzll((unsigned long long)(size - 1)));
+  size_t step = (size - 1 - ((size_t)1 << b)) >> (b - 3); /* 0..7 */
+  return 16 + (b - 8) * 8 + step;
+}
 
 HAK_INLINE size_t hak_size_class(size_t size) {
   if (size <= HAK_TINY_MAX) return hak_tiny_class_of_direct[(size + 15) >> 4];

@@ -47,7 +47,7 @@ static void hak_stats_visit_heap(const hak_heap_t* heap, void* arg) {
 }
 #endif
 
-int hak_stats_get(hak_stats_t* out) {
+HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
   if (out == NULL) return EINVAL;
   memset(out, 0, sizeof(*out));
   const uint64_t* src = (const uint64_t*)&hak_stats_global;
@@ -127,7 +127,7 @@ static void hak_report_os(hak_report_t* r, const char* name, const hak_os_call_s
   hak_report_str(r, " us\n");
 }
 
-void hak_stats_print(int fd) {
+HAK_EXPORT void hak_stats_print(int fd) {
   hak_stats_t s;
   hak_stats_get(&s);
   hak_report_t r = {.fd = fd, .len = 0};

@@ -17,12 +17,3 @@ const uint8_t hak_tiny_class_of_direct[HAK_TINY_DIRECT_COUNT] = {
     24, 24, 24, 24, 25, 25, 25, 25, 26, 26, 26, 26, 27, 27, 27, 27,
     28, 28, 28, 28, 29, 29, 29, 29, 30, 30, 30, 30, 31, 31, 31, 31,
 };
-
-/* Block size of any class (tiny or mid): classes 16 and up are 8 per doubling. */
-size_t hak_class_block_size(size_t class_index) {
-  if (class_index < 16) return (class_index + 1) * 16;
-  size_t doubling = (class_index - 16) / 8;   /* 0 for 257..512 B */
-  size_t step = (class_index - 16) % 8 + 1;   /* 1..8 */
-  size_t base = (size_t)256 << doubling;
-  return base + step * (base / 8);
-}

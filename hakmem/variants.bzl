@@ -15,7 +15,8 @@ HAK_VARIANTS = {
 }
 
 # Flags every hakmem source is built with, whatever the consumer's compilation mode:
-# an allocator is never wanted unoptimised. -fno-builtin-* stops the compiler from
+# an allocator is never wanted unoptimised, and the fast path is too short to pay for
+# a frame pointer (Bazel's default toolchain adds -fno-omit-frame-pointer). -fno-builtin-* stops the compiler from
 # turning our own calloc's malloc+memset back into a call to calloc.
 HAK_COPTS = [
     "-std=gnu11",
@@ -23,6 +24,7 @@ HAK_COPTS = [
     "-Wall",
     "-Wextra",
     "-fvisibility=hidden",
+    "-fomit-frame-pointer",
     "-ftls-model=initial-exec",
     "-fno-builtin-malloc",
     "-fno-builtin-free",
