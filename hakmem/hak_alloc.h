@@ -114,9 +114,11 @@ HAK_INLINE void* hak_aligned_alloc_inline(size_t align, size_t size) {
   return hak_malloc_aligned_inline(align, size);
 }
 
-/* glibc: memalign rounds an alignment that is not a power of two up to one. */
+/* glibc: memalign rounds an alignment that is not a power of two up to one, and
+ * rejects only alignments above SIZE_MAX / 2 + 1 (EINVAL); those it can round up but
+ * not serve fail with ENOMEM. */
 HAK_INLINE void* hak_memalign_inline(size_t align, size_t size) {
-  if (align > ((size_t)1 << 62)) {
+  if (align > SIZE_MAX / 2 + 1) {
     errno = EINVAL;
     return NULL;
   }

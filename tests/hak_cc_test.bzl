@@ -38,6 +38,9 @@ def hak_cc_test(
                 copts = HAK_COPTS,
                 local_defines = v.defines,
                 deps = ["//hakmem:hak_core" + v.suffix],
+                # Static: the probe is built with -fvisibility=hidden, so as a shared
+                # library of its own its functions would be invisible to the test.
+                linkstatic = 1,
                 testonly = 1,
             )
             extra = [":" + name + "_" + vname + "_probe"]

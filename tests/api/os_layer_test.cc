@@ -1,0 +1,418 @@
+// os_layer_test.cc - the OS layer (hak_os.c) with injected fakes, and the stats API
+// built on its counters.
+//
+// While a fake is installed the tests avoid anything that may allocate (gtest
+// assertions included: the binary's malloc is hakmem): results are stored in locals
+// and asserted after hak_probe_os_restore().
+#include <errno.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "backends.h"
+
+extern "C" {
+int hak_probe_mode_counting(void);
+int hak_probe_mode_fail_map(void);
+int hak_probe_mode_ignore_hint(void);
+int hak_probe_mode_fail_unmap(void);
+void hak_probe_os_install(int mode);
+void hak_probe_os_restore(void);
+size_t hak_probe_os_map_calls(void);
+size_t hak_probe_os_unmap_calls(void);
+size_t hak_probe_os_advise_calls(void);
+size_t hak_probe_os_map_hinted(void);
+void* hak_probe_os_map_aligned(size_t size, size_t align, size_t align_offset);
+void hak_probe_os_unmap(void* addr, size_t size);
+void hak_probe_os_purge(void* addr, size_t size);
+size_t hak_probe_segment_size(void);
+size_t hak_probe_segment_cache_max(void);
+size_t hak_probe_os_page_size(void);
+size_t hak_probe_class_huge(void);
+size_t hak_probe_class_of(size_t size);
+size_t hak_probe_huge_mapping_size(const void* p);
+int hak_probe_is_huge(const void* p);
+}
+
+namespace {
+
+constexpr size_t kMiB = (size_t)1 << 20;
+
+hak_stats_t Stats() {
+  hak_stats_t s;
+  EXPECT_EQ(hak_stats_get(&s), 0);
+  return s;
+}
+
+// Restores the kernel's ops even when a test fails halfway.
+struct OpsGuard {
+  explicit OpsGuard(int mode) { hak_probe_os_install(mode); }
+  ~OpsGuard() { hak_probe_os_restore(); }
+};
+
+// ---- A failing map --------------------------------------------------------------------------
+
+template <typename A>
+class FailingMap : public ::testing::Test {};
+TYPED_TEST_SUITE(FailingMap, Backends, BackendName);
+
+TYPED_TEST(FailingMap, LargeAllocationsFailWithEnomemAndTheAllocatorRecovers) {
+  using A = TypeParam;
+  void* small = A::Malloc(100);  // made before the failure, must survive it
+  ASSERT_NE(small, nullptr);
+  FillPattern(small, 100, 5);
+  hak_stats_t before = Stats();
+
+  struct Result {
+    void* p;
+    int err;
+  } malloc_r, calloc_r, realloc_r, aligned_r, memalign_r, valloc_r, pvalloc_r;
+  int pm_rc;
+  void* pm_out = reinterpret_cast<void*>(0x99);
+  int pm_errno;
+  {
+    OpsGuard guard(hak_probe_mode_fail_map());
+    errno = 0;
+    malloc_r.p = A::Malloc(kMiB);
+    malloc_r.err = errno;
+    errno = 0;
+    calloc_r.p = A::Calloc(2, kMiB);
+    calloc_r.err = errno;
+    errno = 0;
+    realloc_r.p = A::Realloc(small, 3 * kMiB);
+    realloc_r.err = errno;
+    errno = 0;
+    aligned_r.p = A::AlignedAlloc(8 * kMiB, 1);
+    aligned_r.err = errno;
+    errno = 0;
+    memalign_r.p = A::Memalign(8192, 10);
+    memalign_r.err = errno;
+    errno = 0;
+    valloc_r.p = A::Valloc(100000);
+    valloc_r.err = errno;
+    errno = 0;
+    pvalloc_r.p = A::Pvalloc(100000);
+    pvalloc_r.err = errno;
+    errno = 1234;
+    pm_rc = A::PosixMemalign(&pm_out, kMiB, 10);
+    pm_errno = errno;
+  }
+  size_t map_calls = hak_probe_os_map_calls();
+  hak_stats_t after = Stats();
+
+  for (const Result* r : {&malloc_r, &calloc_r, &realloc_r, &aligned_r, &memalign_r, &valloc_r, &pvalloc_r}) {
+    EXPECT_EQ(r->p, nullptr);
+    EXPECT_EQ(r->err, ENOMEM);
+  }
+  EXPECT_EQ(pm_rc, ENOMEM);
+  EXPECT_EQ(pm_out, reinterpret_cast<void*>(0x99));
+  EXPECT_EQ(pm_errno, 1234);
+  EXPECT_GE(map_calls, 8u) << "the fake was not used";
+  EXPECT_GE(after.os_mmap.failures, before.os_mmap.failures + 8);
+  EXPECT_EQ(after.os_mapped_bytes, before.os_mapped_bytes) << "a failed map changed the mapped bytes";
+
+  // The failed realloc left the small block alone.
+  EXPECT_EQ(FirstPatternMismatch(small, 100, 5), 100u);
+  // Usable again with the kernel's ops.
+  void* p = A::Malloc(kMiB);
+  ASSERT_NE(p, nullptr);
+  memset(p, 1, kMiB);
+  void* q = A::Realloc(small, 3 * kMiB);
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(FirstPatternMismatch(q, 100, 5), 100u);
+  void* r = A::AlignedAlloc(8 * kMiB, 1);
+  ASSERT_NE(r, nullptr);
+  EXPECT_TRUE(IsAligned(r, 8 * kMiB));
+  A::Free(p);
+  A::Free(q);
+  A::Free(r);
+}
+
+TYPED_TEST(FailingMap, SmallAllocationsRunOutThenRecover) {
+  // With no new memory from the OS, 8 KiB blocks are served from the pages and cached
+  // segments already mapped, then fail with ENOMEM.
+  using A = TypeParam;
+  constexpr size_t kMax = 40000;  // 320 MiB: far more than is mapped beforehand
+  static void* blocks[kMax];      // no allocation while the fake is installed
+  size_t n = 0;
+  void* failed = reinterpret_cast<void*>(0x1);
+  int err = 0;
+  {
+    OpsGuard guard(hak_probe_mode_fail_map());
+    while (n < kMax) {
+      errno = 0;
+      void* p = A::Malloc(8192);
+      if (p == nullptr) {
+        failed = p;
+        err = errno;
+        break;
+      }
+      static_cast<uint8_t*>(p)[0] = 1;
+      static_cast<uint8_t*>(p)[8191] = 2;
+      blocks[n++] = p;
+    }
+  }
+  size_t map_calls = hak_probe_os_map_calls();
+  EXPECT_EQ(failed, nullptr) << "malloc never failed in " << kMax << " tries";
+  EXPECT_EQ(err, ENOMEM);
+  EXPECT_GE(map_calls, 1u);
+  for (size_t i = 0; i < n; i++) A::Free(blocks[i]);
+  // Now the same amount and more works.
+  std::vector<void*> again;
+  for (size_t i = 0; i < n + 1000; i++) {
+    void* p = A::Malloc(8192);
+    ASSERT_NE(p, nullptr) << i;
+    static_cast<uint8_t*>(p)[0] = 3;
+    again.push_back(p);
+  }
+  for (void* p : again) A::Free(p);
+}
+
+// ---- Counting fakes: every OS call goes through the ops -------------------------------------
+
+TEST(OsLayer, EveryOsCallGoesThroughTheOps) {
+  for (int mode : {hak_probe_mode_counting(), hak_probe_mode_ignore_hint()}) {
+    hak_stats_t before = Stats();
+    static void* blocks[32768];
+    size_t map_calls, unmap_calls, advise_calls;
+    void* huge;
+    size_t huge_mapping;
+    {
+      OpsGuard guard(mode);
+      huge = hak_malloc(3 * kMiB + 5);
+      huge_mapping = huge != nullptr ? hak_probe_huge_mapping_size(huge) : 0;
+      if (huge != nullptr) memset(huge, 7, 3 * kMiB + 5);
+      hak_free(huge);
+      // 32 MiB of 1 KiB blocks: new segments, later emptied (purge) and some unmapped.
+      for (auto& b : blocks) {
+        b = hak_malloc(1024);
+        if (b != nullptr) static_cast<uint8_t*>(b)[0] = 1;
+      }
+      for (void* b : blocks) hak_free(b);
+      map_calls = hak_probe_os_map_calls();
+      unmap_calls = hak_probe_os_unmap_calls();
+      advise_calls = hak_probe_os_advise_calls();
+    }
+    hak_stats_t after = Stats();
+    ASSERT_NE(huge, nullptr);
+    for (void* b : blocks) ASSERT_NE(b, nullptr);
+    EXPECT_EQ(huge_mapping, 4096 + ((3 * kMiB + 5 + 4095) & ~(size_t)4095));
+    EXPECT_GE(map_calls, 2u);
+    EXPECT_GE(unmap_calls, 1u);
+    EXPECT_GE(advise_calls, 1u) << "emptied segments should have been purged";
+    // The stats saw exactly the calls the fake saw: nothing bypasses the ops.
+    EXPECT_EQ(after.os_mmap.count - before.os_mmap.count, map_calls);
+    EXPECT_EQ(after.os_munmap.count - before.os_munmap.count, unmap_calls);
+    EXPECT_EQ(after.os_madvise.count - before.os_madvise.count, advise_calls);
+    EXPECT_EQ(after.os_mmap.failures, before.os_mmap.failures);
+    EXPECT_EQ(after.os_munmap.failures, before.os_munmap.failures);
+  }
+}
+
+TEST(OsLayer, HugeMappingsAreExactlyAccountedWithAndWithoutHints) {
+  for (int mode : {hak_probe_mode_counting(), hak_probe_mode_ignore_hint()}) {
+    for (size_t size : {(size_t)65537, kMiB, 4 * kMiB - 4096, 4 * kMiB, 9 * kMiB + 3}) {
+      hak_stats_t a = Stats();
+      void* p;
+      hak_stats_t b;
+      {
+        OpsGuard guard(mode);
+        p = hak_malloc(size);
+        hak_stats_get(&b);
+      }
+      ASSERT_NE(p, nullptr);
+      ASSERT_EQ(hak_probe_is_huge(p), 1);
+      size_t mapping = hak_probe_huge_mapping_size(p);
+      EXPECT_TRUE(IsAligned(p, 4096));
+      EXPECT_EQ(Addr(p) % (4 * kMiB), 4096u) << "a huge block starts one OS page into its segment";
+      EXPECT_EQ(mapping, 4096 + ((size + 4095) & ~(size_t)4095));
+      EXPECT_EQ(hak_usable_size(p), mapping - 4096);
+      EXPECT_EQ(b.os_mapped_bytes - a.os_mapped_bytes, mapping) << "mode " << mode << " size " << size;
+      EXPECT_EQ(b.segments_live, a.segments_live + 1);
+      memset(p, 0x6b, size);
+      hak_free(p);
+      hak_stats_t c = Stats();
+      EXPECT_EQ(c.os_mapped_bytes, a.os_mapped_bytes) << "mode " << mode << " size " << size;
+      EXPECT_EQ(c.segments_live, a.segments_live);
+    }
+  }
+}
+
+TEST(OsLayer, MapAlignedHonoursAlignmentAndOffset) {
+  const size_t seg = hak_probe_segment_size();
+  struct Case {
+    size_t size, align, offset;
+  };
+  const Case cases[] = {
+      {4096, 4096, 0},     {65536, 4096, 0},    {seg, seg, 0},           {3 * seg + 4096, seg, 0},
+      {seg, 2 * seg, seg}, {5 * seg, 4 * seg, seg}, {100, seg, 0},       {seg + 1, 8 * seg, 0},
+  };
+  for (int mode : {hak_probe_mode_counting(), hak_probe_mode_ignore_hint()}) {
+    for (const Case& c : cases) {
+      hak_stats_t a = Stats();
+      uint8_t* p;
+      {
+        OpsGuard guard(mode);
+        p = static_cast<uint8_t*>(hak_probe_os_map_aligned(c.size, c.align, c.offset));
+      }
+      ASSERT_NE(p, nullptr);
+      size_t rounded = (c.size + 4095) & ~(size_t)4095;
+      EXPECT_EQ((Addr(p) + c.offset) % c.align, 0u)
+          << "size " << c.size << " align " << c.align << " offset " << c.offset << " -> " << (void*)p;
+      hak_stats_t b = Stats();
+      EXPECT_EQ(b.os_mapped_bytes - a.os_mapped_bytes, rounded) << "trimmed mapping size";
+      memset(p, 0x55, rounded);  // the whole (page-rounded) mapping is ours
+      hak_probe_os_unmap(p, rounded);
+      EXPECT_EQ(Stats().os_mapped_bytes, a.os_mapped_bytes);
+    }
+  }
+}
+
+TEST(OsLayer, PurgeZeroesMemoryButKeepsTheMapping) {
+  const size_t size = 64 * 4096;
+  uint8_t* p = static_cast<uint8_t*>(hak_probe_os_map_aligned(size, 4096, 0));
+  ASSERT_NE(p, nullptr);
+  memset(p, 0xaa, size);
+  hak_stats_t a = Stats();
+  hak_probe_os_purge(p + 4096, size - 2 * 4096);
+  hak_stats_t b = Stats();
+  EXPECT_EQ(b.os_madvise.count, a.os_madvise.count + 1);
+  EXPECT_EQ(b.os_mapped_bytes, a.os_mapped_bytes) << "purge must not count as unmapping";
+  EXPECT_EQ(p[0], 0xaa);
+  EXPECT_EQ(p[size - 1], 0xaa);
+  EXPECT_EQ(FirstNonZero(p + 4096, size - 2 * 4096), size - 2 * 4096);
+  memset(p, 1, size);  // still mapped and writable
+  hak_probe_os_unmap(p, size);
+}
+
+TEST(OsLayer, FailingUnmapIsCountedAndKeepsErrno) {
+  void* p = hak_malloc(2 * kMiB);
+  ASSERT_NE(p, nullptr);
+  size_t mapping = hak_probe_huge_mapping_size(p);
+  hak_stats_t a = Stats();
+  int err;
+  {
+    OpsGuard guard(hak_probe_mode_fail_unmap());
+    errno = 4321;
+    hak_free(p);  // the mapping stays (leaks): the fake refused to unmap it
+    err = errno;
+  }
+  hak_stats_t b = Stats();
+  EXPECT_EQ(err, 4321) << "free changed errno";
+  EXPECT_EQ(b.os_munmap.count, a.os_munmap.count + 1);
+  EXPECT_EQ(b.os_munmap.failures, a.os_munmap.failures + 1);
+  EXPECT_EQ(b.os_mapped_bytes, a.os_mapped_bytes) << "bytes still mapped must still be counted";
+  EXPECT_EQ(b.segments_live + 1, a.segments_live);
+  (void)mapping;
+  void* q = hak_malloc(2 * kMiB);  // business as usual
+  ASSERT_NE(q, nullptr);
+  memset(q, 0, 2 * kMiB);
+  hak_free(q);
+}
+
+// ---- Stats API, every variant -----------------------------------------------------------------
+
+TEST(Stats, GetNullIsEinval) { EXPECT_EQ(hak_stats_get(nullptr), EINVAL); }
+
+TEST(Stats, VariantName) {
+#if defined(HAK_STATS) && HAK_STATS && defined(HAK_HARDENED) && HAK_HARDENED
+  const char* expected = "stats+hardened";
+#elif defined(HAK_STATS) && HAK_STATS
+  const char* expected = "stats";
+#elif defined(HAK_HARDENED) && HAK_HARDENED
+  const char* expected = "hardened";
+#else
+  const char* expected = "release";
+#endif
+  EXPECT_STREQ(hak_variant(), expected);
+}
+
+TEST(Stats, OsCallsAreCountedInEveryVariant) {
+  const size_t size = 5 * kMiB;
+  hak_stats_t a = Stats();
+  void* p = hak_malloc(size);  // a fresh huge mapping
+  ASSERT_NE(p, nullptr);
+  memset(p, 1, size);
+  hak_stats_t b = Stats();
+  hak_free(p);
+  hak_stats_t c = Stats();
+
+  EXPECT_GT(b.os_mmap.count, a.os_mmap.count);
+  EXPECT_GT(b.os_mmap.nanos, a.os_mmap.nanos);
+  EXPECT_GE(b.os_mapped_bytes, a.os_mapped_bytes + size);
+  EXPECT_EQ(b.segments_live, a.segments_live + 1);
+  EXPECT_GT(c.os_munmap.count, b.os_munmap.count);
+  EXPECT_GT(c.os_munmap.nanos, b.os_munmap.nanos);
+  EXPECT_EQ(c.os_mapped_bytes, a.os_mapped_bytes);
+  EXPECT_EQ(c.segments_live, a.segments_live);
+  EXPECT_EQ(c.os_mmap.failures, a.os_mmap.failures);
+}
+
+TEST(Stats, CountersMatchTheVariant) {
+#if defined(HAK_STATS) && HAK_STATS
+  const bool enabled = true;
+#else
+  const bool enabled = false;
+#endif
+  const size_t huge = hak_probe_class_huge();
+  const size_t cls = hak_probe_class_of(200);
+  hak_stats_t a = Stats();
+  void* big = hak_malloc(kMiB);
+  void* small = hak_malloc(200);
+  ASSERT_NE(big, nullptr);
+  ASSERT_NE(small, nullptr);
+  hak_free(small);
+  hak_free(big);
+  hak_stats_t b = Stats();
+  EXPECT_EQ(b.counters_enabled, enabled ? 1 : 0);
+  if (enabled) {
+    EXPECT_EQ(b.alloc_large, a.alloc_large + 1);
+    EXPECT_EQ(b.free_large, a.free_large + 1);
+    EXPECT_EQ(b.class_allocs[huge], a.class_allocs[huge] + 1);
+    EXPECT_EQ(b.class_frees[huge], a.class_frees[huge] + 1);
+    EXPECT_EQ(b.class_allocs[cls], a.class_allocs[cls] + 1);
+    EXPECT_EQ(b.class_frees[cls], a.class_frees[cls] + 1);
+    EXPECT_EQ(b.alloc_fast + b.alloc_slow, a.alloc_fast + a.alloc_slow + 1);
+    EXPECT_EQ(b.free_local, a.free_local + 1);
+    EXPECT_GE(b.threads_started, 1u);
+  } else {
+    EXPECT_EQ(b.alloc_large, 0u);
+    EXPECT_EQ(b.free_large, 0u);
+    EXPECT_EQ(b.alloc_fast, 0u);
+    EXPECT_EQ(b.alloc_slow, 0u);
+    EXPECT_EQ(b.free_local, 0u);
+    EXPECT_EQ(b.pages_allocated, 0u);
+    EXPECT_EQ(b.segments_allocated, 0u);
+    EXPECT_EQ(b.threads_started, 0u);
+    for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
+      EXPECT_EQ(b.class_allocs[i], 0u) << i;
+      EXPECT_EQ(b.class_frees[i], 0u) << i;
+    }
+  }
+}
+
+TEST(Stats, PrintWritesAReport) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  hak_stats_print(fds[1]);
+  close(fds[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof(buf))) > 0) out.append(buf, (size_t)n);
+  close(fds[0]);
+  EXPECT_NE(out.find(std::string("hakmem stats report (variant ") + hak_variant() + ", pid "), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("mmap"), std::string::npos) << out;
+  EXPECT_NE(out.find("mapped bytes"), std::string::npos) << out;
+#if defined(HAK_STATS) && HAK_STATS
+  EXPECT_NE(out.find("alloc fast"), std::string::npos) << out;
+  EXPECT_NE(out.find("Size classes"), std::string::npos) << out;
+#else
+  EXPECT_NE(out.find("(per-class counters need the stats variant)"), std::string::npos) << out;
+#endif
+}
+
+}  // namespace

@@ -1,0 +1,183 @@
+// size_class_test.cc - the size classes (hak_tiny.c, hak_mid.c) through a C probe, checked
+// against their stated properties and an independent model, and against what malloc
+// actually hands out.
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "hakmem.h"
+
+extern "C" {
+size_t hak_probe_class_of(size_t size);
+size_t hak_probe_mid_class_of(size_t size);
+size_t hak_probe_block_size(size_t class_index);
+size_t hak_probe_tiny_direct(size_t slot);
+int hak_probe_class_segment_kind(size_t class_index);
+size_t hak_probe_class_count(void);
+size_t hak_probe_tiny_class_count(void);
+size_t hak_probe_tiny_direct_count(void);
+size_t hak_probe_tiny_max(void);
+size_t hak_probe_mid_max(void);
+size_t hak_probe_small_page_block_max(void);
+int hak_probe_kind_small(void);
+int hak_probe_kind_medium(void);
+size_t hak_probe_page_block_size(const void* p);
+size_t hak_probe_page_class(const void* p);
+int hak_probe_segment_kind_of(const void* p);
+}
+
+namespace {
+
+constexpr size_t kClasses = 80;
+constexpr size_t kMidMax = 65536;
+
+// Independent model of the documented scheme: 16 B steps up to 256 B, then 8 classes
+// per doubling.
+size_t ModelBlockSize(size_t cls) {
+  if (cls < 16) return (cls + 1) * 16;
+  size_t base = (size_t)256 << ((cls - 16) / 8);
+  return base + ((cls - 16) % 8 + 1) * (base / 8);
+}
+
+size_t ModelClassOf(size_t size) {
+  for (size_t c = 0; c < kClasses; c++) {
+    if (ModelBlockSize(c) >= size) return c;
+  }
+  return kClasses;
+}
+
+TEST(SizeClass, Constants) {
+  EXPECT_EQ(hak_probe_class_count(), kClasses);
+  EXPECT_EQ(hak_probe_mid_max(), kMidMax);
+  EXPECT_EQ(hak_probe_tiny_max(), 1024u);
+  EXPECT_EQ(hak_probe_tiny_direct_count(), 1024u / 16 + 1);
+  EXPECT_EQ(hak_probe_tiny_class_count(), 32u);
+  EXPECT_EQ(HAK_STATS_CLASS_COUNT, (int)kClasses + 1);
+  // The last class is exactly the mid pools' limit, the last tiny class the tiny limit.
+  EXPECT_EQ(hak_probe_block_size(kClasses - 1), kMidMax);
+  EXPECT_EQ(hak_probe_block_size(hak_probe_tiny_class_count() - 1), hak_probe_tiny_max());
+}
+
+TEST(SizeClass, BlockSizesAreIncreasingMultiplesOf16MatchingTheModel) {
+  for (size_t c = 0; c < kClasses; c++) {
+    size_t b = hak_probe_block_size(c);
+    EXPECT_EQ(b % 16, 0u) << "class " << c;
+    EXPECT_EQ(b, ModelBlockSize(c)) << "class " << c;
+    if (c > 0) {
+      EXPECT_GT(b, hak_probe_block_size(c - 1)) << "class " << c;
+    }
+  }
+  EXPECT_EQ(hak_probe_block_size(0), 16u);
+}
+
+TEST(SizeClass, ClassOfBlockSizeIsTheClass) {
+  for (size_t c = 0; c < kClasses; c++) {
+    size_t b = hak_probe_block_size(c);
+    EXPECT_EQ(hak_probe_class_of(b), c) << "class_of(block_size(" << c << ") = " << b << ")";
+    if (b > 16) {
+      EXPECT_EQ(hak_probe_class_of(b - 1), c) << "one below block_size(" << c << ")";
+    }
+    if (c + 1 < kClasses) {
+      EXPECT_EQ(hak_probe_class_of(b + 1), c + 1) << "one above block_size(" << c << ")";
+    }
+  }
+}
+
+TEST(SizeClass, EverySizeUpTo64KiB) {
+  size_t prev = hak_probe_class_of(1);
+  for (size_t size = 1; size <= kMidMax; size++) {
+    size_t c = hak_probe_class_of(size);
+    ASSERT_LT(c, kClasses) << "size " << size;
+    ASSERT_GE(c, prev) << "class_of not monotonic at size " << size;
+    ASSERT_LE(c, prev + 1) << "class_of skips a class at size " << size;
+    prev = c;
+    size_t b = hak_probe_block_size(c);
+    ASSERT_GE(b, size) << "block too small for size " << size;
+    // The smallest class that fits: the one below is too small.
+    if (c > 0) {
+      ASSERT_LT(hak_probe_block_size(c - 1), size) << "size " << size << " not in its tightest class";
+    }
+    ASSERT_EQ(c, ModelClassOf(size)) << "size " << size;
+    if (size > 128) {
+      // (block - size) / size < 1/8, in integers.
+      ASSERT_LT((b - size) * 8, size) << "waste >= 12.5% at size " << size << " (block " << b << ")";
+    } else {
+      ASSERT_LT(b - size, 16u) << "size " << size;
+    }
+  }
+  // malloc(0) is served by the smallest class.
+  EXPECT_EQ(hak_probe_class_of(0), 0u);
+  EXPECT_EQ(hak_probe_class_of(kMidMax), kClasses - 1);
+}
+
+TEST(SizeClass, EveryClassIsUsed) {
+  std::vector<int> seen(kClasses, 0);
+  for (size_t size = 1; size <= kMidMax; size++) seen[hak_probe_class_of(size)]++;
+  for (size_t c = 0; c < kClasses; c++) EXPECT_GT(seen[c], 0) << "class " << c << " is never chosen";
+}
+
+TEST(SizeClass, TinyDirectTableIsConsistent) {
+  const size_t slots = hak_probe_tiny_direct_count();
+  EXPECT_EQ(hak_probe_tiny_direct(0), 0u) << "slot 0 (malloc(0)) must be the smallest class";
+  for (size_t slot = 1; slot < slots; slot++) {
+    size_t c = hak_probe_tiny_direct(slot);
+    ASSERT_LT(c, hak_probe_tiny_class_count()) << "slot " << slot;
+    // Slot s serves sizes 16*(s-1)+1 .. 16*s: every one must fit and map to this class.
+    EXPECT_GE(hak_probe_block_size(c), slot * 16) << "slot " << slot;
+    if (c > 0) {
+      EXPECT_LT(hak_probe_block_size(c - 1), slot * 16) << "slot " << slot << " not tightest";
+    }
+    EXPECT_EQ(c, ModelClassOf(slot * 16)) << "slot " << slot;
+    EXPECT_GE(c, hak_probe_tiny_direct(slot - 1)) << "table not monotonic at slot " << slot;
+    for (size_t size = 16 * (slot - 1) + 1; size <= 16 * slot; size++) {
+      EXPECT_EQ(hak_probe_class_of(size), c) << "hak_size_class(" << size << ") vs slot " << slot;
+    }
+  }
+  // The generic formula agrees with the table wherever both are defined (257..1024 B),
+  // and continues it without a gap.
+  for (size_t size = 257; size <= hak_probe_tiny_max(); size++) {
+    EXPECT_EQ(hak_probe_mid_class_of(size), hak_probe_tiny_direct((size + 15) / 16)) << "size " << size;
+  }
+  EXPECT_EQ(hak_probe_class_of(hak_probe_tiny_max() + 1), hak_probe_tiny_class_count());
+}
+
+TEST(SizeClass, SegmentKindByBlockSize) {
+  for (size_t c = 0; c < kClasses; c++) {
+    int expected = hak_probe_block_size(c) <= hak_probe_small_page_block_max() ? hak_probe_kind_small()
+                                                                               : hak_probe_kind_medium();
+    EXPECT_EQ(hak_probe_class_segment_kind(c), expected) << "class " << c;
+  }
+}
+
+TEST(SizeClass, StatsReportTheClassSizes) {
+  hak_stats_t s;
+  ASSERT_EQ(hak_stats_get(&s), 0);
+  for (size_t c = 0; c < kClasses; c++) EXPECT_EQ(s.class_size[c], hak_probe_block_size(c)) << "class " << c;
+  EXPECT_EQ(s.class_size[kClasses], 0u) << "the huge pseudo-class has no block size";
+}
+
+TEST(SizeClass, MallocUsesTheClassOfTheSize) {
+  // What malloc hands out sits in a page of exactly the class hak_size_class names, and
+  // malloc_usable_size is that class's block size.
+  std::vector<void*> live;
+  for (size_t size = 0; size <= kMidMax; size += (size < 2048 ? 1 : 61)) {
+    void* p = hak_malloc(size);
+    ASSERT_NE(p, nullptr);
+    size_t c = hak_probe_class_of(size);
+    ASSERT_EQ(hak_probe_page_class(p), c) << "size " << size;
+    ASSERT_EQ(hak_probe_page_block_size(p), hak_probe_block_size(c)) << "size " << size;
+    ASSERT_EQ(hak_usable_size(p), hak_probe_block_size(c)) << "size " << size;
+    ASSERT_EQ(hak_probe_segment_kind_of(p), hak_probe_class_segment_kind(c)) << "size " << size;
+    live.push_back(p);
+    if (live.size() > 256) {
+      hak_free(live.front());
+      live.erase(live.begin());
+    }
+  }
+  for (void* p : live) hak_free(p);
+}
+
+}  // namespace
