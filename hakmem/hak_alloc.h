@@ -18,8 +18,9 @@
 HAK_INLINE void* hak_page_pop(hak_heap_t* heap, hak_page_t* page, size_t size) {
   hak_block_t* block = page->free;
   if (hak_unlikely(block == NULL)) return hak_heap_malloc_generic(heap, size);
-  page->free = block->next;
+  page->free = hak_block_next(block);
   page->used++;
+  hak_asan_unpoison(block, page->block_size);
   hak_hardening_on_alloc(page, block);
   hak_stat_inc(heap, alloc_fast);
   hak_stat_class_inc(heap, class_allocs, page->class_index);
@@ -44,7 +45,8 @@ HAK_INLINE void hak_free_inline(void* p) {
   hak_page_t* page = hak_segment_page_of(segment, p);
   hak_block_t* block = (hak_block_t*)p;
   if (hak_likely(atomic_load_explicit(&segment->thread_id, memory_order_relaxed) == hak_thread_id())) {
-    block->next = page->free;
+    hak_asan_poison(block, page->block_size);
+    hak_block_set_next(block, page->free);
     page->free = block;
     hak_stat_inc(segment->heap, free_local);
     hak_stat_class_inc(segment->heap, class_frees, page->class_index);

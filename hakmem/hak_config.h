@@ -16,6 +16,11 @@
 #ifndef HAK_HARDENED
 #define HAK_HARDENED 0
 #endif
+/* HAK_SMALL_LIMITS 1 shrinks caches and batch sizes so that short fuzz and test runs
+ * reach eviction, page and segment release, and reuse. Never for production. */
+#ifndef HAK_SMALL_LIMITS
+#define HAK_SMALL_LIMITS 0
+#endif
 
 #if HAK_STATS && HAK_HARDENED
 #define HAK_VARIANT_NAME "stats+hardened"
@@ -53,11 +58,19 @@
 #define HAK_CLASS_COUNT 80                         /* classes 0..79 cover 16 B .. 64 KiB */
 #define HAK_CLASS_HUGE HAK_CLASS_COUNT             /* pseudo-class for stats */
 
+#if HAK_SMALL_LIMITS
+#define HAK_PAGE_EXTEND_BYTES 256
+#define HAK_SEGMENT_CACHE_MAX 1
+#define HAK_RETAIN_EMPTY_PAGE 0
+#else
 /* Free-list extension is bounded so a fresh page touches one OS page at a time. */
 #define HAK_PAGE_EXTEND_BYTES 4096
-
 /* Empty segments kept for reuse before returning them to the OS. */
 #define HAK_SEGMENT_CACHE_MAX 4
+/* A heap keeps the last page of a class even when it empties, so one block bouncing
+ * between malloc and free does not give a page back and take it again each time. */
+#define HAK_RETAIN_EMPTY_PAGE 1
+#endif
 
 /* ---- Compiler helpers ---------------------------------------------------- */
 

@@ -162,7 +162,7 @@ void hak_heap_page_unfull(hak_heap_t* heap, hak_page_t* page) {
 void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page) {
   if (page->in_full) hak_heap_page_unfull(heap, page);
   hak_page_queue_t* q = &heap->queues[page->class_index];
-  if (q->first == page && page->next == NULL) return;
+  if (HAK_RETAIN_EMPTY_PAGE && q->first == page && page->next == NULL) return;
   hak_heap_queue_remove(heap, page);
   hak_segment_page_free(heap, page);
 }
@@ -175,7 +175,7 @@ HAK_NOINLINE void hak_heap_local_free_slow(hak_page_t* page) {
 }
 
 static void hak_heap_free_local(hak_page_t* page, hak_block_t* block) {
-  block->next = page->free;
+  hak_block_set_next(block, page->free);
   page->free = block;
   page->used--;
   if (page->used == 0 || page->in_full) hak_heap_local_free_slow(page);
@@ -186,7 +186,7 @@ static void hak_heap_collect_delayed(hak_heap_t* heap) {
   if (atomic_load_explicit(&heap->thread_delayed_free, memory_order_relaxed) == NULL) return;
   hak_block_t* block = atomic_exchange_explicit(&heap->thread_delayed_free, NULL, memory_order_acquire);
   while (block != NULL) {
-    hak_block_t* next = block->next;
+    hak_block_t* next = hak_block_next(block);
     hak_heap_free_local(hak_segment_page_of(hak_segment_of(block), block), block);
     hak_stat_inc(heap, free_delayed);
     block = next;
@@ -250,8 +250,9 @@ HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
     return NULL;
   }
   hak_block_t* block = page->free;
-  page->free = block->next;
+  page->free = hak_block_next(block);
   page->used++;
+  hak_asan_unpoison(block, page->block_size);
   hak_hardening_on_alloc(page, block);
   hak_stat_inc(heap, alloc_slow);
   hak_stat_class_inc(heap, class_allocs, cls);
@@ -311,9 +312,9 @@ void hak_heap_thread_done(hak_heap_t* heap) {
   /* Blocks that reached the delayed list before the switch: free without requeueing. */
   hak_block_t* block = atomic_exchange_explicit(&heap->thread_delayed_free, NULL, memory_order_acquire);
   while (block != NULL) {
-    hak_block_t* next = block->next;
+    hak_block_t* next = hak_block_next(block);
     hak_page_t* page = hak_segment_page_of(hak_segment_of(block), block);
-    block->next = page->free;
+    hak_block_set_next(block, page->free);
     page->free = block;
     page->used--;
     block = next;

@@ -126,6 +126,33 @@ struct hak_heap_s {
 #endif
 };
 
+/* ---- Free blocks ------------------------------------------------------------------
+ * Under AddressSanitizer, memory hakmem holds (freed blocks, blocks not yet handed out)
+ * is poisoned, so a use after free inside our pools is reported, not hidden. The link
+ * word is unpoisoned only for the instant hakmem itself reads or writes it. Without
+ * ASan all of this compiles to plain loads and stores. */
+#if HAK_ASAN
+#include <sanitizer/asan_interface.h>
+#define hak_asan_poison(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define hak_asan_unpoison(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define hak_asan_poison(p, n) ((void)(p), (void)(n))
+#define hak_asan_unpoison(p, n) ((void)(p), (void)(n))
+#endif
+
+HAK_INLINE hak_block_t* hak_block_next(hak_block_t* block) {
+  hak_asan_unpoison(block, sizeof(hak_block_t));
+  hak_block_t* next = block->next;
+  hak_asan_poison(block, sizeof(hak_block_t));
+  return next;
+}
+
+HAK_INLINE void hak_block_set_next(hak_block_t* block, hak_block_t* next) {
+  hak_asan_unpoison(block, sizeof(hak_block_t));
+  block->next = next;
+  hak_asan_poison(block, sizeof(hak_block_t));
+}
+
 /* ---- Small shared helpers ------------------------------------------------ */
 
 HAK_INLINE uintptr_t hak_thread_id(void) {

@@ -57,6 +57,7 @@ static void* hak_os_map(void* hint, size_t size) {
 
 void hak_os_unmap(void* addr, size_t size) {
   if (addr == NULL || size == 0) return;
+  hak_asan_unpoison(addr, size); /* whoever maps this range next must not inherit poison */
   int saved_errno = errno;
   uint64_t t0 = hak_os_now_ns();
   int rc = atomic_load_explicit(&hak_os_ops, memory_order_relaxed)->unmap(addr, size);

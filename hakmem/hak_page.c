@@ -25,6 +25,7 @@ void hak_page_init(hak_page_t* page, hak_segment_t* segment, hak_heap_t* heap, s
   page->next = page->prev = NULL;
   atomic_store_explicit(&page->xthread_free, HAK_DELAYED_NONE, memory_order_relaxed);
   atomic_store_explicit(&page->xheap, heap, memory_order_relaxed);
+  hak_asan_poison(page->start, (size_t)(area_end - area)); /* nothing handed out yet */
   hak_page_extend(page);
 }
 
@@ -38,8 +39,8 @@ void hak_page_extend(hak_page_t* page) {
   if (count == 0) return;
   uint8_t* first = page->start + (size_t)page->capacity * bsize;
   uint8_t* last = first + (count - 1) * bsize;
-  for (uint8_t* b = first; b < last; b += bsize) ((hak_block_t*)b)->next = (hak_block_t*)(b + bsize);
-  ((hak_block_t*)last)->next = page->free;
+  for (uint8_t* b = first; b < last; b += bsize) hak_block_set_next((hak_block_t*)b, (hak_block_t*)(b + bsize));
+  hak_block_set_next((hak_block_t*)last, page->free);
   page->free = (hak_block_t*)first;
   page->capacity = (uint16_t)(page->capacity + count);
 }
@@ -55,11 +56,11 @@ void hak_page_collect_thread_free(hak_page_t* page) {
   hak_block_t* head = hak_thread_free_ptr(tf);
   hak_block_t* tail = head;
   uint32_t count = 1;
-  while (tail->next != NULL) {
-    tail = tail->next;
+  for (hak_block_t* next = hak_block_next(tail); next != NULL; next = hak_block_next(tail)) {
+    tail = next;
     count++;
   }
-  tail->next = page->free;
+  hak_block_set_next(tail, page->free);
   page->free = head;
   page->used -= count;
 }
@@ -102,13 +103,14 @@ bool hak_page_try_use_delayed(hak_page_t* page) {
 
 /* A block freed by a thread that does not own its page. */
 void hak_page_free_remote(hak_page_t* page, hak_block_t* block) {
+  hak_asan_poison(block, page->block_size); /* before publishing: the owner may reuse it */
   uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
   uintptr_t desired;
   do {
     if (hak_thread_free_state(tf) == HAK_DELAYED_USE) {
       desired = (tf & ~(uintptr_t)3) | HAK_DELAYED_FREEING;
     } else {
-      block->next = hak_thread_free_ptr(tf);
+      hak_block_set_next(block, hak_thread_free_ptr(tf));
       desired = (uintptr_t)block | (uintptr_t)hak_thread_free_state(tf);
     }
   } while (!atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf, desired,
@@ -120,7 +122,7 @@ void hak_page_free_remote(hak_page_t* page, hak_block_t* block) {
   hak_heap_t* heap = atomic_load_explicit(&page->xheap, memory_order_acquire);
   hak_block_t* head = atomic_load_explicit(&heap->thread_delayed_free, memory_order_relaxed);
   do {
-    block->next = head;
+    hak_block_set_next(block, head);
   } while (!atomic_compare_exchange_weak_explicit(&heap->thread_delayed_free, &head, block,
                                                   memory_order_release, memory_order_relaxed));
   tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);

@@ -14,6 +14,13 @@ HAK_VARIANTS = {
     "hardened": struct(suffix = "_hardened", defines = ["HAK_HARDENED=1"]),
 }
 
+# Variants for hakmem's own fuzzers and tests only (HAK_SMALL_LIMITS shrinks caches and
+# batches so short runs reach eviction and reuse): core and _api libraries, not public.
+HAK_INTERNAL_VARIANTS = {
+    "small": struct(suffix = "_small", defines = ["HAK_SMALL_LIMITS=1"]),
+    "hardened_small": struct(suffix = "_hardened_small", defines = ["HAK_HARDENED=1", "HAK_SMALL_LIMITS=1"]),
+}
+
 # Flags every hakmem source is built with, whatever the consumer's compilation mode:
 # an allocator is never wanted unoptimised, and the fast path is too short to pay for
 # a frame pointer (Bazel's default toolchain adds -fno-omit-frame-pointer). -fno-builtin-* stops the compiler from
@@ -51,35 +58,41 @@ HAK_INTERNAL_HDRS = [
     "hak_internal.h",
 ]
 
+def _hak_core_and_api(v, visibility, internal_visibility):
+    core = "hak_core" + v.suffix
+    native.cc_library(
+        name = core,
+        srcs = HAK_CORE_SRCS,
+        hdrs = HAK_INTERNAL_HDRS,
+        copts = HAK_COPTS,
+        local_defines = v.defines,
+        deps = [":hakmem_headers"],
+        linkopts = ["-pthread"],
+        linkstatic = 1,
+        visibility = internal_visibility,
+    )
+    native.cc_library(
+        name = "hakmem" + v.suffix + "_api",
+        srcs = ["hak_api.c"],
+        copts = HAK_COPTS,
+        local_defines = v.defines,
+        deps = [":" + core],
+        linkstatic = 1,
+        alwayslink = 1,
+        visibility = visibility,
+    )
+
 def hak_library_variants(internal_visibility):
     """Declares the core and the public libraries of every variant.
 
     Args:
-      internal_visibility: who may depend on the core (tests, fuzzers, benchmarks).
+      internal_visibility: who may depend on the core and on the internal variants
+        (tests, fuzzers, benchmarks).
     """
-    for name, v in HAK_VARIANTS.items():
-        core = "hak_core" + v.suffix
-        native.cc_library(
-            name = core,
-            srcs = HAK_CORE_SRCS,
-            hdrs = HAK_INTERNAL_HDRS,
-            copts = HAK_COPTS,
-            local_defines = v.defines,
-            deps = [":hakmem_headers"],
-            linkopts = ["-pthread"],
-            linkstatic = 1,
-            visibility = internal_visibility,
-        )
-        native.cc_library(
-            name = "hakmem" + v.suffix + "_api",
-            srcs = ["hak_api.c"],
-            copts = HAK_COPTS,
-            local_defines = v.defines,
-            deps = [":" + core],
-            linkstatic = 1,
-            alwayslink = 1,
-            visibility = ["//visibility:public"],
-        )
+    for v in HAK_INTERNAL_VARIANTS.values():
+        _hak_core_and_api(v, internal_visibility, internal_visibility)
+    for v in HAK_VARIANTS.values():
+        _hak_core_and_api(v, ["//visibility:public"], internal_visibility)
         native.cc_library(
             name = "hakmem" + v.suffix,
             srcs = ["hak_override.c"],

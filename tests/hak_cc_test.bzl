@@ -5,13 +5,16 @@ One call declares <name>_release, <name>_stats and <name>_hardened (or the subse
 test_suite <name> running them all. Google Test comes from Debian's libgtest-dev.
 
 link:
-  "override"  the test binary's malloc is hakmem's (//hakmem:hakmem{suffix})
+  "override"  the test binary's malloc is hakmem's (//hakmem:hakmem{suffix}); such
+              tests are tagged noasan and notsan (those sanitizers replace malloc)
   "api"       only the hak_* API; malloc stays glibc's (//hakmem:hakmem{suffix}_api)
+variants: names from HAK_VARIANTS (default: all of them) or HAK_INTERNAL_VARIANTS
+  (only with link = "api": internal variants have no malloc-replacing library).
 c_srcs: C files built against the variant's internal headers (hak_internal.h is C11
   and cannot be included from C++); tests call into them to reach internals.
 """
 
-load("//hakmem:variants.bzl", "HAK_COPTS", "HAK_VARIANTS")
+load("//hakmem:variants.bzl", "HAK_COPTS", "HAK_INTERNAL_VARIANTS", "HAK_VARIANTS")
 
 def hak_cc_test(
         name,
@@ -24,8 +27,10 @@ def hak_cc_test(
         tags = [],
         **kwargs):
     tests = []
+    all_variants = dict(HAK_VARIANTS)
+    all_variants.update(HAK_INTERNAL_VARIANTS)
     for vname in (variants or HAK_VARIANTS.keys()):
-        v = HAK_VARIANTS[vname]
+        v = all_variants[vname]
         lib = {
             "override": "//hakmem:hakmem" + v.suffix,
             "api": "//hakmem:hakmem" + v.suffix + "_api",
@@ -44,6 +49,9 @@ def hak_cc_test(
                 testonly = 1,
             )
             extra = [":" + name + "_" + vname + "_probe"]
+        # ASan and TSan bring their own malloc and cannot run beside a replaced one;
+        # their builds cover hakmem through the hak_* API (link = "api") instead.
+        sanitizer_tags = ["noasan", "notsan"] if link == "override" else []
         native.cc_test(
             name = name + "_" + vname,
             srcs = srcs,
@@ -51,7 +59,7 @@ def hak_cc_test(
             local_defines = v.defines,
             linkopts = ["-lgtest", "-lgtest_main", "-pthread"],
             size = size,
-            tags = tags + ["variant_" + vname],
+            tags = tags + sanitizer_tags + ["variant_" + vname],
             **kwargs
         )
         tests.append(name + "_" + vname)
