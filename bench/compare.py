@@ -1,0 +1,525 @@
+#!/usr/bin/env python3
+"""Runs the benchmark workloads under several allocators side by side and reports ratios.
+
+Every workload is a plain program calling malloc/free/realloc; each allocator is loaded
+with LD_PRELOAD (glibc: nothing preloaded). Runs are interleaved (A B C D E, A B C D E,
+...) so that drift of a shared, noisy machine hits all allocators alike, and ratios are
+taken between allocators measured in the same run. Absolute times are not comparable
+across runs; the ratios are the result.
+
+Each run prints a RESULT line (bench_util.h); its checksum must be the same under every
+allocator, and a workload that finds wrong memory contents exits non-zero. Either is
+reported as a failure of that allocator (the run goes on; the exit status is 1).
+
+hakmem's OS calls (mmap, munmap, madvise) are counted by running each workload once
+more under libhakmem_stats.so with HAKMEM_STATS=1 and reading its report.
+
+Output (in --out, default bench-out/): the Markdown tables on stdout and in
+results.md, results.csv and results.json (one row per workload and allocator),
+meta.json, and the charts ratios.svg (time / mimalloc) and rss_ratios.svg
+(peak RSS / mimalloc), drawn with gnuplot.
+"""
+import argparse
+import csv
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+SYSTEM_LIBS = "/usr/lib/x86_64-linux-gnu"
+PEERS = {
+    "mimalloc": os.path.join(SYSTEM_LIBS, "libmimalloc.so.2"),
+    "jemalloc": os.path.join(SYSTEM_LIBS, "libjemalloc.so.2"),
+    "tcmalloc": os.path.join(SYSTEM_LIBS, "libtcmalloc_minimal.so.4"),
+}
+PEER_PACKAGES = {"glibc": "libc6", "mimalloc": "libmimalloc2.0", "jemalloc": "libjemalloc2",
+                 "tcmalloc": "libtcmalloc-minimal4"}
+ALL_ALLOCATORS = ["glibc", "hakmem", "hakmem_stats", "hakmem_hardened", "mimalloc", "jemalloc", "tcmalloc"]
+QUICK_ALLOCATORS = ["glibc", "hakmem", "mimalloc", "jemalloc", "tcmalloc"]
+
+RESULT_RE = re.compile(r"RESULT workload=(\S+) ops=(\d+) ns=(\d+) checksum=(\d+) peak_rss_kib=(\d+) rss_kib=(\d+)(.*)")
+EXTRA_RE = re.compile(r"(\w+)=(\S+)")
+OS_CALL_RE = re.compile(r"^\s*(mmap|munmap|madvise)\s+(\d+) calls\s+(\d+) failed\s+(\d+) us", re.M)
+
+# name -> (binary, arguments of the full run, arguments of the quick run). Sizes are
+# chosen so that a full run of a workload takes about a second under most allocators
+# (and a few seconds under the slowest), a quick run about a fifth of that.
+# tiny_pairs: 10M malloc/free pairs per thread, as its issue asks.
+
+
+def workload_table(threads):
+    t = str(threads)
+    return [
+        ("tiny_pairs_t1", "tiny_pairs", ["--pairs", "10000000", "--threads", "1"], ["--pairs", "3000000", "--threads", "1"]),
+        ("tiny_pairs_t2", "tiny_pairs", ["--pairs", "10000000", "--threads", "2"], ["--pairs", "3000000", "--threads", "2"]),
+        ("json", "json", ["--docs", "1000"], ["--docs", "300"]),
+        ("mir", "mir", ["--funcs", "40000"], ["--funcs", "12000"]),
+        ("vm_touch", "vm", ["--iters", "3000", "--touch", "1"], ["--iters", "1000", "--touch", "1"]),
+        ("vm_notouch", "vm", ["--iters", "100000", "--touch", "0"], ["--iters", "30000", "--touch", "0"]),
+        ("mixed", "mixed", ["--allocs", "500000"], ["--allocs", "150000"]),
+        ("eviction", "eviction", ["--mode", "eviction", "--iters", "40000"], ["--mode", "eviction", "--iters", "12000"]),
+        ("multisize", "eviction", ["--mode", "multisize", "--rounds", "200"], ["--mode", "multisize", "--rounds", "60"]),
+        ("threads_xfree_t" + t, "threads", ["--mode", "xfree", "--objs", "5000000", "--threads", t],
+         ["--mode", "xfree", "--objs", "1500000", "--threads", t]),
+        ("threads_churn_t" + t, "threads", ["--mode", "churn", "--steps", "8000000", "--threads", t],
+         ["--mode", "churn", "--steps", "2500000", "--threads", t]),
+        ("realloc", "realloc", ["--rounds", "10"], ["--rounds", "3"]),
+        ("rss", "rss", ["--objs", "150000"], ["--objs", "50000"]),
+    ]
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin-dir", required=True, help="folder with the workload binaries (bazel-bin/bench)")
+    ap.add_argument("--hakmem-dir", required=True, help="folder with libhakmem*.so (bazel-bin/hakmem)")
+    ap.add_argument("--out", default="bench-out", help="folder for the result files (default bench-out)")
+    ap.add_argument("--quick", action="store_true", help="CI-sized workloads and 5 allocators (not hakmem's "
+                    "stats and hardened variants)")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions per allocator (default 5)")
+    ap.add_argument("--allocators", default="",
+                    help="comma list from: %s (default: all of them; with --quick: %s)"
+                    % (", ".join(ALL_ALLOCATORS), ", ".join(QUICK_ALLOCATORS)))
+    ap.add_argument("--workloads", default="", help="comma list of workload names (default: all)")
+    ap.add_argument("--threads", type=int, default=2, help="threads of the threads_* workloads (default 2)")
+    ap.add_argument("--no-os-stats", action="store_true", help="skip the extra run under libhakmem_stats.so")
+    ap.add_argument("--no-plot", action="store_true", help="do not draw the SVG charts")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds before one run counts as failed")
+    ap.add_argument("--list", action="store_true", help="print the workloads and their arguments, then exit")
+    args = ap.parse_args(argv)
+    if args.reps <= 0:
+        ap.error("--reps must be at least 1")
+    return args
+
+
+def allocator_paths(names, hakmem_dir):
+    paths = {"glibc": None}
+    for suffix in ("", "_stats", "_hardened"):
+        paths["hakmem" + suffix] = os.path.join(hakmem_dir, "libhakmem%s.so" % suffix)
+    paths.update(PEERS)
+    chosen = {}
+    for name in names:
+        if name not in paths:
+            sys.exit("compare.py: unknown allocator %r (known: %s)" % (name, ", ".join(paths)))
+        if paths[name] is not None and not os.path.exists(paths[name]):
+            sys.exit("compare.py: %s not found at %s (run ci/setup.sh and the Bazel build)" % (name, paths[name]))
+        chosen[name] = paths[name]
+    return chosen
+
+
+def select_workloads(args):
+    """(name, argv) pairs for this mode."""
+    wl = []
+    for name, binary, full, quick in workload_table(args.threads):
+        wl.append((name, [os.path.join(args.bin_dir, binary)] + (quick if args.quick else full)))
+    if args.workloads:
+        wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
+        known = {name for name, _ in wl}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            sys.exit("compare.py: unknown workload(s): %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(known))))
+        wl = [w for w in wl if w[0] in wanted]
+    return wl
+
+
+class RunError(Exception):
+    pass
+
+
+def run_once(argv, preload, extra_env=None, timeout=600):
+    """Runs one workload; returns its parsed RESULT line (and stderr), or raises RunError."""
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    env.pop("HAKMEM_STATS", None)
+    if preload:
+        env["LD_PRELOAD"] = preload
+    if extra_env:
+        env.update(extra_env)
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RunError("timed out after %.0f s" % timeout)
+    wall = time.monotonic() - start
+    out = proc.stdout.decode(errors="replace")
+    err = proc.stderr.decode(errors="replace")
+    m = RESULT_RE.search(out)
+    if proc.returncode != 0 or m is None:
+        how = ("killed by signal %d" % -proc.returncode) if proc.returncode < 0 else ("exit %d" % proc.returncode)
+        raise RunError("%s; output: %s" % (how, (out + err).strip()[-600:] or "(none)"))
+    extra = dict(EXTRA_RE.findall(m.group(7)))
+    return {
+        "ops": int(m.group(2)),
+        "ns": int(m.group(3)),
+        "checksum": m.group(4),
+        "peak_rss_kib": int(m.group(5)),
+        "end_rss_kib": int(m.group(6)),
+        "extra": {k: int(v) if v.isdigit() else v for k, v in extra.items()},
+        "wall_s": wall,
+        "stderr": err,
+    }
+
+
+def repro(argv, preload, stats=False):
+    env = ("HAKMEM_STATS=1 " if stats else "") + ("LD_PRELOAD=%s " % preload if preload else "")
+    return env + " ".join(argv)
+
+
+def measure(args, allocs, wls, log=sys.stderr):
+    """The interleaved runs. Returns samples[(workload, allocator)] and failures."""
+    samples = {(w, a): [] for w, _ in wls for a in allocs}
+    failures = {}  # (workload, allocator) -> message
+    reference = {}  # workload -> (allocator, checksum) of the first good run
+    for rep in range(args.reps):
+        t0 = time.monotonic()
+        for wname, argv in wls:
+            for aname, path in allocs.items():
+                if (wname, aname) in failures:
+                    continue
+                try:
+                    r = run_once(argv, path, timeout=args.timeout)
+                except RunError as e:
+                    failures[(wname, aname)] = "%s\n    reproduce: %s" % (e, repro(argv, path))
+                    print("compare.py: FAILED %s under %s: %s" % (wname, aname, e), file=log)
+                    continue
+                ref = reference.setdefault(wname, (aname, r["checksum"]))
+                if ref[1] != r["checksum"]:
+                    failures[(wname, aname)] = ("checksum %s, but %s gave %s: wrong results\n    reproduce: %s"
+                                                % (r["checksum"], ref[0], ref[1], repro(argv, path)))
+                    print("compare.py: FAILED %s under %s: checksum mismatch" % (wname, aname), file=log)
+                    continue
+                samples[(wname, aname)].append(r)
+        print("compare.py: repetition %d/%d done (%.0f s)" % (rep + 1, args.reps, time.monotonic() - t0), file=log)
+    return samples, failures, reference
+
+
+def os_call_counts(args, wls, reference, failures, log=sys.stderr):
+    """One run of each workload under libhakmem_stats.so with HAKMEM_STATS=1."""
+    lib = os.path.join(args.hakmem_dir, "libhakmem_stats.so")
+    counts = {}
+    if args.no_os_stats:
+        return counts
+    if not os.path.exists(lib):
+        print("compare.py: %s missing; no OS-call counts" % lib, file=log)
+        return counts
+    for wname, argv in wls:
+        try:
+            r = run_once(argv, lib, {"HAKMEM_STATS": "1"}, timeout=args.timeout)
+        except RunError as e:
+            failures[(wname, "hakmem_stats (HAKMEM_STATS=1)")] = "%s\n    reproduce: %s" % (e, repro(argv, lib, True))
+            continue
+        ref = reference.get(wname)
+        if ref is not None and ref[1] != r["checksum"]:
+            failures[(wname, "hakmem_stats (HAKMEM_STATS=1)")] = (
+                "checksum %s, but %s gave %s\n    reproduce: %s" % (r["checksum"], ref[0], ref[1], repro(argv, lib, True)))
+        found = {m.group(1): int(m.group(2)) for m in OS_CALL_RE.finditer(r["stderr"])}
+        if len(found) != 3:
+            print("compare.py: no OS-call report from the stats run of %s" % wname, file=log)
+            continue
+        counts[wname] = found
+    print("compare.py: OS-call counts from libhakmem_stats.so done", file=log)
+    return counts
+
+
+def summarize(allocs, wls, samples, os_calls, failures):
+    """One row per (workload, allocator); an allocator that failed a workload in any
+    repetition gets no row there (the tables show FAILED)."""
+    rows = []
+    for wname, argv in wls:
+        med, rss = {}, {}
+        block = []
+        for aname in allocs:
+            s = samples[(wname, aname)]
+            if not s or (wname, aname) in failures:
+                continue
+            per_op = [x["ns"] / x["ops"] for x in s]
+            med[aname] = statistics.median(per_op)
+            rss[aname] = statistics.median(x["peak_rss_kib"] for x in s)
+            row = {
+                "workload": wname,
+                "allocator": aname,
+                "ns_per_op": med[aname],
+                "spread_pct": 100.0 * (max(per_op) - min(per_op)) / med[aname] if med[aname] > 0 else 0.0,
+                "ops": s[0]["ops"],
+                "peak_rss_kib": rss[aname],
+                "end_rss_kib": statistics.median(x["end_rss_kib"] for x in s),
+                "reps": len(s),
+                "samples_ns_per_op": per_op,
+                "command": " ".join([os.path.basename(argv[0])] + argv[1:]),
+            }
+            for key in sorted(s[0]["extra"]):
+                vals = [x["extra"].get(key) for x in s]
+                if all(isinstance(v, int) for v in vals):
+                    row[key] = statistics.median(vals)
+            if aname == "hakmem" and wname in os_calls:
+                for call, n in os_calls[wname].items():
+                    row["os_" + call] = n
+            block.append(row)
+        for row in block:
+            for ref in ("glibc", "mimalloc"):
+                if ref in med and med[ref] > 0:
+                    row["time_ratio_to_" + ref] = row["ns_per_op"] / med[ref]
+            if "mimalloc" in rss and rss["mimalloc"] > 0:
+                row["rss_ratio_to_mimalloc"] = row["peak_rss_kib"] / rss["mimalloc"]
+        rows.extend(block)
+    return rows
+
+
+def geomean(xs):
+    xs = [x for x in xs if x is not None and x > 0 and math.isfinite(x)]
+    return statistics.geometric_mean(xs) if xs else float("nan")
+
+
+def fmt(x, spec="%.3f"):
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else spec % x
+
+
+def tables(rows, allocs, wnames, failures):
+    """The Markdown report, as a list of lines."""
+    out = []
+    out.append("| workload | allocator | ns/op (median) | spread | peak RSS MiB | end RSS MiB | time / glibc "
+               "| time / mimalloc | RSS / mimalloc | mmap | munmap | madvise |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    by_key = {(r["workload"], r["allocator"]): r for r in rows}
+    for w in wnames:
+        for a in allocs:
+            r = by_key.get((w, a))
+            if r is None:
+                out.append("| %s | %s | FAILED | | | | | | | | | |" % (w, a))
+                continue
+            out.append("| %s | %s | %.2f | %.1f%% | %.1f | %.1f | %s | %s | %s | %s | %s | %s |" % (
+                w, a, r["ns_per_op"], r["spread_pct"], r["peak_rss_kib"] / 1024.0, r["end_rss_kib"] / 1024.0,
+                fmt(r.get("time_ratio_to_glibc")), fmt(r.get("time_ratio_to_mimalloc")),
+                fmt(r.get("rss_ratio_to_mimalloc")),
+                fmt(r.get("os_mmap"), "%d"), fmt(r.get("os_munmap"), "%d"), fmt(r.get("os_madvise"), "%d")))
+    for a in allocs:
+        mine = [r for r in rows if r["allocator"] == a]
+        missing = len(wnames) - len(mine)
+        out.append("| **geomean** | %s | | | | | %s | %s | %s | | | |" % (
+            a + (" (%d failed, left out)" % missing if missing else ""), fmt(geomean([r.get("time_ratio_to_glibc") for r in mine])),
+            fmt(geomean([r.get("time_ratio_to_mimalloc") for r in mine])),
+            fmt(geomean([r.get("rss_ratio_to_mimalloc") for r in mine]))))
+    out.append("")
+    out.append("mmap/munmap/madvise: hakmem's OS calls in one run of the workload (stats variant, HAKMEM_STATS=1).")
+    out.append("")
+    for title, key in (("Time per operation / mimalloc (lower is better)", "time_ratio_to_mimalloc"),
+                       ("Peak RSS / mimalloc (lower is better)", "rss_ratio_to_mimalloc")):
+        out.append("%s:" % title)
+        out.append("")
+        out.append("| workload | " + " | ".join(allocs) + " |")
+        out.append("|---|" + "---:|" * len(allocs))
+        for w in wnames:
+            out.append("| %s | %s |" % (w, " | ".join(fmt(by_key.get((w, a), {}).get(key), "%.2f") for a in allocs)))
+        out.append("| **geomean** | %s |" % " | ".join(
+            fmt(geomean([by_key.get((w, a), {}).get(key) for w in wnames]), "%.2f") for a in allocs))
+        out.append("")
+    rss_rows = [r for r in rows if r["workload"] == "rss" and "sparse_rss_kib" in r]
+    if rss_rows:
+        out.append("rss workload, MiB: live set filled / 1 in 16 blocks left (scattered) / everything freed:")
+        out.append("")
+        out.append("| allocator | live data | RSS live | RSS 1/16 left | RSS all freed |")
+        out.append("|---|---:|---:|---:|---:|")
+        for r in rss_rows:
+            out.append("| %s | %.1f | %.1f | %.1f | %.1f |" % (
+                r["allocator"], r.get("live_bytes_kib", 0) / 1024.0, r.get("live_rss_kib", 0) / 1024.0,
+                r["sparse_rss_kib"] / 1024.0, r["end_rss_kib"] / 1024.0))
+        out.append("")
+    behind = sorted(((r["time_ratio_to_mimalloc"], r["workload"]) for r in rows
+                     if r["allocator"] == "hakmem" and r.get("time_ratio_to_mimalloc", 0) > 1.1), reverse=True)
+    if behind:
+        out.append("hakmem is behind mimalloc (time ratio > 1.1) on: " +
+                   ", ".join("%s %.2fx" % (w, x) for x, w in behind))
+        out.append("")
+    if failures:
+        out.append("FAILURES (wrong results or crashes; a bug of that allocator or of the workload):")
+        for (w, a), msg in sorted(failures.items()):
+            out.append("- %s under %s: %s" % (w, a, msg))
+        out.append("")
+    return out
+
+
+def write_outputs(out, rows, meta, report_lines):
+    keys = ["workload", "allocator", "ns_per_op", "spread_pct", "reps", "ops", "peak_rss_kib", "end_rss_kib",
+            "time_ratio_to_glibc", "time_ratio_to_mimalloc", "rss_ratio_to_mimalloc", "os_mmap", "os_munmap",
+            "os_madvise"]
+    keys += sorted({k for r in rows for k in r} - set(keys) - {"samples_ns_per_op", "command"})
+    keys += ["command"]
+    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    with open(os.path.join(out, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(report_lines) + "\n")
+
+
+GNUPLOT_SCRIPT = """\
+set terminal svg size {width},600 dynamic enhanced font 'sans,12' background rgb 'white'
+set output '{svg}'
+set title "{title}" font 'sans,14'
+set datafile missing 'NaN'
+set style fill solid 0.85 border rgb '#333333'
+set logscale y 2
+set yrange [{ymin}:{ymax}]
+set ytics ({ytics})
+set xrange [-0.6:{xmax}]
+set xtics ({xtics}) rotate by -35 scale 0 nomirror noenhanced
+set grid ytics lc rgb '#cccccc'
+set key outside right top vertical noenhanced
+set ylabel "{ylabel}"
+set bmargin 7
+set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb '#000000' lw 1.5 front
+{linetypes}
+{plot}
+"""
+
+# Colours by allocator, so a chart keeps them when allocators are left out.
+ALLOC_COLOURS = {"glibc": "#9e9e9e", "hakmem": "#d62728", "hakmem_stats": "#ff9896", "hakmem_hardened": "#8c564b",
+                 "mimalloc": "#1f77b4", "jemalloc": "#2ca02c", "tcmalloc": "#ff7f0e"}
+
+
+def plot(out, rows, allocs, wnames, key, stem, title, ylabel, log=sys.stderr):
+    """Writes <stem>.dat, <stem>.gp and <stem>.svg; returns the SVG path or None.
+
+    One bar group per workload (and a geomean group), one bar per allocator, on a log
+    scale; each bar starts at 1 (the reference), so slower than mimalloc points up and
+    faster points down."""
+    if shutil.which("gnuplot") is None:
+        print("compare.py: gnuplot not installed (Debian: gnuplot-nox); no chart", file=log)
+        return None
+    by_key = {(r["workload"], r["allocator"]): r for r in rows}
+    groups = list(wnames) + ["geomean"]
+    table = {}
+    for w in wnames:
+        for a in allocs:
+            table[(w, a)] = by_key.get((w, a), {}).get(key)
+    for a in allocs:
+        g = geomean([table[(w, a)] for w in wnames])
+        table[("geomean", a)] = None if math.isnan(g) else g
+    values = [v for v in table.values() if v is not None]
+    if not values:
+        return None
+    ymin = 2.0 ** math.floor(math.log2(min(min(values), 1.0) / 1.2))
+    ymax = 2.0 ** math.ceil(math.log2(max(max(values), 1.0) * 1.2))
+    ticks = []
+    e = int(round(math.log2(ymin)))
+    while 2.0 ** e <= ymax:
+        v = 2.0 ** e
+        ticks.append('"%s" %s' % (("%g" % v) if v >= 1 else "1/%d" % round(1 / v), repr(v)))
+        e += 1
+    n = len(allocs)
+    width = 0.8 / n
+    dat = os.path.join(out, stem + ".dat")
+    with open(dat, "w") as f:  # x of the group, then one column per allocator
+        f.write("# %s: %s\n" % (key, title))
+        f.write("x " + " ".join(allocs) + "\n")
+        for i, w in enumerate(groups):
+            f.write("%d %s  # %s\n" % (i, " ".join("NaN" if table[(w, a)] is None else "%.5g" % table[(w, a)]
+                                                    for a in allocs), w))
+    parts = []
+    for j, a in enumerate(allocs):
+        off = (j - (n - 1) / 2.0) * width
+        col = j + 2
+        parts.append("'%s' skip 2 using ($1+%.4f):(1):($1+%.4f):($1+%.4f):(1<$%d?1:$%d):(1<$%d?$%d:1) "
+                     "with boxxyerror lt %d title '%s'" % (os.path.basename(dat), off, off - width / 2,
+                                                           off + width / 2, col, col, col, col, j + 1, a))
+    linetypes = "\n".join("set linetype %d lc rgb '%s'" % (j + 1, ALLOC_COLOURS.get(a, "#17becf"))
+                           for j, a in enumerate(allocs))
+    script = GNUPLOT_SCRIPT.format(
+        width=max(900, int(len(groups) * (40 + 14 * n)) + 250), svg=os.path.basename(stem + ".svg"), title=title,
+        ymin=ymin, ymax=ymax, ytics=", ".join(ticks), xmax=len(groups) - 0.4,
+        xtics=", ".join('"%s" %d' % (w, i) for i, w in enumerate(groups)), ylabel=ylabel, linetypes=linetypes,
+        plot="plot " + ", \\\n     ".join(parts))
+    gp = os.path.join(out, stem + ".gp")
+    with open(gp, "w") as f:
+        f.write(script)
+    proc = subprocess.run(["gnuplot", os.path.basename(gp)], cwd=out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        print("compare.py: gnuplot failed:\n%s" % proc.stdout.decode(errors="replace"), file=log)
+        return None
+    return os.path.join(out, stem + ".svg")
+
+
+def sha256(path):
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def package_version(pkg):
+    try:
+        return subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL).stdout.decode() or None
+    except OSError:
+        return None
+
+
+def main(argv=None):
+    sys.stdout.reconfigure(line_buffering=True)
+    args = parse_args(argv)
+    names = [a.strip() for a in args.allocators.split(",") if a.strip()] if args.allocators else (
+        QUICK_ALLOCATORS if args.quick else ALL_ALLOCATORS)
+    wls = select_workloads(args)
+    if args.list:
+        for name, wargv in wls:
+            print("%-20s %s" % (name, " ".join(wargv)))
+        return 0
+    allocs = allocator_paths(names, args.hakmem_dir)
+    for _, wargv in wls:
+        if not os.path.exists(wargv[0]):
+            sys.exit("compare.py: %s not found (build //bench:all)" % wargv[0])
+    os.makedirs(args.out, exist_ok=True)
+    started = time.monotonic()
+    print("compare.py: %d workloads x %d allocators x %d repetitions (%s mode)"
+          % (len(wls), len(allocs), args.reps, "quick" if args.quick else "full"), file=sys.stderr)
+    samples, failures, reference = measure(args, allocs, wls)
+    os_calls = os_call_counts(args, wls, reference, failures) if "hakmem" in allocs else {}
+    rows = summarize(allocs, wls, samples, os_calls, failures)
+    wnames = [w for w, _ in wls]
+    report = tables(rows, list(allocs), wnames, failures)
+    charts = []
+    if not args.no_plot:
+        reps = "median of %d runs, %s mode" % (args.reps, "quick" if args.quick else "full")
+        for key, stem, title, ylabel in (
+                ("time_ratio_to_mimalloc", "ratios", "Time per operation relative to mimalloc (%s)" % reps,
+                 "time / mimalloc (log scale, lower is better)"),
+                ("rss_ratio_to_mimalloc", "rss_ratios", "Peak RSS relative to mimalloc (%s)" % reps,
+                 "peak RSS / mimalloc (log scale, lower is better)")):
+            if "mimalloc" in allocs:
+                svg = plot(args.out, rows, list(allocs), wnames, key, stem, title, ylabel)
+                if svg:
+                    charts.append(svg)
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "reps": args.reps,
+        "allocators": {a: {"path": p, "sha256": sha256(p)} for a, p in allocs.items()},
+        "versions": {a: package_version(p) for a, p in PEER_PACKAGES.items()},
+        "workloads": {w: " ".join(a) for w, a in wls},
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_end": os.getloadavg(),
+        "duration_s": round(time.monotonic() - started, 1),
+        "charts": charts,
+        "failures": {"%s/%s" % k: v for k, v in failures.items()},
+    }
+    write_outputs(args.out, rows, meta, report)
+    print("\n".join(report))
+    print("Results: %s (results.md, results.csv, results.json, meta.json%s); took %.0f s"
+          % (args.out, "".join(", " + os.path.basename(c) for c in charts), time.monotonic() - started))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
