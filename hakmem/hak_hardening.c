@@ -50,35 +50,49 @@ void hak_fault(hak_fault_t fault, const void* p) {
 
 #if HAK_HARDENED
 
-/* Huge segments are unmapped when freed, so the second free of a huge block finds no
- * segment. Recently freed huge blocks are remembered to name that fault correctly. */
-#define HAK_HUGE_FREED_RING 64
-static _Atomic(uintptr_t) hak_huge_freed[HAK_HUGE_FREED_RING];
-static _Atomic size_t hak_huge_freed_next;
+/* A segment given back (empty small/medium segments to the cache or the OS, huge ones
+ * when their block is freed) no longer answers for its blocks. Remembering the last
+ * released segments lets the second free of a block in one be named a double free. */
+#define HAK_RELEASED_RING 64
+static _Atomic(uintptr_t) hak_released_segments[HAK_RELEASED_RING];
+static _Atomic size_t hak_released_next;
 
-static void hak_hardening_remember_huge_free(const void* p) {
-  size_t i = atomic_fetch_add_explicit(&hak_huge_freed_next, 1, memory_order_relaxed);
-  atomic_store_explicit(&hak_huge_freed[i % HAK_HUGE_FREED_RING], (uintptr_t)p, memory_order_relaxed);
+void hak_hardening_on_segment_release(const hak_segment_t* segment) {
+  size_t i = atomic_fetch_add_explicit(&hak_released_next, 1, memory_order_relaxed);
+  atomic_store_explicit(&hak_released_segments[i % HAK_RELEASED_RING], (uintptr_t)segment, memory_order_relaxed);
 }
 
-static bool hak_hardening_recently_freed_huge(const void* p) {
-  for (size_t i = 0; i < HAK_HUGE_FREED_RING; i++) {
-    if (atomic_load_explicit(&hak_huge_freed[i], memory_order_relaxed) == (uintptr_t)p) return true;
+static bool hak_hardening_recently_released(const void* p) {
+  uintptr_t segment = (uintptr_t)hak_segment_of(p);
+  for (size_t i = 0; i < HAK_RELEASED_RING; i++) {
+    if (atomic_load_explicit(&hak_released_segments[i], memory_order_relaxed) == segment) return true;
   }
   return false;
 }
 
-/* Index of the block p starts, or -1 when p is not the start of a block of a page in
- * use. Division is fine here: this is the hardened variant. */
+#define HAK_NOT_A_BLOCK (-1)
+#define HAK_BLOCK_OF_RELEASED_PAGE (-2)
+
+/* Index of the block p starts; HAK_NOT_A_BLOCK when p is no block start at all, and
+ * HAK_BLOCK_OF_RELEASED_PAGE when p starts a block of the page's last layout but the
+ * page went back to its segment (all its blocks were freed: p was freed before).
+ * Division is fine here: this is the hardened variant. */
 static long hak_hardening_block_index(hak_segment_t* segment, const void* p) {
   size_t offset = (size_t)((const uint8_t*)p - (const uint8_t*)segment);
-  if (offset < segment->header_size) return -1;
+  if (offset < segment->header_size) return HAK_NOT_A_BLOCK;
   hak_page_t* page = hak_segment_page_of(segment, p);
-  if (!page->in_use || (const uint8_t*)p < page->start) return -1;
+  if (page->block_size == 0 || (const uint8_t*)p < page->start) return HAK_NOT_A_BLOCK;
   size_t in_page = (size_t)((const uint8_t*)p - page->start);
-  if (in_page % page->block_size != 0) return -1;
+  if (in_page % page->block_size != 0) return HAK_NOT_A_BLOCK;
+  if (!page->in_use) return HAK_BLOCK_OF_RELEASED_PAGE;
   size_t index = in_page / page->block_size;
-  return index < page->reserved ? (long)index : -1;
+  return index < page->reserved ? (long)index : HAK_NOT_A_BLOCK;
+}
+
+/* The fault for a pointer that is not live: a double free if it was ours once. */
+static hak_fault_t hak_hardening_not_live_fault(hak_fault_t fault_if_not, bool was_ours) {
+  if (fault_if_not == HAK_FAULT_INVALID_FREE && was_ours) return HAK_FAULT_DOUBLE_FREE;
+  return fault_if_not;
 }
 
 static _Atomic(uint64_t)* hak_hardening_live_word(hak_segment_t* segment, const hak_page_t* page, size_t index) {
@@ -96,22 +110,18 @@ void hak_hardening_on_alloc(hak_page_t* page, const void* block) {
 void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not) {
   hak_segment_t* segment = hak_segment_of(p);
   if (!hak_segment_map_contains(p) || segment->cookie != ((uintptr_t)segment ^ hak_process_secret)) {
-    if (fault_if_not == HAK_FAULT_INVALID_FREE && hak_hardening_recently_freed_huge(p)) {
-      hak_fault(HAK_FAULT_DOUBLE_FREE, p);
-    }
-    hak_fault(fault_if_not, p);
+    hak_fault(hak_hardening_not_live_fault(fault_if_not, hak_hardening_recently_released(p)), p);
   }
   if (segment->kind == HAK_SEGMENT_HUGE) {
     if (p != segment->pages[0].start) hak_fault(fault_if_not, p);
     return;
   }
   long index = hak_hardening_block_index(segment, p);
-  if (index < 0) hak_fault(fault_if_not, p);
+  if (index == HAK_NOT_A_BLOCK) hak_fault(fault_if_not, p);
+  if (index == HAK_BLOCK_OF_RELEASED_PAGE) hak_fault(hak_hardening_not_live_fault(fault_if_not, true), p);
   hak_page_t* page = hak_segment_page_of(segment, p);
   uint64_t bits = atomic_load_explicit(hak_hardening_live_word(segment, page, (size_t)index), memory_order_relaxed);
-  if (((bits >> (index % 64)) & 1) == 0) {
-    hak_fault(fault_if_not == HAK_FAULT_INVALID_FREE ? HAK_FAULT_DOUBLE_FREE : fault_if_not, p);
-  }
+  if (((bits >> (index % 64)) & 1) == 0) hak_fault(hak_hardening_not_live_fault(fault_if_not, true), p);
 }
 
 /* Validates a free and marks the block free; the check-and-clear is one atomic step. */
@@ -123,7 +133,6 @@ void hak_hardening_on_free(const void* p) {
      * swapping it out makes a racing second free of the same block lose. */
     uintptr_t was = atomic_exchange(&segment->pages[0].xthread_free, 0);
     if (was != HAK_DELAYED_NEVER) hak_fault(HAK_FAULT_DOUBLE_FREE, p);
-    hak_hardening_remember_huge_free(p);
     return;
   }
   hak_page_t* page = hak_segment_page_of(segment, p);

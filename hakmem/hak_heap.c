@@ -31,6 +31,18 @@ void hak_heap_fork_unlock(void) {
   hak_unlock(&hak_heap_pool_lock);
 }
 
+/* Clears a heap for a new thread, keeping its place in the pool list. */
+static void hak_heap_reset(hak_heap_t* heap) {
+  hak_heap_t* next = heap->next_in_pool;
+  memset(heap, 0, sizeof(*heap));
+  heap->next_in_pool = next;
+  for (size_t i = 0; i < HAK_TINY_DIRECT_COUNT; i++) heap->direct[i] = &hak_page_empty;
+  for (size_t i = 0; i < HAK_CLASS_COUNT; i++) heap->current[i] = &hak_page_empty;
+}
+
+/* Takes an idle heap (or carves a new one) and makes it live, reset, in one critical
+ * section: resetting it after the unlock would briefly show live == false to another
+ * thread looking for an idle heap, and two threads would share it. */
 static hak_heap_t* hak_heap_pool_take(void) {
   hak_lock(&hak_heap_pool_lock);
   hak_heap_t* heap = hak_heap_pool;
@@ -45,12 +57,14 @@ static hak_heap_t* hak_heap_pool_take(void) {
       heap = (hak_heap_t*)hak_heap_chunk;
       hak_heap_chunk += size;
       hak_heap_chunk_left -= size;
-      memset(heap, 0, sizeof(*heap));
       heap->next_in_pool = hak_heap_pool;
       hak_heap_pool = heap;
     }
   }
-  if (heap != NULL) heap->live = true;
+  if (heap != NULL) {
+    hak_heap_reset(heap);
+    heap->live = true;
+  }
   hak_unlock(&hak_heap_pool_lock);
   return heap;
 }
@@ -63,20 +77,10 @@ void hak_heap_visit_all(hak_heap_visit_fn* fn, void* arg) {
   hak_unlock(&hak_heap_pool_lock);
 }
 
-static void hak_heap_reset(hak_heap_t* heap) {
-  hak_heap_t* next = heap->next_in_pool;
-  memset(heap, 0, sizeof(*heap));
-  heap->next_in_pool = next;
-  for (size_t i = 0; i < HAK_TINY_DIRECT_COUNT; i++) heap->direct[i] = &hak_page_empty;
-  for (size_t i = 0; i < HAK_CLASS_COUNT; i++) heap->current[i] = &hak_page_empty;
-}
-
 static hak_heap_t* hak_heap_thread_init(void) {
   hak_process_init();
   hak_heap_t* heap = hak_heap_pool_take();
   if (heap == NULL) return NULL;
-  hak_heap_reset(heap);
-  heap->live = true;
   heap->thread_id = hak_thread_id();
   hak_heap_tls = heap;
   hak_thread_register(heap);
@@ -300,6 +304,22 @@ static void hak_heap_page_never_delayed(hak_heap_t* heap, hak_page_t* page) {
 static void hak_heap_page_release_if_empty(hak_heap_t* heap, hak_page_t* page) {
   hak_page_collect_thread_free(page);
   if (page->used == 0) hak_segment_page_free(heap, page);
+}
+
+/* A remote thread that was between HAK_DELAYED_FREEING and its reset when fork() hit
+ * does not exist in the child: the state would never clear and the owner would wait on
+ * it forever. The page is in the full queue (FREEING only follows USE), so it goes back
+ * to USE; the block that thread was handing over is lost in the child. */
+static void hak_heap_page_fork_repair(hak_heap_t* heap, hak_page_t* page) {
+  (void)heap;
+  uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
+  if (hak_thread_free_state(tf) != HAK_DELAYED_FREEING) return;
+  atomic_store_explicit(&page->xthread_free, (tf & ~(uintptr_t)3) | HAK_DELAYED_USE, memory_order_relaxed);
+}
+
+void hak_heap_fork_child(void) {
+  hak_heap_t* heap = hak_heap_get();
+  if (heap != &hak_heap_empty) hak_heap_for_each_page(heap, hak_heap_page_fork_repair);
 }
 
 /* Called once per exiting thread: frees what is empty and abandons the rest, so that

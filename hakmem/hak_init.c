@@ -46,8 +46,9 @@ static void hak_thread_key_destructor(void* value) {
 }
 
 /* Fork: hold every global lock across fork() so the child never inherits one that a
- * vanished thread was holding. The forking thread's heap carries on in the child; the
- * other threads' heaps stay as they were (their memory is simply never reused there). */
+ * vanished thread was holding. The forking thread's heap carries on in the child (after
+ * hak_heap_fork_child repairs hand-offs cut short); the other threads' heaps stay as
+ * they were (their memory is simply never reused there). */
 static void hak_fork_prepare(void) {
   hak_heap_fork_lock();
   hak_segment_fork_lock();
@@ -58,6 +59,11 @@ static void hak_fork_release(void) {
   hak_heap_fork_unlock();
 }
 
+static void hak_fork_child(void) {
+  hak_fork_release();
+  hak_heap_fork_child();
+}
+
 static void hak_process_register_hooks(void) {
   bool expected = false;
   if (!atomic_compare_exchange_strong(&hak_hooks_claimed, &expected, true)) return;
@@ -66,7 +72,7 @@ static void hak_process_register_hooks(void) {
     hak_heap_t* heap = hak_heap_get();
     if (heap != &hak_heap_empty) pthread_setspecific(hak_thread_key, heap);
   }
-  pthread_atfork(hak_fork_prepare, hak_fork_release, hak_fork_release);
+  pthread_atfork(hak_fork_prepare, hak_fork_release, hak_fork_child);
 }
 
 void hak_process_init(void) {

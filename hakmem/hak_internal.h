@@ -284,6 +284,7 @@ void hak_heap_page_queue_push(hak_heap_t* heap, hak_page_t* page);
 void hak_heap_thread_done(hak_heap_t* heap);
 void hak_heap_fork_lock(void);
 void hak_heap_fork_unlock(void);
+void hak_heap_fork_child(void); /* repairs what threads absent in the child left midway */
 typedef void hak_heap_visit_fn(const hak_heap_t* heap, void* arg);
 void hak_heap_visit_all(hak_heap_visit_fn* fn, void* arg);
 
@@ -340,10 +341,12 @@ HAK_COLD __attribute__((noreturn)) void hak_fault(hak_fault_t fault, const void*
 void hak_hardening_on_alloc(hak_page_t* page, const void* block);
 void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not);
 void hak_hardening_on_free(const void* p);
+void hak_hardening_on_segment_release(const hak_segment_t* segment);
 #else
 #define hak_hardening_on_alloc(page, block) ((void)0)
 #define hak_hardening_check_owned(p, fault) ((void)0)
 #define hak_hardening_on_free(p) ((void)0)
+#define hak_hardening_on_segment_release(segment) ((void)0)
 #endif
 
 #endif /* HAK_INTERNAL_H */

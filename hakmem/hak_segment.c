@@ -136,6 +136,7 @@ static hak_segment_t* hak_segment_alloc(hak_heap_t* heap, hak_segment_kind_t kin
 /* An empty segment goes to the cache with its pages given back, or to the OS. */
 static void hak_segment_release(hak_segment_t* segment) {
   hak_segment_map_set(segment, false);
+  hak_hardening_on_segment_release(segment);
   atomic_fetch_sub_explicit(&hak_segment_live, 1, memory_order_relaxed);
   atomic_store_explicit(&segment->thread_id, 0, memory_order_relaxed);
   size_t header = segment->header_size;
@@ -191,6 +192,8 @@ hak_page_t* hak_segment_page_alloc(hak_heap_t* heap, hak_segment_kind_t kind) {
 
 void hak_segment_page_free(hak_heap_t* heap, hak_page_t* page) {
   hak_segment_t* segment = hak_segment_of(page);
+  /* block_size and start stay: the hardened variant recognises blocks of the page's
+   * last layout, so freeing one again is named a double free. */
   page->in_use = 0;
   page->free = NULL;
   page->used = 0;
@@ -300,6 +303,7 @@ hak_segment_t* hak_segment_huge_alloc(size_t size, size_t align) {
 
 void hak_segment_huge_free(hak_segment_t* segment) {
   hak_segment_map_set(segment, false);
+  hak_hardening_on_segment_release(segment);
   atomic_fetch_sub_explicit(&hak_segment_live, 1, memory_order_relaxed);
   hak_os_unmap(segment, segment->mapping_size);
 }

@@ -1,0 +1,247 @@
+// conc_util.h - helpers shared by the concurrency tests: block patterns, a bounded
+// batch queue, a size generator and mapped-memory sampling. Header-only, C++17.
+#ifndef HAK_TESTS_CONCURRENCY_CONC_UTIL_H
+#define HAK_TESTS_CONCURRENCY_CONC_UTIL_H
+
+#include <gtest/gtest.h>
+#include <malloc.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "hakmem.h"
+
+namespace hak_test {
+
+constexpr size_t KiB = 1024;
+constexpr size_t MiB = 1024 * 1024;
+
+// One allocated block in flight between threads.
+struct Block {
+  unsigned char* p = nullptr;
+  size_t size = 0;
+  uint64_t seed = 0;
+};
+
+inline unsigned char PatternByte(uint64_t seed, size_t i) {
+  uint64_t x = seed ^ (i * 0x9E3779B97F4A7C15ull);
+  x ^= x >> 29;
+  return (unsigned char)(x ^ (x >> 8));
+}
+
+// Bytes of a block that carry the pattern: the first and last 64 bytes and one byte
+// every 997 (so every OS page of a big block is touched) - enough to detect overlap
+// between two live blocks, cheap enough for millions of blocks.
+template <typename F>
+inline void ForEachPatternIndex(size_t size, F f) {
+  size_t head = std::min<size_t>(size, 64);
+  for (size_t i = 0; i < head; i++) f(i);
+  for (size_t i = 64; i + 64 < size; i += 997) f(i);
+  for (size_t i = size > 64 ? std::max<size_t>(size - 64, 64) : size; i < size; i++) f(i);
+}
+
+inline void FillPattern(const Block& b) {
+  ForEachPatternIndex(b.size, [&](size_t i) { b.p[i] = PatternByte(b.seed, i); });
+}
+
+// Returns the first index whose byte is wrong, or SIZE_MAX when the pattern is intact.
+inline size_t CheckPattern(const Block& b) {
+  size_t bad = SIZE_MAX;
+  ForEachPatternIndex(b.size, [&](size_t i) {
+    if (bad == SIZE_MAX && b.p[i] != PatternByte(b.seed, i)) bad = i;
+  });
+  return bad;
+}
+
+// Small fast PRNG (xorshift64*), one per thread.
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed * 0x2545F4914F6CDD1Dull + 0x9E3779B97F4A7C15ull) {}
+  uint64_t Next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1Dull;
+  }
+  size_t Below(size_t n) { return (size_t)(Next() % n); }
+};
+
+// Sizes across every pool: mostly tiny (16 B .. 1 KiB), some mid (1 KiB .. 64 KiB,
+// log-uniform so every mid class is hit), and 1 in `huge_one_in` above 64 KiB
+// (64 KiB + 1 .. 256 KiB). huge_one_in == 0 disables huge blocks.
+inline size_t RandomSize(Rng& rng, size_t huge_one_in = 256) {
+  if (huge_one_in != 0 && rng.Below(huge_one_in) == 0) return 64 * KiB + 1 + rng.Below(192 * KiB);
+  uint64_t r = rng.Below(100);
+  if (r < 85) return 1 + rng.Below(1024);
+  size_t shift = 10 + rng.Below(6);  // 1 KiB .. 32 KiB base
+  size_t base = (size_t)1 << shift;
+  return base + 1 + rng.Below(base);  // (base, 2*base]: up to 64 KiB
+}
+
+inline uint64_t MappedBytes() {
+  hak_stats_t s;
+  hak_stats_get(&s);
+  return s.os_mapped_bytes;
+}
+
+inline hak_stats_t Stats() {
+  hak_stats_t s;
+  hak_stats_get(&s);
+  return s;
+}
+
+// Allocates a block of `size` with a fresh pattern; aborts the test helper on NULL
+// (callers check b.p).
+inline Block NewBlock(size_t size, uint64_t seed) {
+  Block b;
+  b.p = (unsigned char*)malloc(size);
+  b.size = size;
+  b.seed = seed;
+  if (b.p != nullptr) FillPattern(b);
+  return b;
+}
+
+// Bounded multi-producer multi-consumer queue of batches. Pop returns false once the
+// queue is empty and every producer has called Done().
+class BatchQueue {
+ public:
+  BatchQueue(size_t max_batches, int producers) : max_batches_(max_batches), producers_(producers) {}
+
+  void Push(std::vector<Block>&& batch) {
+    std::unique_lock<std::mutex> lk(mu_);
+    not_full_.wait(lk, [&] { return q_.size() < max_batches_; });
+    q_.push_back(std::move(batch));
+    not_empty_.notify_one();
+  }
+
+  bool Pop(std::vector<Block>* out) {
+    std::unique_lock<std::mutex> lk(mu_);
+    not_empty_.wait(lk, [&] { return !q_.empty() || producers_ == 0; });
+    if (q_.empty()) return false;
+    *out = std::move(q_.front());
+    q_.pop_front();
+    not_full_.notify_one();
+    return true;
+  }
+
+  void Done() {
+    std::lock_guard<std::mutex> lk(mu_);
+    producers_--;
+    not_empty_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable not_empty_, not_full_;
+  std::deque<std::vector<Block>> q_;
+  size_t max_batches_;
+  int producers_;
+};
+
+// Running maximum of mapped bytes, updated from any thread.
+class PeakTracker {
+ public:
+  void Sample() {
+    uint64_t v = MappedBytes();
+    uint64_t cur = peak_.load(std::memory_order_relaxed);
+    while (v > cur && !peak_.compare_exchange_weak(cur, v)) {
+    }
+  }
+  uint64_t Peak() const { return peak_.load(); }
+
+ private:
+  std::atomic<uint64_t> peak_{0};
+};
+
+// ---- Watchdog ------------------------------------------------------------------------
+
+// A test stuck inside hakmem (a lost hand-off, a corrupted heap) would otherwise sit
+// until the test runner's timeout. Every test here takes seconds, so after 120 s the
+// watchdog names the test and aborts: a prompt, attributable failure. It is a hang
+// guard, not a timing assertion.
+constexpr unsigned kWatchdogSeconds = 120;
+
+// Name of the running test, for the watchdog message.
+inline char* WatchdogTestName() {
+  static char name[256];
+  return name;
+}
+
+inline void WatchdogFired(int) {
+  static const char kPrefix[] = "\nhakmem test watchdog: still running after 120 s: ";
+  if (write(2, kPrefix, sizeof kPrefix - 1) < 0) _exit(3);
+  if (write(2, WatchdogTestName(), strlen(WatchdogTestName())) < 0) _exit(3);
+  if (write(2, "\n", 1) < 0) _exit(3);
+  abort();
+}
+
+class WatchdogListener : public ::testing::EmptyTestEventListener {
+  void OnTestStart(const ::testing::TestInfo& info) override {
+    snprintf(WatchdogTestName(), 256, "%s.%s", info.test_suite_name(), info.name());
+    signal(SIGALRM, WatchdogFired);
+    alarm(kWatchdogSeconds);
+  }
+  void OnTestEnd(const ::testing::TestInfo&) override { alarm(0); }
+};
+
+inline bool InstallWatchdog() {
+  ::testing::UnitTest::GetInstance()->listeners().Append(new WatchdogListener);
+  return true;
+}
+
+// One per test binary (each includes this header from one .cc).
+static const bool g_watchdog_installed __attribute__((unused)) = InstallWatchdog();
+
+// ---- Child processes ------------------------------------------------------------
+
+constexpr int kChildHung = -1;
+
+inline double NowSeconds() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+// Waits for a child; returns its exit code, 128 + signal if it was killed by one, or
+// kChildHung (after killing it) if it is still running after `deadline_s`.
+inline int WaitChild(pid_t pid, double deadline_s) {
+  double end = NowSeconds() + deadline_s;
+  for (;;) {
+    int status = 0;
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+      return 255;
+    }
+    if (r < 0) return 254;
+    if (NowSeconds() > end) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return kChildHung;
+    }
+    usleep(2000);
+  }
+}
+
+inline std::string DescribeChild(int code) {
+  if (code == kChildHung) return "child hung (killed after the deadline)";
+  if (code >= 128) return "child killed by signal " + std::to_string(code - 128);
+  return "child exit code " + std::to_string(code);
+}
+
+}  // namespace hak_test
+
+#endif  // HAK_TESTS_CONCURRENCY_CONC_UTIL_H

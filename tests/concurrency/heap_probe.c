@@ -1,0 +1,25 @@
+/* heap_probe.c - plain C entry points into hakmem's heap internals for the concurrency
+ * tests (hak_internal.h is C11 and cannot be included from C++). */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hakmem/hak_internal.h"
+
+/* The calling thread's heap, or NULL while it has none (before its first allocation
+ * and after its heap was torn down at exit). */
+HAK_EXPORT const void* conc_probe_current_heap(void) {
+  hak_heap_t* heap = hak_heap_get();
+  return heap == &hak_heap_empty ? NULL : heap;
+}
+
+static void conc_probe_count(const hak_heap_t* heap, void* arg) {
+  (void)heap;
+  (*(size_t*)arg)++;
+}
+
+/* Heaps currently marked live in the global pool. */
+HAK_EXPORT size_t conc_probe_live_heaps(void) {
+  size_t n = 0;
+  hak_heap_visit_all(conc_probe_count, &n);
+  return n;
+}

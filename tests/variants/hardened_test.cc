@@ -1,0 +1,466 @@
+// The hardened variant stops the process on a double free, a free of a pointer it does
+// not own (foreign memory, the middle of a block), and realloc or malloc_usable_size of
+// such pointers, with "hakmem: fatal: <fault> at address 0x<16 hex digits>".
+//
+// Death tests run "threadsafe" (the child re-executes this binary), so the child's
+// addresses differ from the parent's: each statement first announces the pointer it
+// is about to misuse on stderr, and the matcher checks the fault line names exactly
+// that address (formatted with %016lx).
+#include <gtest/gtest.h>
+#include <malloc.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hakmem.h"
+
+namespace hak_variant_test {
+namespace {
+
+constexpr const char kDoubleFree[] = "double free";
+constexpr const char kInvalidFree[] = "free of a pointer hakmem does not own";
+constexpr const char kInvalidRealloc[] = "realloc of a pointer hakmem does not own or already freed";
+constexpr const char kInvalidUsableSize[] = "malloc_usable_size of a pointer hakmem does not own";
+
+// Writes "hak-test-ptr=0x<16 hex>" to stderr without allocating.
+void Announce(const void* p) {
+  char buf[64];
+  int n = snprintf(buf, sizeof buf, "hak-test-ptr=0x%016lx\n", (unsigned long)(uintptr_t)p);
+  if (write(2, buf, (size_t)n) < 0) abort();
+}
+
+// Matches a death test's stderr: the fault line of `fault` in the documented format,
+// naming the address the statement announced.
+class FaultAtAnnouncedAddress : public ::testing::MatcherInterface<const std::string&> {
+ public:
+  explicit FaultAtAnnouncedAddress(const char* fault) : fault_(fault) {}
+
+  bool MatchAndExplain(const std::string& err, ::testing::MatchResultListener* listener) const override {
+    std::string pattern = "hakmem: fatal: " + fault_ + " at address 0x[0-9a-f]{16}";
+    regex_t re;
+    if (regcomp(&re, pattern.c_str(), REG_EXTENDED | REG_NOSUB) != 0) {
+      *listener << "bad regex " << pattern;
+      return false;
+    }
+    bool format_ok = regexec(&re, err.c_str(), 0, nullptr, 0) == 0;
+    regfree(&re);
+    if (!format_ok) {
+      *listener << "no line matching /" << pattern << "/";
+      return false;
+    }
+    size_t at = err.find("hak-test-ptr=0x");
+    if (at == std::string::npos) {
+      *listener << "the statement announced no pointer";
+      return false;
+    }
+    unsigned long announced = strtoul(err.substr(at + 15, 16).c_str(), nullptr, 16);
+    char expected[256];
+    snprintf(expected, sizeof expected, "hakmem: fatal: %s at address 0x%016lx (hardened variant)\n",
+             fault_.c_str(), announced);
+    if (err.find(expected, at) == std::string::npos) {
+      *listener << "expected the line \"" << expected << "\" after the announcement";
+      return false;
+    }
+    return true;
+  }
+
+  void DescribeTo(std::ostream* os) const override {
+    *os << "reports \"" << fault_ << "\" at the announced address";
+  }
+
+ private:
+  std::string fault_;
+};
+
+::testing::Matcher<const std::string&> FaultAt(const char* fault) {
+  return ::testing::MakeMatcher(new FaultAtAnnouncedAddress(fault));
+}
+
+class Hardened : public ::testing::Test {
+ protected:
+  void SetUp() override { ::testing::FLAGS_gtest_death_test_style = "threadsafe"; }
+};
+
+TEST_F(Hardened, IsTheHardenedVariant) {
+  EXPECT_STREQ(hak_variant(), "hardened");
+}
+
+// ---- Double free ------------------------------------------------------------------
+
+TEST_F(Hardened, DoubleFreeOfATinyBlock) {
+  EXPECT_DEATH(
+      {
+        void* keep = malloc(32);  // keeps the page in use
+        void* p = malloc(32);
+        free(p);
+        Announce(p);
+        free(p);
+        free(keep);
+      },
+      "hakmem: fatal: double free at address 0x[0-9a-f]{16}");
+  EXPECT_DEATH(
+      {
+        void* keep = malloc(32);
+        void* p = malloc(32);
+        free(p);
+        Announce(p);
+        free(p);
+        free(keep);
+      },
+      FaultAt(kDoubleFree));
+}
+
+TEST_F(Hardened, DoubleFreeOfAMidBlock) {
+  EXPECT_DEATH(
+      {
+        void* keep = malloc(20 * 1024);
+        void* p = malloc(20 * 1024);
+        free(p);
+        Announce(p);
+        free(p);
+        free(keep);
+      },
+      FaultAt(kDoubleFree));
+}
+
+TEST_F(Hardened, DoubleFreeOfAHugeBlock) {
+  EXPECT_DEATH(
+      {
+        void* p = malloc(2 * 1024 * 1024);
+        free(p);  // unmapped at once
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kDoubleFree));
+}
+
+TEST_F(Hardened, DoubleFreeOfAnAlignedHugeBlock) {
+  EXPECT_DEATH(
+      {
+        void* p = aligned_alloc(8 * 1024 * 1024, 3 * 1024 * 1024);  // header 4 MiB before the block
+        free(p);
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kDoubleFree));
+}
+
+TEST_F(Hardened, DoubleFreeAcrossThreads) {
+  EXPECT_DEATH(
+      {
+        void* keep = malloc(100);
+        void* p = malloc(100);
+        std::thread a([p] { free(p); });  // remote free
+        a.join();
+        std::thread b([p] {
+          Announce(p);
+          free(p);  // again, from yet another thread
+        });
+        b.join();
+        free(keep);
+      },
+      FaultAt(kDoubleFree));
+}
+
+TEST_F(Hardened, DoubleFreeRemoteThenByTheOwner) {
+  EXPECT_DEATH(
+      {
+        void* keep = malloc(3000);
+        void* p = malloc(3000);
+        std::thread a([p] { free(p); });
+        a.join();
+        Announce(p);
+        free(p);
+        free(keep);
+      },
+      FaultAt(kDoubleFree));
+}
+
+// The owner exited: its segment is abandoned with a block still live (`keep`).
+TEST_F(Hardened, DoubleFreeOfABlockOfAnExitedThread) {
+  EXPECT_DEATH(
+      {
+        void* keep = nullptr;
+        void* p = nullptr;
+        std::thread t([&] {
+          keep = malloc(500);
+          p = malloc(500);
+        });
+        t.join();
+        free(p);
+        Announce(p);
+        free(p);
+        free(keep);
+      },
+      FaultAt(kDoubleFree));
+}
+
+// Two threads free the same block at the same moment: exactly one wins, the other
+// must be reported (the live bit is cleared atomically).
+TEST_F(Hardened, RacingDoubleFreeIsCaught) {
+  EXPECT_DEATH(
+      {
+        void* keep = malloc(64);
+        for (int round = 0; round < 1000; round++) {
+          void* p = malloc(64);
+          std::atomic<int> go{0};
+          auto racer = [&] {
+            go.fetch_add(1);
+            while (go.load() < 2) {
+            }
+            free(p);
+          };
+          Announce(p);  // the last announcement before the fault is the one that counts
+          std::thread a(racer);
+          std::thread b(racer);
+          a.join();
+          b.join();
+        }
+        free(keep);
+      },
+      "hakmem: fatal: double free at address 0x[0-9a-f]{16}");
+}
+
+// The block's memory went back before the second free - its page to the segment (all
+// its blocks were freed and it was not the only page of its class), or its whole
+// segment (its thread freed everything and exited). Still a double free, and it should
+// be named as one, as it is for huge blocks whose mapping is gone.
+TEST_F(Hardened, DoubleFreeAfterTheBlocksMemoryWentBackIsNamedDoubleFree) {
+  EXPECT_DEATH(
+      {
+        // 20 KiB blocks, 25 per 512 KiB page: 64 blocks span three pages.
+        std::vector<void*> blocks;
+        for (int i = 0; i < 64; i++) blocks.push_back(malloc(20 * 1024));
+        void* p = blocks[0];
+        void* keep = blocks.back();  // keeps the last page (and the segment) in use
+        blocks.pop_back();
+        for (void* q : blocks) free(q);  // the first page is now empty and returned
+        Announce(p);
+        free(p);
+        free(keep);
+      },
+      FaultAt(kDoubleFree));
+  EXPECT_DEATH(
+      {
+        void* p = nullptr;
+        std::thread t([&] {
+          p = malloc(700);
+          free(p);
+        });
+        t.join();  // the thread's only segment was released when it exited
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kDoubleFree));
+}
+
+// ---- Invalid free ------------------------------------------------------------------
+
+TEST_F(Hardened, FreeOfAStackAddress) {
+  EXPECT_DEATH(
+      {
+        char on_stack[64];
+        memset(on_stack, 0, sizeof on_stack);
+        void* volatile p = on_stack;
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kInvalidFree));
+}
+
+TEST_F(Hardened, FreeOfAGlobal) {
+  static char global_buffer[256];
+  EXPECT_DEATH(
+      {
+        void* volatile p = global_buffer;
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kInvalidFree));
+}
+
+TEST_F(Hardened, FreeOfAPointerIntoTheMiddleOfABlock) {
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(64);
+        Announce(p + 16);
+        free(p + 16);
+      },
+      FaultAt(kInvalidFree));
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(20 * 1024);
+        Announce(p + 4096);
+        free(p + 4096);
+      },
+      FaultAt(kInvalidFree));
+}
+
+TEST_F(Hardened, FreeOfAPointerInsideAHugeBlock) {
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(2 * 1024 * 1024);
+        Announce(p + 16);
+        free(p + 16);
+      },
+      FaultAt(kInvalidFree));
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(2 * 1024 * 1024);
+        Announce(p + 1024 * 1024);
+        free(p + 1024 * 1024);
+      },
+      FaultAt(kInvalidFree));
+  // Past the block's first 4 MiB: that 4 MiB unit holds no segment header of ours.
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(12 * 1024 * 1024);
+        Announce(p + 6 * 1024 * 1024);
+        free(p + 6 * 1024 * 1024);
+      },
+      FaultAt(kInvalidFree));
+}
+
+TEST_F(Hardened, FreeOfMemoryFromAnotherMapping) {
+  EXPECT_DEATH(
+      {
+        // A block of glibc's own allocator would do as well; any memory hakmem did not
+        // hand out: here a page of the test's read-write data.
+        static long page[1024] __attribute__((aligned(4096)));
+        void* volatile p = &page[512];
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kInvalidFree));
+}
+
+// ---- realloc and malloc_usable_size of bad pointers -------------------------------------
+
+TEST_F(Hardened, ReallocOfAFreedPointer) {
+  EXPECT_DEATH(
+      {
+        void* keep = malloc(100);
+        void* p = malloc(100);
+        free(p);
+        Announce(p);
+        void* q = realloc(p, 200);
+        free(q);
+        free(keep);
+      },
+      FaultAt(kInvalidRealloc));
+}
+
+TEST_F(Hardened, ReallocOfAFreedHugePointer) {
+  EXPECT_DEATH(
+      {
+        void* p = malloc(1024 * 1024);
+        free(p);
+        Announce(p);
+        void* q = realloc(p, 2 * 1024 * 1024);
+        free(q);
+      },
+      FaultAt(kInvalidRealloc));
+}
+
+TEST_F(Hardened, ReallocOfAnInteriorPointer) {
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(256);
+        Announce(p + 32);
+        void* q = realloc(p + 32, 512);
+        free(q);
+      },
+      FaultAt(kInvalidRealloc));
+}
+
+TEST_F(Hardened, UsableSizeOfAFreedPointer) {
+  EXPECT_DEATH(
+      {
+        void* keep = malloc(100);
+        void* p = malloc(100);
+        free(p);
+        Announce(p);
+        size_t n = malloc_usable_size(p);
+        fprintf(stderr, "usable %zu\n", n);
+        free(keep);
+      },
+      FaultAt(kInvalidUsableSize));
+}
+
+// ---- Correct use never faults ---------------------------------------------------------
+
+TEST_F(Hardened, CorrectUseDoesNotAbort) {
+  // Every API call, every pool, across threads and thread exits; frees in every order.
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  std::vector<std::vector<void*>> handoff(4);
+  for (int t = 0; t < 4; t++) {
+    threads.emplace_back([t, &bad, &handoff] {
+      std::vector<void*> mine;
+      unsigned seed = 1234 + t;
+      for (int i = 0; i < 20000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t size = (seed >> 8) % (i % 97 == 0 ? 300000 : 3000);
+        void* p = nullptr;
+        switch (i % 6) {
+          case 0: p = malloc(size); break;
+          case 1: p = calloc(1, size); break;
+          case 2: p = aligned_alloc(64, (size + 63) & ~(size_t)63); break;
+          case 3: if (posix_memalign(&p, 256, size) != 0) p = nullptr; break;
+          case 4: p = memalign(8192, size); break;
+          case 5: p = realloc(malloc(16), size + 1); break;
+        }
+        if (p == nullptr && size != 0) {
+          bad++;
+          continue;
+        }
+        if (p != nullptr && malloc_usable_size(p) < size) bad++;
+        if (p != nullptr) memset(p, t, size < 64 ? size : 64);
+        mine.push_back(p);
+        if (mine.size() > 200) {
+          size_t k = (seed >> 4) % mine.size();
+          if (k % 3 == 0) mine[k] = realloc(mine[k], (seed >> 6) % 5000 + 1);
+          else {
+            free(mine[k]);
+            mine[k] = mine.back();
+            mine.pop_back();
+          }
+        }
+      }
+      // Half for another thread to free after this one exited.
+      size_t half = mine.size() / 2;
+      handoff[t].assign(mine.begin(), mine.begin() + half);
+      for (size_t i = half; i < mine.size(); i++) free(mine[i]);
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::thread reaper([&handoff] {
+    for (auto& v : handoff) {
+      for (void* p : v) free(p);
+    }
+  });
+  reaper.join();
+  EXPECT_EQ(bad.load(), 0);
+  // Also in a death-test child, to be sure the process really exits normally.
+  EXPECT_EXIT(
+      {
+        std::vector<void*> v;
+        for (int i = 0; i < 10000; i++) v.push_back(malloc((size_t)(i * 37) % 70000));
+        for (size_t i = 0; i < v.size(); i += 2) free(v[i]);
+        for (size_t i = 1; i < v.size(); i += 2) v[i] = realloc(v[i], 100);
+        for (size_t i = 1; i < v.size(); i += 2) free(v[i]);
+        fprintf(stderr, "clean\n");
+        exit(0);
+      },
+      ::testing::ExitedWithCode(0), "^clean\n$");
+}
+
+}  // namespace
+}  // namespace hak_variant_test

@@ -1,0 +1,293 @@
+// The stats variant's counters: per-class allocs and frees, the allocation and free
+// paths (fast/slow/large, local/remote/delayed/large), thread counts, and the report,
+// printed on demand and at exit with HAKMEM_STATS=1.
+#include <gtest/gtest.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hakmem.h"
+#include "variant_util.h"
+
+namespace hak_variant_test {
+namespace {
+
+// The report's line of one class starts with its index and block size like this.
+std::string ClassLine(int cls, unsigned size) {
+  char buf[64];
+  if (size == 0) snprintf(buf, sizeof buf, "%7d   > 64KiB", cls);
+  else snprintf(buf, sizeof buf, "%7d%9u", cls, size);
+  return buf;
+}
+
+hak_stats_t Stats() {
+  hak_stats_t s;
+  EXPECT_EQ(hak_stats_get(&s), 0);
+  return s;
+}
+
+// The class serving `size`: the smallest class whose block size fits it (class_size
+// is increasing); the last class for > 64 KiB.
+int ClassOf(size_t size) {
+  hak_stats_t s = Stats();
+  for (int i = 0; i < HAK_STATS_CLASS_COUNT - 1; i++) {
+    if (s.class_size[i] >= size) return i;
+  }
+  return HAK_STATS_CLASS_COUNT - 1;
+}
+
+TEST(Stats, CountersAreEnabled) {
+  hak_stats_t s = Stats();
+  EXPECT_EQ(s.counters_enabled, 1);
+  EXPECT_STREQ(hak_variant(), "stats");
+}
+
+// N mallocs then N frees of one size, with nothing else allocating in between: the
+// class's counters move by exactly N.
+TEST(Stats, ClassCountersCountEachMallocAndFree) {
+  constexpr int kN = 1000;
+  std::vector<void*> blocks;
+  blocks.reserve(kN);  // no allocation inside the measured region
+  for (size_t size : {1u, 16u, 100u, 1024u, 1025u, 5000u, 8192u, 20000u, 65536u}) {
+    const int cls = ClassOf(size);
+    const hak_stats_t before = Stats();
+    for (int i = 0; i < kN; i++) blocks.push_back(malloc(size));
+    const hak_stats_t mid = Stats();
+    for (void* p : blocks) free(p);
+    const hak_stats_t after = Stats();
+    for (void* p : blocks) ASSERT_NE(p, nullptr);
+    blocks.clear();
+    EXPECT_EQ(mid.class_allocs[cls] - before.class_allocs[cls], (uint64_t)kN) << "size " << size;
+    EXPECT_EQ(after.class_frees[cls] - mid.class_frees[cls], (uint64_t)kN) << "size " << size;
+    EXPECT_EQ(after.class_allocs[cls], mid.class_allocs[cls]) << "size " << size;
+    // Every one of them took the fast or the slow path, and was a local free.
+    EXPECT_EQ((mid.alloc_fast + mid.alloc_slow) - (before.alloc_fast + before.alloc_slow), (uint64_t)kN)
+        << "size " << size;
+    // 1000 blocks of 64 KiB need 125 fresh 512 KiB pages: each one is a slow path.
+    if (size == 65536) {
+      EXPECT_GE(mid.alloc_slow - before.alloc_slow, (uint64_t)kN / 8) << "size " << size;
+    }
+    EXPECT_EQ(after.free_local - mid.free_local, (uint64_t)kN) << "size " << size;
+    EXPECT_EQ(after.free_remote, mid.free_remote) << "size " << size;
+    EXPECT_EQ(after.alloc_large, before.alloc_large) << "size " << size;
+  }
+}
+
+TEST(Stats, LargeBlocksCountInTheirOwnClassAndPath) {
+  constexpr int kN = 50;
+  const int huge = HAK_STATS_CLASS_COUNT - 1;
+  EXPECT_EQ(ClassOf(65537), huge);
+  std::vector<void*> blocks;
+  blocks.reserve(kN);
+  const hak_stats_t before = Stats();
+  for (int i = 0; i < kN; i++) blocks.push_back(malloc(65537 + (size_t)i * 10000));
+  for (void* p : blocks) free(p);
+  const hak_stats_t after = Stats();
+  for (void* p : blocks) ASSERT_NE(p, nullptr);
+  EXPECT_EQ(after.alloc_large - before.alloc_large, (uint64_t)kN);
+  EXPECT_EQ(after.free_large - before.free_large, (uint64_t)kN);
+  EXPECT_EQ(after.class_allocs[huge] - before.class_allocs[huge], (uint64_t)kN);
+  EXPECT_EQ(after.class_frees[huge] - before.class_frees[huge], (uint64_t)kN);
+  EXPECT_EQ(after.alloc_fast, before.alloc_fast);
+  EXPECT_GE(after.os_mmap.count - before.os_mmap.count, (uint64_t)kN);
+  EXPECT_GE(after.os_munmap.count - before.os_munmap.count, (uint64_t)kN);
+}
+
+// A block freed by a thread that does not own it counts as a remote free, whether the
+// freeing thread has a heap of its own (counted there, folded in when it exits) or not
+// (counted globally).
+struct RemoteFreeArgs {
+  std::vector<void*>* blocks;
+  bool allocate_first;
+};
+
+void* FreeOnAnotherThread(void* arg) {
+  RemoteFreeArgs* a = static_cast<RemoteFreeArgs*>(arg);
+  if (a->allocate_first) free(malloc(24));  // gives this thread a heap
+  for (void* p : *a->blocks) free(p);
+  return nullptr;
+}
+
+void ExpectRemoteFreesCounted(bool allocate_first) {
+  constexpr int kN = 500;
+  const int cls = ClassOf(64);
+  std::vector<void*> blocks;
+  for (int i = 0; i < kN; i++) {
+    void* p = malloc(64);
+    ASSERT_NE(p, nullptr);
+    blocks.push_back(p);
+  }
+  const hak_stats_t before = Stats();
+  RemoteFreeArgs args{&blocks, allocate_first};
+  pthread_t t;
+  ASSERT_EQ(pthread_create(&t, nullptr, FreeOnAnotherThread, &args), 0);
+  ASSERT_EQ(pthread_join(t, nullptr), 0);
+  const hak_stats_t after = Stats();
+  EXPECT_GE(after.free_remote - before.free_remote, (uint64_t)kN);
+  EXPECT_GE(after.class_frees[cls] - before.class_frees[cls], (uint64_t)kN);
+  // The owner collects them: allocate the class again until they come back.
+  std::vector<void*> again;
+  for (int i = 0; i < kN; i++) again.push_back(malloc(64));
+  for (void* p : again) free(p);
+}
+
+TEST(Stats, FreeRemoteCountsCrossThreadFreesFromAThreadWithAHeap) {
+  ExpectRemoteFreesCounted(true);
+}
+
+TEST(Stats, FreeRemoteCountsCrossThreadFreesFromAThreadWithoutAHeap) {
+  ExpectRemoteFreesCounted(false);
+}
+
+// Pages that filled up sit in the owner's full queue; the first remote free onto each
+// goes through the owner's delayed list, which the owner drains on its slow path.
+TEST(Stats, DelayedFreesWakeFullPages) {
+  constexpr int kN = 64;  // 8 KiB blocks, 8 per 64 KiB page: 8 pages, 7 of them full
+  std::vector<void*> blocks;
+  for (int i = 0; i < kN; i++) {
+    void* p = malloc(8192);
+    ASSERT_NE(p, nullptr);
+    blocks.push_back(p);
+  }
+  const hak_stats_t before = Stats();
+  RemoteFreeArgs args{&blocks, false};
+  pthread_t t;
+  ASSERT_EQ(pthread_create(&t, nullptr, FreeOnAnotherThread, &args), 0);
+  ASSERT_EQ(pthread_join(t, nullptr), 0);
+  std::vector<void*> again;
+  for (int i = 0; i < kN; i++) again.push_back(malloc(8192));
+  const hak_stats_t after = Stats();
+  for (void* p : again) free(p);
+  EXPECT_GE(after.free_remote - before.free_remote, (uint64_t)kN);
+  EXPECT_GE(after.free_delayed - before.free_delayed, 1u);
+  EXPECT_LE(after.free_delayed - before.free_delayed, (uint64_t)kN);
+}
+
+TEST(Stats, ThreadsAreCounted) {
+  constexpr int kThreads = 20;
+  const hak_stats_t before = Stats();
+  for (int i = 0; i < kThreads; i++) {
+    std::thread t([] { free(malloc(100)); });
+    t.join();
+  }
+  const hak_stats_t after = Stats();
+  EXPECT_GE(after.threads_started - before.threads_started, (uint64_t)kThreads);
+  EXPECT_GE(after.threads_ended - before.threads_ended, (uint64_t)kThreads);
+  EXPECT_EQ(after.threads_started - after.threads_ended, before.threads_started - before.threads_ended);
+}
+
+TEST(Stats, PagesAndSegmentsAreCounted) {
+  const hak_stats_t before = Stats();
+  std::vector<void*> blocks;
+  for (int i = 0; i < 2000; i++) blocks.push_back(malloc(4096));  // 8 MiB: new segments
+  for (void* p : blocks) free(p);
+  const hak_stats_t after = Stats();
+  EXPECT_GE(after.pages_allocated - before.pages_allocated, 2000u / 16);
+  EXPECT_GE(after.pages_freed - before.pages_freed, 2000u / 16 - 1);
+  EXPECT_GE(after.segments_allocated - before.segments_allocated, 1u);
+}
+
+std::string PrintToPipe() {
+  int fds[2];
+  if (pipe(fds) != 0) return "";
+  hak_stats_print(fds[1]);
+  close(fds[1]);
+  std::string out = ReadAll(fds[0]);
+  close(fds[0]);
+  return out;
+}
+
+TEST(Stats, PrintShowsPathsAndTheClassesUsed) {
+  std::vector<void*> blocks;
+  for (int i = 0; i < 10; i++) blocks.push_back(malloc(3000));  // class of 3072 B
+  blocks.push_back(malloc(1 << 20));
+  std::string report = PrintToPipe();
+  for (void* p : blocks) free(p);
+  EXPECT_EQ(report.rfind("hakmem stats report (variant stats, pid " + std::to_string(getpid()) + ")", 0), 0u)
+      << report;
+  for (std::string s : {"OS calls:", "Paths:", "alloc fast", "free remote", "segments adopted",
+                         "threads started", "Size classes"}) {
+    EXPECT_NE(report.find(s), std::string::npos) << "missing \"" << s << "\" in\n" << report;
+  }
+  EXPECT_NE(report.find("\n" + ClassLine(ClassOf(3000), 3072)), std::string::npos) << report;
+  EXPECT_NE(report.find("\n" + ClassLine(HAK_STATS_CLASS_COUNT - 1, 0)), std::string::npos) << report;
+}
+
+// ---- Report at exit ----------------------------------------------------------------
+
+// fork + exit(): the child runs the process's exit path with HAKMEM_STATS=1.
+TEST(StatsExitReport, ForkedChildPrintsTheReportToStderrAtExit) {
+  ChildResult r = RunChild([] {
+    setenv("HAKMEM_STATS", "1", 1);
+    std::vector<void*> blocks;
+    for (int i = 0; i < 100; i++) blocks.push_back(malloc(40));
+    blocks.push_back(malloc(300000));
+    for (void* p : blocks) free(p);
+    char pid[32];
+    snprintf(pid, sizeof pid, "child pid %d\n", (int)getpid());
+    if (write(2, pid, strlen(pid)) < 0) _exit(4);
+    exit(0);
+  });
+  ASSERT_TRUE(r.exited && r.code == 0) << Describe(r);
+  size_t at = r.err.find("hakmem stats report (variant stats, pid ");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  // The report names the child, comes after the child's last line, and is complete.
+  int child_pid = 0;
+  ASSERT_EQ(sscanf(r.err.c_str(), "child pid %d", &child_pid), 1) << r.err;
+  EXPECT_NE(r.err.find("pid " + std::to_string(child_pid) + ")"), std::string::npos) << r.err;
+  EXPECT_GT(at, 0u);
+  EXPECT_NE(r.err.find("Size classes", at), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("\n" + ClassLine(HAK_STATS_CLASS_COUNT - 1, 0), at), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("\n" + ClassLine(ClassOf(40), 48), at), std::string::npos) << r.err;
+}
+
+// fork + exec of this very test binary: a whole fresh process, from start-up to exit,
+// with HAKMEM_STATS=1. The helper mode runs from a static initializer, before gtest.
+int RunExitReportHelperIfAsked() {
+  const char* mode = getenv("HAK_TEST_EXIT_REPORT_HELPER");
+  if (mode == nullptr || strcmp(mode, "1") != 0) return 0;
+  std::vector<void*> blocks;
+  for (int i = 0; i < 1000; i++) blocks.push_back(malloc(200));
+  for (void* p : blocks) free(p);
+  std::thread t([] { free(malloc(5000)); });
+  t.join();
+  exit(0);
+}
+const int g_exit_report_helper = RunExitReportHelperIfAsked();
+
+TEST(StatsExitReport, FreshProcessPrintsTheReportAtExit) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  ASSERT_GT(n, 0);
+  self[n] = '\0';
+  ChildResult r = RunChild([&self] {
+    char* argv[] = {self, nullptr};
+    char* envp[] = {(char*)"HAKMEM_STATS=1", (char*)"HAK_TEST_EXIT_REPORT_HELPER=1", nullptr};
+    execve(self, argv, envp);
+    _exit(5);
+  });
+  ASSERT_TRUE(r.exited && r.code == 0) << Describe(r);
+  EXPECT_EQ(r.err.rfind("hakmem stats report (variant stats, pid ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("Size classes"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("\n" + ClassLine(ClassOf(200), 208)), std::string::npos) << r.err;
+  // The helper thread's 5000-byte block: counted although that thread had exited.
+  EXPECT_NE(r.err.find("\n" + ClassLine(ClassOf(5000), 5120)), std::string::npos) << r.err;
+  // Without HAKMEM_STATS=1 the same process prints nothing.
+  ChildResult quiet = RunChild([&self] {
+    char* argv[] = {self, nullptr};
+    char* envp[] = {(char*)"HAK_TEST_EXIT_REPORT_HELPER=1", nullptr};
+    execve(self, argv, envp);
+    _exit(5);
+  });
+  ASSERT_TRUE(quiet.exited && quiet.code == 0) << Describe(quiet);
+  EXPECT_EQ(quiet.err, "");
+}
+
+}  // namespace
+}  // namespace hak_variant_test
