@@ -154,11 +154,21 @@ static bool hak_heap_page_to_full(hak_heap_t* heap, hak_page_t* page) {
   return true;
 }
 
+/* A full page that got a block back returns behind the current page of its class. It
+ * keeps HAK_DELAYED_USE: until it is the page the heap allocates from, the frees of its
+ * other blocks must keep reaching the owner, or an owner that no longer uses this class
+ * would never see the page empty (hak_heap_scan_queue switches it off). */
 void hak_heap_page_unfull(hak_heap_t* heap, hak_page_t* page) {
-  hak_page_set_delayed(page, HAK_DELAYED_NONE);
   hak_page_queue_remove(&heap->full, page);
   page->in_full = 0;
   hak_heap_page_queue_push(heap, page);
+}
+
+/* An adopted page with live blocks (already in HAK_DELAYED_USE): see
+ * hak_segment_adopt_one. */
+void hak_heap_page_adopt_full(hak_heap_t* heap, hak_page_t* page) {
+  page->in_full = 1;
+  hak_page_queue_push_back(&heap->full, page);
 }
 
 /* A page whose last block came back: give it to its segment, unless it is the only
@@ -212,6 +222,10 @@ static hak_page_t* hak_heap_scan_queue(hak_heap_t* heap, size_t cls) {
       if (q->first != page) {
         hak_heap_queue_remove(heap, page);
         hak_heap_queue_push_front(heap, page);
+      }
+      /* The heap allocates from it now: remote frees can go straight to the page. */
+      if (hak_thread_free_state(atomic_load_explicit(&page->xthread_free, memory_order_relaxed)) != HAK_DELAYED_NONE) {
+        hak_page_set_delayed(page, HAK_DELAYED_NONE);
       }
       return page;
     }

@@ -31,10 +31,14 @@ typedef struct hak_heap_s hak_heap_t;
 typedef struct hak_segment_s hak_segment_t;
 
 /* Delayed-free state, kept in the low bits of page->xthread_free. A remote free onto a
- * page that sits in its heap's full queue must wake the owner, so it goes onto the
- * heap's delayed list instead (HAK_DELAYED_USE); HAK_DELAYED_FREEING marks a remote
- * thread in the middle of that hand-off, during which the owner may not drop the page
- * or the heap. Abandoned pages never use the heap (HAK_DELAYED_NEVER). */
+ * page the owner is not allocating from (in its full queue, or queued behind the
+ * current page after leaving it, or adopted) must wake the owner, so it goes onto the
+ * heap's delayed list instead (HAK_DELAYED_USE); otherwise an owner that stopped using
+ * a class would never notice its pages emptying. HAK_DELAYED_FREEING marks a remote
+ * thread in the middle of that hand-off, during which the owner may not change the
+ * state, drop the page or the heap. The owner switches a page to HAK_DELAYED_NONE when
+ * it makes it the page it allocates from. Abandoned pages never use the heap
+ * (HAK_DELAYED_NEVER). */
 typedef enum hak_delayed_e {
   HAK_DELAYED_NONE = 0,
   HAK_DELAYED_USE = 1,
@@ -280,6 +284,7 @@ void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page, hak_block_t
 void hak_heap_local_free_slow(hak_page_t* page);
 void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page);
 void hak_heap_page_unfull(hak_heap_t* heap, hak_page_t* page);
+void hak_heap_page_adopt_full(hak_heap_t* heap, hak_page_t* page);
 void hak_heap_page_queue_push(hak_heap_t* heap, hak_page_t* page);
 void hak_heap_thread_done(hak_heap_t* heap);
 void hak_heap_fork_lock(void);

@@ -125,9 +125,11 @@ void hak_page_free_remote(hak_page_t* page, hak_block_t* block) {
     hak_block_set_next(block, head);
   } while (!atomic_compare_exchange_weak_explicit(&heap->thread_delayed_free, &head, block,
                                                   memory_order_release, memory_order_relaxed));
+  /* Back to USE, not NONE: the page stays off the owner's allocation path until the
+   * owner switches it, so later frees of its blocks must wake the owner too. */
   tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
   while (!atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf,
-                                                (tf & ~(uintptr_t)3) | HAK_DELAYED_NONE,
+                                                (tf & ~(uintptr_t)3) | HAK_DELAYED_USE,
                                                 memory_order_release, memory_order_relaxed)) {
   }
 }

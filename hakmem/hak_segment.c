@@ -241,8 +241,21 @@ hak_segment_t* hak_segment_abandoned_pop(void) {
   return segment;
 }
 
-/* Takes over one abandoned segment: its pages join the heap's queues (or are freed when
- * every block came back meanwhile). Returns false when there was none. */
+/* Collects an abandoned page's remote frees and, unless that emptied it (returns true),
+ * switches it to HAK_DELAYED_USE in the same step, so no remote free can slip between. */
+static bool hak_segment_adopt_page_collect(hak_page_t* page) {
+  for (;;) {
+    hak_page_collect_thread_free(page);
+    if (page->used == 0) return true;
+    if (hak_page_try_use_delayed(page)) return false;
+  }
+}
+
+/* Takes over one abandoned segment: empty pages are freed; pages with live blocks join
+ * the heap's full queue with delayed frees on, so that the frees of their remaining
+ * blocks reach the new owner even if it never allocates those classes again (in a
+ * class queue they would wait for a scan of their class, which might never come).
+ * Returns false when there was no abandoned segment. */
 bool hak_segment_adopt_one(hak_heap_t* heap) {
   hak_segment_t* segment = hak_segment_abandoned_pop();
   if (segment == NULL) return false;
@@ -254,15 +267,12 @@ bool hak_segment_adopt_one(hak_heap_t* heap) {
     hak_page_t* page = &segment->pages[i];
     if (!page->in_use) continue;
     atomic_store_explicit(&page->xheap, heap, memory_order_release);
-    hak_page_set_delayed(page, HAK_DELAYED_NONE);
-    hak_page_collect_thread_free(page);
-    page->in_full = 0;
-    if (page->used == 0) {
+    if (hak_segment_adopt_page_collect(page)) {
       bool releases_segment = segment->used_pages == 1;
       hak_segment_page_free(heap, page);
       if (releases_segment) break; /* the segment is gone */
     } else {
-      hak_heap_page_queue_push(heap, page);
+      hak_heap_page_adopt_full(heap, page);
     }
   }
   return true;
