@@ -7,6 +7,7 @@ set -euo pipefail
 HAK_PACKAGES=(
   bazel-bootstrap          # Bazel 4.2.3, the only Bazel that works offline here
   gcc g++ clang-14 libclang-rt-14-dev   # compilers, sanitizer and libFuzzer runtimes
+  llvm-14                  # llvm-cov-14, llvm-profdata-14: coverage of fuzz corpora (ci/fuzz.sh)
   libgtest-dev googletest  # Google Test for cc_test
   afl++                    # AFL++ fuzzing engine
   libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4   # peer allocators for benchmarks

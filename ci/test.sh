@@ -1,49 +1,52 @@
 #!/usr/bin/env bash
 # Passes the tests on a fresh Debian 12 machine; this is what CI runs (.ci/run).
-# Stages, in order (each stops the run on failure):
-#   build      all six libraries and everything else, -Werror on hakmem's sources
-#   unit       bazel test //...: unit tests of every variant, fuzz-corpus replays,
-#              real programs under LD_PRELOAD of each shared library
-#   sanitizers the tests again under ASan, UBSan and TSan (clang)
-#   gate       the benchmark gate: callgrind instruction counts and time ratios
-# ci/test.sh [stage ...] runs only the named stages (default: all of them).
+# Stages, in order (the first failure stops the run):
+#   build   all six libraries and everything else, -Werror on hakmem's own sources
+#   unit    bazel test //...: unit tests of every variant, fuzz-corpus replays, and
+#           real programs (python3, git, sqlite3, gcc) under LD_PRELOAD of each .so
+#   asan    the unit tests again under AddressSanitizer (clang)
+#   ubsan   ... under UndefinedBehaviorSanitizer
+#   tsan    ... under ThreadSanitizer
+#   fuzz    time-bounded libFuzzer and AFL++ campaigns (ci/fuzz.sh)
+#   gate    the benchmark gate: callgrind instruction counts and time ratios
+# ci/test.sh [stage ...] runs only the named stages (default: all, in this order);
+# "sanitizers" is short for asan ubsan tsan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(build unit sanitizers gate)
+all_stages=(build unit asan ubsan tsan fuzz gate)
+stages=()
+for a in "$@"; do
+  case "$a" in
+    sanitizers) stages+=(asan ubsan tsan) ;;
+    *) stages+=("$a") ;;
+  esac
+done
+[ ${#stages[@]} -eq 0 ] && stages=("${all_stages[@]}")
 
 bash ci/setup.sh
 
 bazel_flags=()
 [ "${CI:-}" = "true" ] && bazel_flags+=(--config=ci)
+fuzz_seconds="${HAK_FUZZ_SECONDS:-120}"
 
 stage() { printf '\n==== ci/test.sh: %s (%s) ====\n' "$1" "$(date -u +%H:%M:%S)"; }
 
 for s in "${stages[@]}"; do
+  stage "$s"
   case "$s" in
-    build)
-      stage build
-      bazel build "${bazel_flags[@]}" --config=werror //...
+    build) bazel build "${bazel_flags[@]}" --config=werror //... ;;
+    unit) bazel test "${bazel_flags[@]}" --config=werror //... ;;
+    asan | ubsan | tsan) bazel test "${bazel_flags[@]}" --config="$s" //... ;;
+    fuzz)
+      bash ci/fuzz.sh --engine libfuzzer --seconds "$fuzz_seconds"
+      bash ci/fuzz.sh --engine afl --seconds "$fuzz_seconds"
       ;;
-    unit)
-      stage unit
-      bazel test "${bazel_flags[@]}" --config=werror //...
-      ;;
-    sanitizers)
-      for san in asan ubsan tsan; do
-        stage "sanitizer $san"
-        bazel test "${bazel_flags[@]}" --config="$san" //...
-      done
-      ;;
-    gate)
-      stage "benchmark gate"
-      bash ci/bench_gate.sh
-      ;;
+    gate) bash ci/bench_gate.sh ;;
     *)
-      echo "ci/test.sh: unknown stage '$s' (known: build unit sanitizers gate)" >&2
+      echo "ci/test.sh: unknown stage '$s' (known: ${all_stages[*]} sanitizers)" >&2
       exit 2
       ;;
   esac
 done
-printf '\nci/test.sh: all stages passed: %s\n' "${stages[*]}"
+printf '\nci/test.sh: all stages passed: %s (%s)\n' "${stages[*]}" "$(date -u +%H:%M:%S)"

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Fuzzing campaign from a fresh clone: installs what is missing (ci/setup.sh), builds the
+# fuzz targets of fuzz/ for one engine, fuzzes each target from its committed corpus into
+# a scratch corpus under fuzz-out/, and reports executions per second and coverage.
+#
+#   ci/fuzz.sh --engine libfuzzer|afl [--seconds N] [--target NAME]... [--coverage]
+#
+#   --engine     libfuzzer (clang-14, libFuzzer + ASan) or afl (AFL++ 4.04c persistent
+#                mode + ASan); both built through Bazel (fuzz/fuzz.bazelrc)
+#   --seconds N  total campaign time, split evenly over the targets (default 240;
+#                120 with CI=true, so each engine's job stays near 2 minutes)
+#   --target T   fuzz only T (repeatable): alloc_small, alloc_hardened_small,
+#                threads_small, threads_hardened_small (default: all four)
+#   --coverage   afterwards, replay each target's final corpus through a clang
+#                source-coverage build and report the lines of hakmem/*.c reached
+#                (llvm-cov-14); default outside CI (--no-coverage turns it off)
+#   BAZEL        environment: the Bazel command (default "bazel")
+#
+# Exits non-zero when a target crashed (a failed check or a sanitizer report); crash
+# inputs are copied to fuzz-out/crashes/<engine>-<target>-<name>. To keep one as a
+# regression test, commit it as fuzz/corpus/<target>/crash-<what-it-shows>.
+# Known regression inputs (crash-* files) are replayed by the tests, not fuzzed from.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ALL_TARGETS=(alloc_small alloc_hardened_small threads_small threads_hardened_small)
+
+usage() {
+  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+}
+
+engine="" seconds="" coverage="" targets=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --engine) engine="${2:-}"; shift 2 ;;
+    --engine=*) engine="${1#*=}"; shift ;;
+    --seconds) seconds="${2:-}"; shift 2 ;;
+    --seconds=*) seconds="${1#*=}"; shift ;;
+    --target) targets+=("${2:-}"); shift 2 ;;
+    --target=*) targets+=("${1#*=}"); shift ;;
+    --coverage) coverage=1; shift ;;
+    --no-coverage) coverage=0; shift ;;
+    -h|--help) usage ;;
+    *) echo "ci/fuzz.sh: unknown argument '$1'" >&2; usage ;;
+  esac
+done
+case "$engine" in
+  libfuzzer|afl) ;;
+  *) echo "ci/fuzz.sh: --engine libfuzzer|afl is required" >&2; usage ;;
+esac
+[ ${#targets[@]} -eq 0 ] && targets=("${ALL_TARGETS[@]}")
+for t in "${targets[@]}"; do
+  [ -d "fuzz/corpus/$t" ] || { echo "ci/fuzz.sh: unknown target '$t' (have: ${ALL_TARGETS[*]})" >&2; exit 2; }
+done
+
+ci=0
+[ "${CI:-}" = "true" ] && ci=1
+if [ -z "$seconds" ]; then
+  seconds=$((ci ? 120 : 240))
+elif ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
+  echo "ci/fuzz.sh: --seconds wants a positive number" >&2
+  exit 2
+fi
+[ -z "$coverage" ] && coverage=$((ci ? 0 : 1))
+per_target=$((seconds / ${#targets[@]}))
+[ "$per_target" -lt 5 ] && per_target=5
+
+bash ci/setup.sh
+
+# BAZEL: the Bazel command (e.g. "bazel --output_base=..." to keep a separate server).
+read -ra bazel <<< "${BAZEL:-bazel}"
+bazel_flags=()
+[ $ci -eq 1 ] && bazel_flags+=(--config=ci)
+
+out="fuzz-out"
+mkdir -p "$out/crashes"
+echo '*' > "$out/.gitignore" # scratch space: never committed
+rm -rf "${out:?}/$engine" "$out"/crashes/"$engine"-*
+mkdir -p "$out/$engine/bin"
+
+echo "== building the $engine targets (bazel build --config=$engine //fuzz:fuzzers)"
+"${bazel[@]}" build "${bazel_flags[@]}" --config="$engine" //fuzz:fuzzers
+bin_dir="$("${bazel[@]}" info "${bazel_flags[@]}" --config="$engine" bazel-bin 2>/dev/null)/fuzz"
+for t in "${targets[@]}"; do
+  # A copy: the next build of another configuration overwrites bazel-bin.
+  cp -f "$bin_dir/${t}_fuzzer" "$out/$engine/bin/"
+done
+
+dict="fuzz/dict/hakmem.dict"
+summary="$out/$engine/summary.txt"
+crashes_total=0
+printf '%-10s %-24s %7s %10s %9s  %-34s %s\n' engine target seconds execs "exec/s" coverage crashes > "$summary"
+
+# Seeds for a campaign: the committed corpus without the known regressions (a campaign
+# that starts from a crashing input stops at once).
+seed_corpus() { # target dest
+  mkdir -p "$2"
+  find "fuzz/corpus/$1" -maxdepth 1 -type f ! -name 'crash-*' -exec cp {} "$2/" \;
+}
+
+run_libfuzzer() { # target -> sets execs eps cov crashes
+  local t="$1" dir="$out/libfuzzer/$1"
+  seed_corpus "$t" "$dir/corpus"
+  mkdir -p "$dir/artifacts"
+  local rc=0
+  # -detect_leaks=0: hakmem's own leaks are the harness's checks; thread start-up
+  # allocations of the C library would only slow libFuzzer's malloc accounting down.
+  ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=0}" \
+    "$out/libfuzzer/bin/${t}_fuzzer" "$dir/corpus" \
+    -max_total_time="$per_target" -dict="$dict" -max_len=4096 -timeout=30 -rss_limit_mb=4096 \
+    -detect_leaks=0 -print_final_stats=1 -artifact_prefix="$dir/artifacts/" \
+    > "$dir/log.txt" 2>&1 || rc=$?
+  local total
+  total=$(grep -m1 -oE 'Loaded [0-9]+ modules +\([0-9]+ inline 8-bit counters' "$dir/log.txt" | grep -oE '[0-9]+ inline' | grep -oE '[0-9]+' || true)
+  local last
+  last=$(grep -E '^#[0-9]+' "$dir/log.txt" | grep -E 'cov: [0-9]+' | tail -1 || true)
+  cov=$(echo "$last" | grep -oE 'cov: [0-9]+' | grep -oE '[0-9]+' || echo 0)
+  local ft
+  ft=$(echo "$last" | grep -oE 'ft: [0-9]+' | grep -oE '[0-9]+' || echo 0)
+  execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$dir/log.txt" | grep -oE '[0-9]+$' || echo "${last%% *}" | tr -d '#')
+  eps=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$dir/log.txt" | grep -oE '[0-9]+$' || echo "?")
+  if [ -n "$total" ] && [ "$total" -gt 0 ]; then
+    cov="$cov/$total edges ($((100 * cov / total))%), ft $ft"
+  else
+    cov="$cov edges, ft $ft"
+  fi
+  crashes=0
+  for f in "$dir"/artifacts/*; do
+    [ -f "$f" ] || continue
+    cp "$f" "$out/crashes/libfuzzer-$t-$(basename "$f")"
+    crashes=$((crashes + 1))
+  done
+  if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then
+    echo "ci/fuzz.sh: libFuzzer exited with $rc and left no artifact; see $dir/log.txt" >&2
+    crashes=1
+  fi
+}
+
+run_afl() { # target -> sets execs eps cov crashes
+  local t="$1" dir="$out/afl/$1"
+  seed_corpus "$t" "$dir/seeds"
+  local rc=0
+  AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 \
+    AFL_NO_AFFINITY=1 AFL_SKIP_CRASHES=1 AFL_QUIET=1 \
+    afl-fuzz -i "$dir/seeds" -o "$dir/out" -x "$dict" -t 2000 -V "$per_target" \
+    -- "$out/afl/bin/${t}_fuzzer" > "$dir/log.txt" 2>&1 || rc=$?
+  local stats="$dir/out/default/fuzzer_stats"
+  if [ ! -f "$stats" ]; then
+    echo "ci/fuzz.sh: afl-fuzz did not start (exit $rc); see $dir/log.txt" >&2
+    tail -5 "$dir/log.txt" >&2 || true
+    execs=0 eps="?" cov="-" crashes=1
+    return
+  fi
+  field() { grep -E "^$1 *:" "$stats" | sed 's/^[^:]*: *//'; }
+  execs=$(field execs_done)
+  eps=$(field execs_per_sec)
+  cov="$(field edges_found)/$(field total_edges) edges ($(field bitmap_cvg)), stability $(field stability)"
+  crashes=0
+  for f in "$dir"/out/default/crashes/id:*; do
+    [ -f "$f" ] || continue
+    cp "$f" "$out/crashes/afl-$t-$(basename "$f" | tr ':,' '_-')"
+    crashes=$((crashes + 1))
+  done
+  # The campaign's corpus, flat, for --coverage.
+  mkdir -p "$dir/corpus"
+  find "$dir/out/default/queue" -maxdepth 1 -type f -exec cp {} "$dir/corpus/" \;
+}
+
+for t in "${targets[@]}"; do
+  echo "== $engine: $t for ${per_target}s (log: $out/$engine/$t/log.txt)"
+  execs=0 eps="?" cov="-" crashes=0
+  "run_$engine" "$t"
+  crashes_total=$((crashes_total + crashes))
+  printf '%-10s %-24s %7s %10s %9s  %-34s %s\n' "$engine" "$t" "$per_target" "$execs" "$eps" "$cov" "$crashes" | tee -a "$summary"
+done
+
+if [ "$coverage" -eq 1 ]; then
+  echo "== line coverage of hakmem by each final corpus (bazel build --config=fuzzcov; llvm-cov-14)"
+  "${bazel[@]}" build "${bazel_flags[@]}" --config=fuzzcov //fuzz:fuzzers
+  cov_bin="$("${bazel[@]}" info "${bazel_flags[@]}" --config=fuzzcov bazel-bin 2>/dev/null)/fuzz"
+  for t in "${targets[@]}"; do
+    dir="$out/$engine/$t"
+    [ -d "$dir/corpus" ] || continue
+    rm -rf "$dir/profiles"
+    mkdir -p "$dir/profiles"
+    # Crashing inputs would stop the replay: the corpus holds none (libFuzzer keeps
+    # them in artifacts/, AFL in crashes/), so every input runs.
+    LLVM_PROFILE_FILE="$dir/profiles/%p.profraw" HAK_FUZZ_MAPPED_LIMIT_MB=0 \
+      "$cov_bin/${t}_fuzzer" "$dir/corpus" > "$dir/coverage-replay.txt" 2>&1 || true
+    llvm-profdata-14 merge -sparse "$dir"/profiles/*.profraw -o "$dir/corpus.profdata"
+    llvm-cov-14 report "$cov_bin/${t}_fuzzer" -instr-profile="$dir/corpus.profdata" \
+      -ignore-filename-regex='(fuzz/|bazel-out/)' > "$dir/coverage.txt" 2>/dev/null || true
+    line=$(grep -E '^TOTAL' "$dir/coverage.txt" | awk '{print "lines " $(NF-3) " of hakmem/*.c (" $(NF-4) " missed of " $(NF-5) "), functions " $(NF-6) ", regions " $(NF-9)}')
+    echo "$engine $t: ${line:-no report, see $dir/coverage.txt}" | tee -a "$summary"
+  done
+fi
+
+echo
+echo "== summary ($summary)"
+cat "$summary"
+if [ "$crashes_total" -gt 0 ]; then
+  echo
+  echo "ci/fuzz.sh: $crashes_total crash(es); inputs in $out/crashes/:"
+  ls -1 "$out/crashes/" | grep "^$engine-" | sed 's/^/  /'
+  echo "Reproduce: $out/$engine/bin/<target>_fuzzer <input>   (HAK_FUZZ_TRACE=1 lists its operations)"
+  echo "Keep as a regression test: cp <input> fuzz/corpus/<target>/crash-<what-it-shows>"
+  exit 1
+fi

@@ -1,0 +1,67 @@
+"""hak_fuzz_target: one fuzz harness source, three ways to run it.
+
+hak_fuzz_target(name, variant, threads) declares, for hakmem's internal variant
+`variant` ("small" or "hardened_small": HAK_SMALL_LIMITS=1) linked through its hak_*
+API library:
+
+  <name>_fuzzer       the fuzz binary. Its engine is the build's: with
+                      --config=libfuzzer it links libFuzzer (clang, ASan); with
+                      --config=afl the AFL++ persistent-mode driver (afl-clang-fast,
+                      ASan); with neither, the replay driver (files or directories as
+                      arguments), so `bazel build //...` builds it with gcc as well.
+                      Tagged "fuzzer".
+  <name>_replay_test  a cc_test running every file of fuzz/corpus/<name>/ (seeds and
+                      crash regressions) through the harness once, with the normal
+                      toolchain. Tagged "fuzz_replay".
+
+threads = 1 builds the harness with HAK_FUZZ_THREADS=1: operations can run on a second
+thread (remote frees, thread exit and adoption).
+"""
+
+load("//hakmem:variants.bzl", "HAK_INTERNAL_VARIANTS")
+
+FUZZ_COPTS = [
+    "-std=gnu11",
+    "-Wall",
+    "-Wextra",
+    # The harness's own memcmp/memcpy must stay calls (ASan checks them).
+    "-fno-builtin",
+]
+
+def hak_fuzz_target(name, variant, threads = 0, replay_size = "small"):
+    v = HAK_INTERNAL_VARIANTS[variant]
+    harness = name + "_harness"
+    native.cc_library(
+        name = harness,
+        srcs = ["hak_fuzz.c"],
+        copts = FUZZ_COPTS,
+        local_defines = [
+            "HAK_FUZZ_THREADS=%d" % threads,
+            "HAK_FUZZ_TARGET=\\\"%s\\\"" % name,
+        ],
+        linkopts = ["-pthread"],
+        deps = ["//hakmem:hakmem" + v.suffix + "_api"],
+        linkstatic = 1,
+        alwayslink = 1,
+    )
+    native.cc_binary(
+        name = name + "_fuzzer",
+        deps = [":" + harness] + select({
+            ":engine_libfuzzer": [],
+            ":engine_afl": [":afl_driver"],
+            "//conditions:default": [":replay_driver"],
+        }),
+        linkopts = select({
+            ":engine_libfuzzer": ["-fsanitize=fuzzer"],
+            "//conditions:default": [],
+        }),
+        tags = ["fuzzer"],
+    )
+    native.cc_test(
+        name = name + "_replay_test",
+        deps = [":" + harness, ":replay_driver"],
+        data = native.glob(["corpus/" + name + "/**"]),
+        args = ["--fork", "--min-inputs=10", "fuzz/corpus/" + name],
+        size = replay_size,
+        tags = ["fuzz_replay"],
+    )
