@@ -178,6 +178,11 @@ void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page) {
   hak_page_queue_t* q = &heap->queues[page->class_index];
   if (HAK_RETAIN_EMPTY_PAGE && q->first == page && page->next == NULL) return;
   hak_heap_queue_remove(heap, page);
+  /* used == 0 does not mean no remote thread is still on the page: one that handed its
+   * block over through the delayed list ends its hand-off with a CAS on the page after
+   * the owner may already have collected that block. Wait it out before the page (and
+   * perhaps its segment) goes away. */
+  hak_page_set_delayed(page, HAK_DELAYED_NONE);
   hak_segment_page_free(heap, page);
 }
 
