@@ -3,15 +3,25 @@
 One call declares <name>_release, <name>_stats and <name>_hardened (or the subset in
 `variants`), each linked against that variant and built with its defines, plus a
 test_suite <name> running them all. Google Test comes from Debian's libgtest-dev.
+Every test also gets //tests:test_support (hak_test_names.h, hak_test_env.h).
 
 link:
-  "override"  the test binary's malloc is hakmem's (//hakmem:hakmem{suffix}); such
-              tests are tagged noasan and notsan (those sanitizers replace malloc)
-  "api"       only the hak_* API; malloc stays glibc's (//hakmem:hakmem{suffix}_api)
+  "override"  the test binary's malloc is hakmem's (//hakmem:hakmem{suffix}). Under
+              ASan and TSan (--config=asan/tsan: //tests:asan_build, :tsan_build),
+              whose runtimes bring their own malloc, the binary links the hak_* API
+              library (//hakmem:hakmem{suffix}_api) instead and is compiled with
+              HAK_TEST_VIA_API=1: hak_test_names.h, included last by each test .cc,
+              then maps malloc, free, ... onto hak_*, so the same tests exercise hakmem
+              through its API there. Tests that need the override itself skip in that
+              build (GTEST_SKIP). UBSan and the plain build keep the override.
+  "api"       only the hak_* API; malloc stays the C library's (or the sanitizer's)
+              in every build (//hakmem:hakmem{suffix}_api)
 variants: names from HAK_VARIANTS (default: all of them) or HAK_INTERNAL_VARIANTS
   (only with link = "api": internal variants have no malloc-replacing library).
 c_srcs: C files built against the variant's internal headers (hak_internal.h is C11
   and cannot be included from C++); tests call into them to reach internals.
+tags: passed on; a test that cannot run under a sanitizer carries noasan, notsan or
+  noubsan in its BUILD file, with the reason next to it.
 """
 
 load("//hakmem:variants.bzl", "HAK_COPTS", "HAK_INTERNAL_VARIANTS", "HAK_VARIANTS")
@@ -31,10 +41,22 @@ def hak_cc_test(
     all_variants.update(HAK_INTERNAL_VARIANTS)
     for vname in (variants or HAK_VARIANTS.keys()):
         v = all_variants[vname]
-        lib = {
-            "override": "//hakmem:hakmem" + v.suffix,
-            "api": "//hakmem:hakmem" + v.suffix + "_api",
-        }[link]
+        api_lib = "//hakmem:hakmem" + v.suffix + "_api"
+        if link == "override":
+            via_api = ["//tests:asan_build", "//tests:tsan_build"]
+            lib = select(dict(
+                [(c, [api_lib]) for c in via_api] +
+                [("//conditions:default", ["//hakmem:hakmem" + v.suffix])],
+            ))
+            defines = v.defines + select(dict(
+                [(c, ["HAK_TEST_VIA_API=1"]) for c in via_api] +
+                [("//conditions:default", [])],
+            ))
+        elif link == "api":
+            lib = [api_lib]
+            defines = v.defines
+        else:
+            fail("hak_cc_test: link must be \"override\" or \"api\", not %r" % link)
         extra = []
         if c_srcs:
             native.cc_library(
@@ -49,17 +71,14 @@ def hak_cc_test(
                 testonly = 1,
             )
             extra = [":" + name + "_" + vname + "_probe"]
-        # ASan and TSan bring their own malloc and cannot run beside a replaced one;
-        # their builds cover hakmem through the hak_* API (link = "api") instead.
-        sanitizer_tags = ["noasan", "notsan"] if link == "override" else []
         native.cc_test(
             name = name + "_" + vname,
             srcs = srcs,
-            deps = [lib] + extra + deps,
-            local_defines = v.defines,
+            deps = lib + extra + deps + ["//tests:test_support"],
+            local_defines = defines,
             linkopts = ["-lgtest", "-lgtest_main", "-pthread"],
             size = size,
-            tags = tags + sanitizer_tags + ["variant_" + vname],
+            tags = tags + ["variant_" + vname],
             **kwargs
         )
         tests.append(name + "_" + vname)

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "hakmem.h"
+#include "hak_test_names.h"  // last: see its rule
 
 namespace {
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backends.h"
+#include "hak_test_names.h"  // last: see its rule
 
 namespace {
 

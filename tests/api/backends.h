@@ -1,12 +1,17 @@
 // backends.h - the two ways of reaching hakmem, as types for Google Test typed tests.
 //
 //   LibcNames  malloc, free, ... : hakmem's only when the test links //hakmem:hakmem*
-//              (hak_cc_test link = "override").
+//              (hak_cc_test link = "override"). In the ASan/TSan builds of such a test
+//              (HAK_TEST_VIA_API) the names are mapped to hak_* by hak_test_names.h,
+//              which this header includes: LibcNames then reaches hakmem through hak_*.
 //   HakNames   hak_malloc, hak_free, ... : hakmem's in every link mode.
 //
-// A test binary built with link = "override" runs its typed tests over both; one built
-// with link = "api" defines HAK_TEST_API_ONLY (through copts) and runs them over
-// HakNames only, since its malloc is glibc's.
+// A test binary built with link = "override" runs its typed tests over both (over
+// HakNames only in its ASan/TSan builds, where LibcNames makes the same calls); one
+// built with link = "api" defines HAK_TEST_API_ONLY (through copts) and runs them over
+// HakNames only, since its malloc is glibc's (HAK_TEST_VIA_API is never defined there).
+//
+// Include this header after every system header (see hak_test_names.h).
 //
 // The test targets are compiled with -fno-builtin so that the compiler cannot fold or
 // elide allocation calls (e.g. drop a malloc/free pair or assume a result non-null).
@@ -22,14 +27,23 @@
 #include <cstring>
 #include <vector>
 
+#include "hak_test_env.h"
 #include "hakmem.h"
+// Last: maps the malloc names used below (and in the test .cc) to hak_* under ASan/TSan.
+#include "hak_test_names.h"
 
 // glibc declares aligned_alloc and memalign with alloc_align(1): a direct call with an
 // invalid alignment, which the tests make on purpose, is then undefined for the caller
 // (UBSan flags it). A volatile function pointer carries no such promise, so the tests
-// see how the allocator itself handles the bad value.
+// see how the allocator itself handles the bad value. (Names without a call are not
+// mapped by hak_test_names.h: the ASan/TSan builds point these at hak_* explicitly.)
+#ifdef HAK_TEST_VIA_API
+static void* (*volatile const libc_aligned_alloc)(size_t, size_t) = hak_aligned_alloc;
+static void* (*volatile const libc_memalign)(size_t, size_t) = hak_memalign;
+#else
 static void* (*volatile const libc_aligned_alloc)(size_t, size_t) = aligned_alloc;
 static void* (*volatile const libc_memalign)(size_t, size_t) = memalign;
+#endif
 
 struct LibcNames {
   static void* Malloc(size_t n) { return malloc(n); }
@@ -67,7 +81,9 @@ class BackendName {
   }
 };
 
-#ifdef HAK_TEST_API_ONLY
+#if defined(HAK_TEST_API_ONLY) || defined(HAK_TEST_VIA_API)
+// (Under HAK_TEST_VIA_API, LibcNames makes exactly HakNames' calls: running it too
+// would only double the run time of the slow sanitizer builds.)
 using Backends = ::testing::Types<HakNames>;
 #else
 using Backends = ::testing::Types<LibcNames, HakNames>;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backends.h"
+#include "hak_test_names.h"  // last: see its rule
 
 extern "C" {
 size_t hak_probe_segment_size(void);

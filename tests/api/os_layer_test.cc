@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backends.h"
+#include "hak_test_names.h"  // last: see its rule
 
 extern "C" {
 int hak_probe_mode_counting(void);

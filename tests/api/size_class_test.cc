@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "hakmem.h"
+#include "hak_test_names.h"  // last: see its rule
 
 extern "C" {
 size_t hak_probe_class_of(size_t size);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends.h"
+#include "hak_test_names.h"  // last: see its rule
 
 namespace {
 

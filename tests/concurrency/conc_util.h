@@ -21,7 +21,11 @@
 #include <string>
 #include <vector>
 
+#include "hak_test_env.h"
 #include "hakmem.h"
+// After the system headers: NewBlock below calls malloc (hak_malloc under ASan/TSan).
+// So this header, too, goes after every system header in the .cc files.
+#include "hak_test_names.h"
 
 namespace hak_test {
 

@@ -19,6 +19,7 @@
 
 #include "conc_util.h"
 #include "hakmem.h"
+#include "hak_test_names.h"  // last: see its rule
 
 namespace hak_test {
 namespace {

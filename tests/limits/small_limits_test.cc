@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "hakmem.h"
+#include "hak_test_names.h"  // last: see its rule
 
 #ifndef HAK_SMALL_LIMITS
 #define HAK_SMALL_LIMITS 0

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "hakmem.h"
+#include "hak_test_names.h"  // last: see its rule
 
 namespace hak_variant_test {
 namespace {

@@ -13,6 +13,7 @@
 
 #include "hakmem.h"
 #include "variant_util.h"
+#include "hak_test_names.h"  // last: see its rule
 
 namespace hak_variant_test {
 namespace {

@@ -1,0 +1,70 @@
+// hak_test_env.h - what a test binary is built as, for the few tests whose checks or
+// sizes depend on it: which sanitizer is on, whether the malloc names reach hakmem
+// through the override or through hak_* (HAK_TEST_VIA_API, see hak_test_names.h), and
+// kScale to shrink iteration counts under the slow sanitizers.
+#ifndef HAK_TESTS_HAK_TEST_ENV_H
+#define HAK_TESTS_HAK_TEST_ENV_H
+
+#include <gtest/gtest.h>
+
+#include <stddef.h>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAK_TEST_ASAN 1
+#endif
+#if __has_feature(thread_sanitizer)
+#define HAK_TEST_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(HAK_TEST_ASAN)
+#define HAK_TEST_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(HAK_TEST_TSAN)
+#define HAK_TEST_TSAN 1
+#endif
+#ifndef HAK_TEST_ASAN
+#define HAK_TEST_ASAN 0
+#endif
+#ifndef HAK_TEST_TSAN
+#define HAK_TEST_TSAN 0
+#endif
+
+namespace hak_test_env {
+
+// Factor for the iteration counts of long-running tests: 1 in the plain and UBSan
+// builds (their counts are the tests' own), smaller under ASan and TSan (each 3-10x
+// slower here, fork under ASan far more) so that every test stays well within the
+// timeout of its size and within its own deadlines. A test scales only counts whose
+// purpose (reaching slow paths, page reuse, a race window) still holds when smaller.
+#if HAK_TEST_ASAN || HAK_TEST_TSAN
+constexpr double kScale = 0.25;
+#else
+constexpr double kScale = 1.0;
+#endif
+
+// n scaled by kScale, at least `min`.
+constexpr size_t Scaled(size_t n, size_t min = 1) {
+  return (size_t)(n * kScale) < min ? min : (size_t)(n * kScale);
+}
+
+}  // namespace hak_test_env
+
+// In a test body: skip the test in the ASan/TSan builds, where the malloc names are
+// mapped to hak_* (HAK_TEST_VIA_API) because the override cannot be linked. For checks
+// that only the override can satisfy; `why` says which.
+#ifdef HAK_TEST_VIA_API
+#define HAK_TEST_NEEDS_OVERRIDE(why) \
+  GTEST_SKIP() << "needs hakmem's malloc override, which ASan/TSan builds cannot link: " << why
+#else
+#define HAK_TEST_NEEDS_OVERRIDE(why) static_cast<void>(0)
+#endif
+
+// In a test body: skip the test under ThreadSanitizer; `why` names TSan's limitation.
+#if HAK_TEST_TSAN
+#define HAK_TEST_SKIP_UNDER_TSAN(why) GTEST_SKIP() << "not supported under ThreadSanitizer: " << why
+#else
+#define HAK_TEST_SKIP_UNDER_TSAN(why) static_cast<void>(0)
+#endif
+
+#endif  // HAK_TESTS_HAK_TEST_ENV_H
