@@ -1,6 +1,7 @@
 /* hak_alloc.h - the allocation and free fast paths, readable in one place, plus the
- * rest of the malloc API built on them. Included by hak_api.c (the hak_* names) and
- * hak_override.c (malloc and friends), so both get the fast path inlined.
+ * rest of the malloc API built on them. Included by hak_api.c, whose hak_* functions
+ * (and, in the replacing libraries, malloc and friends as their aliases) thus have the
+ * fast path inlined.
  *
  * malloc of a tiny size: one TLS load, one table load, pop the page's free list
  * (about a dozen instructions, no lock, no atomic, no branch on stats or checks in the

@@ -1,5 +1,16 @@
-/* hak_api.c - the public hak_* API (hakmem.h), usable beside the C library's malloc. */
+/* hak_api.c - the API front: the public hak_* functions (hakmem.h), usable beside the
+ * C library's malloc; built with HAK_OVERRIDE=1 it also defines malloc, free and the
+ * rest as aliases of them, replacing the C library's allocator for the whole process
+ * (glibc routes its own internal allocations through these symbols too). The __libc_*
+ * aliases catch the few programs that call glibc's internal names. */
+#include <malloc.h>
+#include <stdlib.h>
+
 #include "hak_alloc.h"
+
+#ifndef HAK_OVERRIDE
+#define HAK_OVERRIDE 0
+#endif
 
 HAK_EXPORT void* hak_malloc(size_t size) {
   return hak_malloc_inline(size);
@@ -48,3 +59,34 @@ HAK_EXPORT size_t hak_usable_size(const void* p) {
 HAK_EXPORT const char* hak_variant(void) {
   return HAK_VARIANT_NAME;
 }
+
+#if HAK_OVERRIDE
+/* glibc's prototypes give these functions more attributes than an alias can carry;
+ * that is harmless and GCC's warning about it is noise here. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmissing-attributes"
+#endif
+#define HAK_ALIAS_OF(target) __attribute__((alias(#target), visibility("default")))
+
+void* malloc(size_t size) HAK_ALIAS_OF(hak_malloc);
+void free(void* p) HAK_ALIAS_OF(hak_free);
+void* calloc(size_t count, size_t size) HAK_ALIAS_OF(hak_calloc);
+void* realloc(void* p, size_t size) HAK_ALIAS_OF(hak_realloc);
+void* reallocarray(void* p, size_t count, size_t size) HAK_ALIAS_OF(hak_reallocarray);
+int posix_memalign(void** out, size_t alignment, size_t size) HAK_ALIAS_OF(hak_posix_memalign);
+void* aligned_alloc(size_t alignment, size_t size) HAK_ALIAS_OF(hak_aligned_alloc);
+void* memalign(size_t alignment, size_t size) HAK_ALIAS_OF(hak_memalign);
+void* valloc(size_t size) HAK_ALIAS_OF(hak_valloc);
+void* pvalloc(size_t size) HAK_ALIAS_OF(hak_pvalloc);
+void* __libc_malloc(size_t size) HAK_ALIAS_OF(hak_malloc);
+void __libc_free(void* p) HAK_ALIAS_OF(hak_free);
+void* __libc_calloc(size_t count, size_t size) HAK_ALIAS_OF(hak_calloc);
+void* __libc_realloc(void* p, size_t size) HAK_ALIAS_OF(hak_realloc);
+void* __libc_memalign(size_t alignment, size_t size) HAK_ALIAS_OF(hak_memalign);
+
+/* glibc declares it with a non-const pointer: a function, not an alias, so the types
+ * stay exact. */
+HAK_EXPORT size_t malloc_usable_size(void* p) {
+  return hak_usable_size_inline(p);
+}
+#endif

@@ -95,10 +95,10 @@ def hak_library_variants(internal_visibility):
         _hak_core_and_api(v, ["//visibility:public"], internal_visibility)
         native.cc_library(
             name = "hakmem" + v.suffix,
-            srcs = ["hak_override.c"],
+            srcs = ["hak_api.c"],
             copts = HAK_COPTS,
-            local_defines = v.defines,
-            deps = [":hakmem" + v.suffix + "_api"],
+            local_defines = v.defines + ["HAK_OVERRIDE=1"],
+            deps = [":hak_core" + v.suffix],
             linkstatic = 1,
             alwayslink = 1,
             visibility = ["//visibility:public"],
