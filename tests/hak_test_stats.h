@@ -1,0 +1,28 @@
+// hak_test_stats.h - checks on hak_stats_t shared by the test suites.
+#ifndef HAKMEM_TESTS_HAK_TEST_STATS_H
+#define HAKMEM_TESTS_HAK_TEST_STATS_H
+
+#include <gtest/gtest.h>
+
+#include "hakmem.h"
+
+// Outside the stats variant the per-class and per-path counters are compiled out:
+// every one of them must read zero whatever the program did.
+inline void ExpectCountersCompiledOut(const hak_stats_t& s) {
+  EXPECT_EQ(s.counters_enabled, 0);
+  for (int i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
+    EXPECT_EQ(s.class_allocs[i], 0u) << "class " << i;
+    EXPECT_EQ(s.class_frees[i], 0u) << "class " << i;
+  }
+  EXPECT_EQ(s.alloc_fast, 0u);
+  EXPECT_EQ(s.alloc_slow, 0u);
+  EXPECT_EQ(s.alloc_large, 0u);
+  EXPECT_EQ(s.free_local, 0u);
+  EXPECT_EQ(s.free_remote, 0u);
+  EXPECT_EQ(s.free_large, 0u);
+  EXPECT_EQ(s.pages_allocated, 0u);
+  EXPECT_EQ(s.segments_allocated, 0u);
+  EXPECT_EQ(s.threads_started, 0u);
+}
+
+#endif
