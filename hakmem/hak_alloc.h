@@ -31,7 +31,7 @@ HAK_INLINE void* hak_page_pop(hak_heap_t* heap, hak_page_t* page, size_t size) {
 HAK_INLINE void* hak_malloc_inline(size_t size) {
   hak_heap_t* heap = hak_heap_get();
   if (hak_likely(size <= HAK_TINY_MAX)) return hak_page_pop(heap, heap->direct[(size + 15) >> 4], size);
-  if (size <= HAK_MID_MAX) return hak_page_pop(heap, heap->current[hak_mid_class_of(size)], size);
+  if (size <= HAK_POOL_MAX) return hak_page_pop(heap, heap->current[hak_mid_class_of(size)], size);
   if (hak_unlikely(size > PTRDIFF_MAX)) {
     errno = ENOMEM;
     return NULL;
@@ -49,6 +49,7 @@ HAK_INLINE void hak_free_inline(void* p) {
     hak_asan_poison(block, page->block_size);
     hak_block_set_next(block, page->free);
     page->free = block;
+    page->free_is_zero = 0;
     hak_stat_inc(segment->heap, free_local);
     hak_stat_class_inc(segment->heap, class_frees, page->class_index);
     if (hak_unlikely(--page->used == 0 || page->in_full)) hak_heap_local_free_slow(page);
@@ -57,12 +58,12 @@ HAK_INLINE void hak_free_inline(void* p) {
   hak_heap_free_generic(segment, page, block);
 }
 
-/* Usable bytes of a live block: the whole slot (pages) or the rest of the mapping. */
+/* Usable bytes of a live block: the whole slot (pages) or the rest of the run. */
 HAK_INLINE size_t hak_usable_size_inline(const void* p) {
   if (p == NULL) return 0;
   hak_hardening_check_owned(p, HAK_FAULT_INVALID_USABLE_SIZE);
   hak_segment_t* segment = hak_segment_of(p);
-  if (segment->kind == HAK_SEGMENT_HUGE) return hak_segment_huge_usable(segment, p);
+  if (segment->kind == HAK_SEGMENT_HUGE) return hak_whale_usable(segment, p);
   return hak_segment_page_of(segment, p)->block_size;
 }
 
@@ -74,23 +75,30 @@ HAK_INLINE void* hak_calloc_inline(size_t count, size_t size) {
   }
   void* p = hak_malloc_inline(total);
   if (hak_unlikely(p == NULL)) return NULL;
+  /* Zero provenance: memory fresh from the OS (or purged with DONTNEED) and never
+   * handed out reads zero already; writing it would only fault its pages in. */
   hak_segment_t* segment = hak_segment_of(p);
-  if (segment->kind == HAK_SEGMENT_HUGE && segment->mapping_is_zero) return p; /* fresh from the OS */
+  if (segment->kind == HAK_SEGMENT_HUGE) {
+    if (segment->is_zero) return p;
+  } else if (hak_segment_page_of(segment, p)->free_is_zero) {
+    ((hak_block_t*)p)->next = NULL; /* the free-list link is all a fresh block holds */
+    return p;
+  }
   memset(p, 0, total);
   return p;
 }
 
-/* Aligned allocation without interior pointers: for alignments up to an OS page, pick
- * the smallest class whose block size is a multiple of the alignment (every page starts
- * on an OS-page boundary, so all its blocks are then aligned); otherwise a huge segment
- * places the block at the alignment. free() therefore always gets a block start. */
+/* Aligned allocation without interior pointers: for alignments up to a slice (64 KiB),
+ * pick the smallest class whose block size is a multiple of the alignment (every page
+ * starts on a slice boundary, so all its blocks are then aligned); otherwise a huge
+ * block is placed at the alignment. free() therefore always gets a block start. */
 HAK_INLINE void* hak_malloc_aligned_inline(size_t align, size_t size) {
   if (align <= HAK_ALIGNMENT) return hak_malloc_inline(size);
   if (hak_unlikely(size > PTRDIFF_MAX || align > PTRDIFF_MAX / 2)) {
     errno = ENOMEM;
     return NULL;
   }
-  if (align <= HAK_OS_PAGE_SIZE && size <= HAK_MID_MAX - align) {
+  if (align <= HAK_POOL_ALIGN_MAX && size <= HAK_POOL_MAX - align) {
     size_t cls = hak_size_class(hak_align_up(size == 0 ? 1 : size, align));
     while (hak_class_block_size(cls) % align != 0) cls++;
     return hak_malloc_inline(hak_class_block_size(cls));
@@ -134,20 +142,23 @@ HAK_INLINE void* hak_memalign_inline(size_t align, size_t size) {
 }
 
 HAK_INLINE void* hak_valloc_inline(size_t size) {
-  return hak_malloc_aligned_inline(HAK_OS_PAGE_SIZE, size);
+  return hak_malloc_aligned_inline(hak_os_page_size(), size);
 }
 
 /* pvalloc rounds the size up to whole pages (a zero size to one page). */
 HAK_INLINE void* hak_pvalloc_inline(size_t size) {
+  size_t page = hak_os_page_size();
   if (size > PTRDIFF_MAX) {
     errno = ENOMEM;
     return NULL;
   }
-  return hak_malloc_aligned_inline(HAK_OS_PAGE_SIZE, hak_align_up(size == 0 ? 1 : size, HAK_OS_PAGE_SIZE));
+  return hak_malloc_aligned_inline(page, hak_align_up(size == 0 ? 1 : size, page));
 }
 
 /* glibc semantics: realloc(NULL, n) is malloc(n); realloc(p, 0) frees p and returns
- * NULL; on failure p is untouched. Shrinks and small growth stay in place. */
+ * NULL; on failure p is untouched. Pool blocks stay in place while the new size fits
+ * and is more than half; big blocks and whales grow and shrink in place or (whales)
+ * move by mremap (hak_large.c), unless they shrink into a pool class. */
 HAK_INLINE void* hak_realloc_inline(void* p, size_t size) {
   if (p == NULL) return hak_malloc_inline(size);
   if (size == 0) {
@@ -157,12 +168,12 @@ HAK_INLINE void* hak_realloc_inline(void* p, size_t size) {
   hak_hardening_check_owned(p, HAK_FAULT_INVALID_REALLOC);
   hak_segment_t* segment = hak_segment_of(p);
   size_t usable = hak_usable_size_inline(p);
-  if (size <= usable) {
-    if (segment->kind == HAK_SEGMENT_HUGE) {
-      if (size <= usable / 2) hak_segment_huge_shrink(segment, size);
-      return p;
-    }
-    if (size > usable / 2 || usable <= 32) return p;
+  if (segment->kind == HAK_SEGMENT_HUGE) {
+    if (size > HAK_POOL_MAX || size > usable / 2) return hak_whale_realloc(segment, p, size);
+  } else if (segment->kind == HAK_SEGMENT_BIG) {
+    if (hak_big_resize_in_place(hak_segment_page_of(segment, p), size)) return p;
+  } else if (size <= usable && (size > usable / 2 || usable <= 32)) {
+    return p;
   }
   if (hak_unlikely(size > PTRDIFF_MAX)) {
     errno = ENOMEM;

@@ -56,6 +56,19 @@ HAK_EXPORT size_t hak_usable_size(const void* p) {
   return hak_usable_size_inline(p);
 }
 
+HAK_EXPORT size_t hak_collect(bool force) {
+  hak_stats_t before, after;
+  hak_os_stats_read(&before);
+  hak_purge_stats_read(&before);
+  hak_heap_collect();
+  hak_whale_trim(true);
+  hak_region_purge(force ? HAK_REGION_PURGE_ALL_UNMAP : HAK_REGION_PURGE_ALL);
+  hak_os_stats_read(&after);
+  hak_purge_stats_read(&after);
+  uint64_t unmapped = before.os_mapped_bytes > after.os_mapped_bytes ? before.os_mapped_bytes - after.os_mapped_bytes : 0;
+  return (size_t)(after.purge_bytes - before.purge_bytes + unmapped);
+}
+
 HAK_EXPORT const char* hak_variant(void) {
   return HAK_VARIANT_NAME;
 }

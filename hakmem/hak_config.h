@@ -34,18 +34,34 @@
 
 /* ---- Geometry ------------------------------------------------------------ */
 
-/* Segments are the unit obtained from the OS layer; aligned to their size so that
- * free() finds a block's metadata by masking the pointer. */
-#define HAK_SEGMENT_SHIFT 22                       /* 4 MiB */
+/* The region hands out memory in units of 4 MiB, aligned to 4 MiB; every unit in use
+ * starts with a header, so free() finds a block's metadata by masking the pointer. A
+ * unit holding pools is a *segment*: slice 0 is its header, slices 1..63 form pages. */
+#define HAK_SEGMENT_SHIFT 22                       /* 4 MiB: the region's unit */
 #define HAK_SEGMENT_SIZE ((size_t)1 << HAK_SEGMENT_SHIFT)
 #define HAK_SEGMENT_MASK (HAK_SEGMENT_SIZE - 1)
-#define HAK_SEGMENT_PAGES_MAX 64
+#define HAK_SLICE_SHIFT 16                         /* 64 KiB */
+#define HAK_SLICE_SIZE ((size_t)1 << HAK_SLICE_SHIFT)
+#define HAK_SEGMENT_SLICES (HAK_SEGMENT_SIZE / HAK_SLICE_SIZE) /* 64; slice 0 is the header */
 
-#define HAK_SMALL_PAGE_SHIFT 16                    /* 64 KiB pages, 64 per segment */
-#define HAK_MEDIUM_PAGE_SHIFT 19                   /* 512 KiB pages, 8 per segment */
-#define HAK_HUGE_PAGE_SHIFT 62                     /* one page spans the whole mapping */
+/* Pages are spans of slices: small pages 1 slice, medium pages 8 slices; L2.5 blocks
+ * above 128 KiB and big blocks (above the pools, up to 63 slices) get a page of their
+ * own, sized to whole slices. */
+#define HAK_SMALL_PAGE_BLOCK_MAX ((size_t)8 * 1024) /* blocks up to here: 1-slice pages */
+#define HAK_MEDIUM_PAGE_SLICES 8
+#define HAK_MEDIUM_BLOCK_MAX ((size_t)128 * 1024)  /* blocks up to here: 8-slice pages */
+#define HAK_BIG_MAX ((HAK_SEGMENT_SLICES - 1) * HAK_SLICE_SIZE) /* 4032 KiB; above: whales */
 
-#define HAK_OS_PAGE_SIZE ((size_t)4096)            /* unit of alignment inside segments */
+/* Chunks of address space the region reserves: 64 units, the first of which holds the
+ * chunk's own descriptor. Runs longer than a chunk can hold get a mapping of their own. */
+#define HAK_CHUNK_SHIFT 28                         /* 256 MiB */
+#define HAK_CHUNK_SIZE ((size_t)1 << HAK_CHUNK_SHIFT)
+#define HAK_CHUNK_UNITS (HAK_CHUNK_SIZE >> HAK_SEGMENT_SHIFT) /* 64 */
+#define HAK_CHUNK_RUN_MAX (HAK_CHUNK_UNITS - 1)
+
+/* Alignment of user data inside segments (valloc, huge block offsets); the real page
+ * size comes from the OS layer at run time and may be larger (hak_os_page_size). */
+#define HAK_OS_PAGE_SIZE ((size_t)4096)
 
 /* Size classes: 16-byte steps up to 256 B, then 8 classes per doubling, so internal
  * waste stays under 12.5% above 128 B. */
@@ -53,22 +69,24 @@
 #define HAK_TINY_MAX 1024                          /* tiny pool: direct-table fast path */
 #define HAK_TINY_DIRECT_COUNT (HAK_TINY_MAX / 16 + 1)
 #define HAK_TINY_CLASS_COUNT 32
-#define HAK_SMALL_PAGE_BLOCK_MAX 8192              /* larger classes use medium pages */
-#define HAK_MID_MAX ((size_t)64 * 1024)            /* above: one mapping per block */
-#define HAK_CLASS_COUNT 80                         /* classes 0..79 cover 16 B .. 64 KiB */
+#define HAK_MID_MAX ((size_t)64 * 1024)            /* mid pools: up to here */
+#define HAK_POOL_MAX ((size_t)1024 * 1024)         /* L2.5 pool: up to here; above: huge */
+#define HAK_POOL_ALIGN_MAX HAK_SLICE_SIZE          /* pools serve alignments up to here */
+#define HAK_CLASS_COUNT 112                        /* classes 0..111 cover 16 B .. 1 MiB */
 #define HAK_CLASS_HUGE HAK_CLASS_COUNT             /* pseudo-class for stats */
+
+#define HAK_RETIRE_CYCLES 16                       /* slow-path calls an empty page is kept */
+#define HAK_BIGCACHE_SLOTS_MAX 16                  /* per heap (HAKMEM_BIGCACHE_SLOTS) */
 
 #if HAK_SMALL_LIMITS
 #define HAK_PAGE_EXTEND_BYTES 256
-#define HAK_SEGMENT_CACHE_MAX 1
 #define HAK_RETAIN_EMPTY_PAGE 0
 #else
 /* Free-list extension is bounded so a fresh page touches one OS page at a time. */
 #define HAK_PAGE_EXTEND_BYTES 4096
-/* Empty segments kept for reuse before returning them to the OS. */
-#define HAK_SEGMENT_CACHE_MAX 4
-/* A heap keeps the last page of a class even when it empties, so one block bouncing
- * between malloc and free does not give a page back and take it again each time. */
+/* A heap keeps the last page of a class for a few slow-path calls even when it
+ * empties, so one block bouncing between malloc and free does not give a page back
+ * and take it again each time. */
 #define HAK_RETAIN_EMPTY_PAGE 1
 #endif
 

@@ -50,8 +50,8 @@ void hak_fault(hak_fault_t fault, const void* p) {
 
 #if HAK_HARDENED
 
-/* A segment given back (empty small/medium segments to the cache or the OS, huge ones
- * when their block is freed) no longer answers for its blocks. Remembering the last
+/* A segment given back (an empty pool segment to the region, a huge block to the
+ * region or the OS when it leaves the caches) no longer answers for its blocks. Remembering the last
  * released segments lets the second free of a block in one be named a double free. */
 #define HAK_RELEASED_RING 64
 static _Atomic(uintptr_t) hak_released_segments[HAK_RELEASED_RING];
@@ -79,7 +79,7 @@ static bool hak_hardening_recently_released(const void* p) {
  * Division is fine here: this is the hardened variant. */
 static long hak_hardening_block_index(hak_segment_t* segment, const void* p) {
   size_t offset = (size_t)((const uint8_t*)p - (const uint8_t*)segment);
-  if (offset < segment->header_size) return HAK_NOT_A_BLOCK;
+  if (offset < HAK_SLICE_SIZE) return HAK_NOT_A_BLOCK; /* the header slice */
   hak_page_t* page = hak_segment_page_of(segment, p);
   if (page->block_size == 0 || (const uint8_t*)p < page->start) return HAK_NOT_A_BLOCK;
   size_t in_page = (size_t)((const uint8_t*)p - page->start);
@@ -96,7 +96,7 @@ static hak_fault_t hak_hardening_not_live_fault(hak_fault_t fault_if_not, bool w
 }
 
 static _Atomic(uint64_t)* hak_hardening_live_word(hak_segment_t* segment, const hak_page_t* page, size_t index) {
-  return &segment->live[page->page_index][index / 64];
+  return &segment->live[page->slice_index][index / 64];
 }
 
 void hak_hardening_on_alloc(hak_page_t* page, const void* block) {

@@ -38,6 +38,7 @@ static void hak_heap_reset(hak_heap_t* heap) {
   heap->next_in_pool = next;
   for (size_t i = 0; i < HAK_TINY_DIRECT_COUNT; i++) heap->direct[i] = &hak_page_empty;
   for (size_t i = 0; i < HAK_CLASS_COUNT; i++) heap->current[i] = &hak_page_empty;
+  heap->retired_min = UINT8_MAX;
 }
 
 /* Takes an idle heap (or carves a new one) and makes it live, reset, in one critical
@@ -50,7 +51,7 @@ static hak_heap_t* hak_heap_pool_take(void) {
   if (heap == NULL) {
     size_t size = hak_align_up(sizeof(hak_heap_t), 64);
     if (hak_heap_chunk_left < size) {
-      hak_heap_chunk = hak_os_map_aligned(HAK_HEAP_CHUNK_SIZE, HAK_OS_PAGE_SIZE, 0);
+      hak_heap_chunk = hak_os_map_aligned(HAK_HEAP_CHUNK_SIZE, HAK_OS_PAGE_SIZE, 0, 0, HAK_OS_USER_META);
       hak_heap_chunk_left = hak_heap_chunk != NULL ? HAK_HEAP_CHUNK_SIZE : 0;
     }
     if (hak_heap_chunk_left >= size) {
@@ -137,7 +138,7 @@ static void hak_heap_queue_push_front(hak_heap_t* heap, hak_page_t* page) {
 }
 
 /* Adds a page behind the current one (used by adoption and by pages leaving full). */
-void hak_heap_page_queue_push(hak_heap_t* heap, hak_page_t* page) {
+static void hak_heap_page_queue_push(hak_heap_t* heap, hak_page_t* page) {
   hak_page_queue_t* q = &heap->queues[page->class_index];
   bool was_empty = q->first == NULL;
   hak_page_queue_push_back(q, page);
@@ -158,25 +159,20 @@ static bool hak_heap_page_to_full(hak_heap_t* heap, hak_page_t* page) {
  * keeps HAK_DELAYED_USE: until it is the page the heap allocates from, the frees of its
  * other blocks must keep reaching the owner, or an owner that no longer uses this class
  * would never see the page empty (hak_heap_scan_queue switches it off). */
-void hak_heap_page_unfull(hak_heap_t* heap, hak_page_t* page) {
+static void hak_heap_page_unfull(hak_heap_t* heap, hak_page_t* page) {
   hak_page_queue_remove(&heap->full, page);
   page->in_full = 0;
   hak_heap_page_queue_push(heap, page);
 }
 
-/* An adopted page with live blocks (already in HAK_DELAYED_USE): see
- * hak_segment_adopt_one. */
-void hak_heap_page_adopt_full(hak_heap_t* heap, hak_page_t* page) {
+/* An adopted page with live blocks (already in HAK_DELAYED_USE), whose frees must wake
+ * the heap: see hak_segment_adopt_one. */
+void hak_heap_page_push_full(hak_heap_t* heap, hak_page_t* page) {
   page->in_full = 1;
   hak_page_queue_push_back(&heap->full, page);
 }
 
-/* A page whose last block came back: give it to its segment, unless it is the only
- * page of its class (then keep it, so alloc/free of one block does not churn pages). */
-void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page) {
-  if (page->in_full) hak_heap_page_unfull(heap, page);
-  hak_page_queue_t* q = &heap->queues[page->class_index];
-  if (HAK_RETAIN_EMPTY_PAGE && q->first == page && page->next == NULL) return;
+static void hak_heap_page_release(hak_heap_t* heap, hak_page_t* page) {
   hak_heap_queue_remove(heap, page);
   /* used == 0 does not mean no remote thread is still on the page: one that handed its
    * block over through the delayed list ends its hand-off with a CAS on the page after
@@ -184,6 +180,44 @@ void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page) {
    * perhaps its segment) goes away. */
   hak_page_set_delayed(page, HAK_DELAYED_NONE);
   hak_segment_page_free(heap, page);
+}
+
+/* A page whose last block came back: give it to its segment, unless it is the only
+ * page of its class. That one is kept for HAK_RETIRE_CYCLES slow-path calls (fewer for
+ * large blocks), so alloc/free of one block does not churn pages, yet a class no
+ * longer used does not pin its page (hak_heap_collect_retired). */
+static void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page) {
+  if (page->in_full) hak_heap_page_unfull(heap, page);
+  hak_page_queue_t* q = &heap->queues[page->class_index];
+  if (HAK_RETAIN_EMPTY_PAGE && q->first == page && page->next == NULL) {
+    page->retire_expire = page->block_size <= HAK_SMALL_PAGE_BLOCK_MAX ? HAK_RETIRE_CYCLES : HAK_RETIRE_CYCLES / 4;
+    if (page->class_index < heap->retired_min) heap->retired_min = page->class_index;
+    if (page->class_index > heap->retired_max) heap->retired_max = page->class_index;
+    return;
+  }
+  hak_heap_page_release(heap, page);
+}
+
+/* Counts down the kept empty pages; releases those whose time ran out (all with
+ * force). A kept page that got blocks again simply stops counting. */
+static void hak_heap_collect_retired(hak_heap_t* heap, bool force) {
+  size_t lo = heap->retired_min, hi = heap->retired_max;
+  uint8_t new_lo = UINT8_MAX, new_hi = 0;
+  for (size_t cls = lo; cls <= hi && cls < HAK_CLASS_COUNT; cls++) {
+    hak_page_t* page = heap->queues[cls].first;
+    if (page == NULL || page->retire_expire == 0) continue;
+    if (page->used != 0) {
+      page->retire_expire = 0;
+    } else if (force || --page->retire_expire == 0) {
+      page->retire_expire = 0;
+      hak_heap_page_release(heap, page);
+    } else {
+      if (new_lo == UINT8_MAX) new_lo = (uint8_t)cls;
+      new_hi = (uint8_t)cls;
+    }
+  }
+  heap->retired_min = new_lo;
+  heap->retired_max = new_hi;
 }
 
 /* Local free that found the page full or empty (page->used already decremented). */
@@ -196,6 +230,7 @@ HAK_NOINLINE void hak_heap_local_free_slow(hak_page_t* page) {
 static void hak_heap_free_local(hak_page_t* page, hak_block_t* block) {
   hak_block_set_next(block, page->free);
   page->free = block;
+  page->free_is_zero = 0;
   page->used--;
   if (page->used == 0 || page->in_full) hak_heap_local_free_slow(page);
 }
@@ -240,9 +275,9 @@ static hak_page_t* hak_heap_scan_queue(hak_heap_t* heap, size_t cls) {
 }
 
 static hak_page_t* hak_heap_fresh_page(hak_heap_t* heap, size_t cls) {
-  hak_page_t* page = hak_segment_page_alloc(heap, hak_class_segment_kind(cls));
+  hak_page_t* page = hak_segment_page_alloc(heap, hak_class_page_slices(cls));
   if (page == NULL) return NULL;
-  hak_page_init(page, hak_segment_of(page), heap, cls);
+  hak_page_init(page, heap, cls);
   hak_heap_queue_push_front(heap, page);
   return page;
 }
@@ -257,6 +292,11 @@ static hak_page_t* hak_heap_find_page(hak_heap_t* heap, size_t cls) {
   return hak_heap_fresh_page(heap, cls);
 }
 
+hak_heap_t* hak_heap_acquire(void) {
+  hak_heap_t* heap = hak_heap_get();
+  return heap != &hak_heap_empty ? heap : hak_heap_thread_init();
+}
+
 HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
   if (heap == &hak_heap_empty) {
     heap = hak_heap_thread_init();
@@ -266,6 +306,8 @@ HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
     }
   }
   hak_heap_collect_delayed(heap);
+  if (heap->retired_min != UINT8_MAX) hak_heap_collect_retired(heap, false);
+  hak_purge_tick();
   size_t cls = hak_size_class(size);
   hak_page_t* page = hak_heap_find_page(heap, cls);
   if (page == NULL) {
@@ -282,11 +324,19 @@ HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
   return block;
 }
 
+void hak_heap_collect(void) {
+  hak_heap_t* heap = hak_heap_get();
+  if (heap == &hak_heap_empty) return;
+  hak_heap_collect_delayed(heap);
+  if (heap->retired_min != UINT8_MAX) hak_heap_collect_retired(heap, true);
+  hak_bigcache_flush(heap);
+}
+
 /* ---- Free slow path ------------------------------------------------------------------- */
 
 HAK_NOINLINE void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page, hak_block_t* block) {
-  if (segment->kind == HAK_SEGMENT_HUGE) {
-    hak_large_free(segment);
+  if (segment->kind != HAK_SEGMENT_POOL) { /* a big block or a whale: any thread frees it */
+    hak_large_free(segment, page);
     return;
   }
   hak_heap_t* heap = hak_heap_get();
@@ -347,6 +397,8 @@ void hak_heap_thread_done(hak_heap_t* heap) {
   if (heap == NULL || heap == &hak_heap_empty) return;
   hak_heap_tls = &hak_heap_empty;
   hak_heap_collect_delayed(heap);
+  hak_bigcache_flush(heap);
+  hak_bigcache_fold(heap);
   hak_heap_for_each_page(heap, hak_heap_page_never_delayed);
   /* Blocks that reached the delayed list before the switch: free without requeueing. */
   hak_block_t* block = atomic_exchange_explicit(&heap->thread_delayed_free, NULL, memory_order_acquire);
@@ -355,14 +407,13 @@ void hak_heap_thread_done(hak_heap_t* heap) {
     hak_page_t* page = hak_segment_page_of(hak_segment_of(block), block);
     hak_block_set_next(block, page->free);
     page->free = block;
+    page->free_is_zero = 0;
     page->used--;
     block = next;
   }
   hak_heap_for_each_page(heap, hak_heap_page_release_if_empty);
-  for (size_t kind = 0; kind < HAK_SEGMENT_KINDS; kind++) {
-    while (heap->segments_free[kind].first != NULL) hak_segment_abandon(heap, heap->segments_free[kind].first);
-    while (heap->segments_full[kind].first != NULL) hak_segment_abandon(heap, heap->segments_full[kind].first);
-  }
+  while (heap->spans.segments != NULL) hak_segment_abandon(heap, heap->spans.segments);
+  hak_purge_tick();
 #if HAK_STATS
   hak_stats_global_add(heap);
   hak_stats_count_global(offsetof(hak_stats_t, threads_ended));

@@ -23,6 +23,10 @@ void hak_lock(hak_lock_t* lock) {
   while (atomic_flag_test_and_set_explicit(&lock->flag, memory_order_acquire)) sched_yield();
 }
 
+bool hak_trylock(hak_lock_t* lock) {
+  return !atomic_flag_test_and_set_explicit(&lock->flag, memory_order_acquire);
+}
+
 void hak_unlock(hak_lock_t* lock) {
   atomic_flag_clear_explicit(&lock->flag, memory_order_release);
 }
@@ -52,9 +56,13 @@ static void hak_thread_key_destructor(void* value) {
 static void hak_fork_prepare(void) {
   hak_heap_fork_lock();
   hak_segment_fork_lock();
+  hak_cache_fork_lock();
+  hak_region_fork_lock();
 }
 
 static void hak_fork_release(void) {
+  hak_region_fork_unlock();
+  hak_cache_fork_unlock();
   hak_segment_fork_unlock();
   hak_heap_fork_unlock();
 }
@@ -80,6 +88,8 @@ void hak_process_init(void) {
     hak_lock(&hak_init_lock);
     if (!atomic_load_explicit(&hak_core_ready, memory_order_relaxed)) {
       hak_process_secret = hak_init_secret();
+      hak_options_init();
+      hak_os_init();
       atomic_store_explicit(&hak_core_ready, true, memory_order_release);
     }
     hak_unlock(&hak_init_lock);

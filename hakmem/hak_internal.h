@@ -4,13 +4,17 @@
  * Glossary
  *   block    what malloc returns; a slot of a page. A free block's first word links it
  *            into a free list; nothing else is stored in or in front of user data.
- *   page     a run of equal-sized blocks of one size class, owned by one heap. Its
- *            descriptor lives in the segment header, out of line.
- *   segment  4 MiB, 4 MiB-aligned memory from the OS layer: a header (page descriptors)
- *            followed by pages (64 small pages of 64 KiB, or 8 medium ones of 512 KiB).
- *            A "huge" segment holds one large block and may be bigger than 4 MiB.
- *   heap     per-thread state: the current page of each class and the pages it owns.
- *            Only its thread touches it, except for the atomic delayed-free list.
+ *   page     a run of equal-sized blocks of one size class, owned by one heap: a span
+ *            of slices of a segment. Its descriptor lives in the segment header.
+ *   slice    64 KiB of a segment; pages and free spans are runs of slices.
+ *   segment  one 4 MiB unit from the region, 4 MiB-aligned: a header (slice 0: page
+ *            descriptors, slice map) followed by 63 slices of pages and free spans. A
+ *            "huge" segment is a run of units holding one block larger than the pools.
+ *   heap     per-thread state: the current page of each class, the pages it owns, the
+ *            free spans of its segments. Only its thread touches it, except for the
+ *            atomic delayed-free list.
+ *   region   address space reserved in 256 MiB chunks, handed out in 4 MiB units;
+ *            freed units stay mapped (the region cache) and are purged in batches.
  */
 #ifndef HAK_INTERNAL_H
 #define HAK_INTERNAL_H
@@ -53,44 +57,48 @@ typedef struct hak_page_s {
   uint32_t block_size;
   uint8_t in_full;               /* in the heap's full queue (owner only) */
   uint8_t class_index;
-  uint8_t in_use;                /* assigned to a size class (segment-level) */
-  uint8_t page_index;
+  uint8_t in_use;                /* a page of a size class; 0: the head of a free span */
+  uint8_t free_is_zero;          /* every block on `free` is untouched zero memory */
   uint16_t capacity;             /* blocks carved into the free list so far */
   uint16_t reserved;             /* blocks that fit in the page */
   _Atomic(uintptr_t) xthread_free; /* remote frees | hak_delayed_t in the low 2 bits */
   _Atomic(hak_heap_t*) xheap;    /* owner heap, read by remote frees in HAK_DELAYED_USE */
   uint8_t* start;                /* first block */
-  struct hak_page_s* next;       /* in the owner heap's class queue or full queue */
+  struct hak_page_s* next;       /* in a class queue, the full queue or a span bin */
   struct hak_page_s* prev;
+  uint8_t slice_index;           /* first slice of the span */
+  uint8_t slice_count;           /* slices in the span */
+  uint8_t retire_expire;         /* empty page kept: slow-path calls left before release */
+  uint8_t is_zero;               /* span memory untouched since it came zero from the OS */
 } hak_page_t;
 
 typedef enum hak_segment_kind_e {
-  HAK_SEGMENT_SMALL = 0,  /* 64 KiB pages, blocks <= HAK_SMALL_PAGE_BLOCK_MAX */
-  HAK_SEGMENT_MEDIUM = 1, /* 512 KiB pages, blocks <= HAK_MID_MAX */
-  HAK_SEGMENT_HUGE = 2,   /* one block, its own mapping */
-  HAK_SEGMENT_KINDS = 2,  /* kinds that hold pages of blocks */
+  HAK_SEGMENT_POOL = 0, /* one unit of slices: pages of the tiny, mid and L2.5 pools, one owner heap */
+  HAK_SEGMENT_BIG = 1,  /* one unit of slices: big blocks, shared by every thread under a lock */
+  HAK_SEGMENT_HUGE = 2, /* a run of units holding one block (a whale) */
 } hak_segment_kind_t;
 
 struct hak_segment_s {
   _Atomic(uintptr_t) thread_id;  /* owning thread; 0 when abandoned and for huge */
-  size_t page_shift;             /* page index = (p - segment) >> page_shift */
   uintptr_t cookie;              /* segment address ^ process secret: a validity check */
   hak_segment_kind_t kind;
-  size_t mapping_size;           /* bytes mapped from the segment start */
-  size_t header_size;            /* bytes of header, rounded up to HAK_OS_PAGE_SIZE */
-  hak_heap_t* heap;              /* owner heap (NULL when abandoned) */
-  uint64_t free_pages;           /* bitmap of pages not in use */
-  uint32_t page_count;
-  uint32_t used_pages;
-  struct hak_segment_s* next;    /* in the owner heap's segment list, or a global list */
+  uint32_t used_slices;          /* pool: slices in pages in use (0: the segment is free) */
+  size_t units;                  /* huge: 4 MiB units of the run (or the mapping) */
+  size_t mapping_size;           /* huge: bytes from the segment start to the run's end */
+  size_t block_bytes;            /* huge: usable bytes of the block (the request, page-rounded) */
+  hak_heap_t* heap;              /* pool: owner heap (NULL when abandoned, and for other kinds) */
+  struct hak_segment_s* next;    /* in the owner heap's list, the abandoned list, a cache */
   struct hak_segment_s* prev;
-  bool in_free_list;             /* heap list: has free pages (else the full list) */
-  bool mapping_is_zero;          /* huge: memory never written since the OS gave it */
-  hak_page_t pages[HAK_SEGMENT_PAGES_MAX]; /* huge segments use (and map) only pages[0] */
+  uint64_t zero_slices;          /* pool: slices untouched since the region gave them zero */
+  uint8_t is_zero;               /* huge: the block's memory is known zero */
+  uint8_t is_dedicated;          /* huge: a mapping of its own, not region units */
+  /* Slice i belongs to the span starting at slice i - slice_offset[i]. Entry 64 serves
+   * huge blocks aligned to 4 MiB, which start one unit after their header. */
+  uint8_t slice_offset[HAK_SEGMENT_SLICES + 1];
+  hak_page_t pages[HAK_SEGMENT_SLICES]; /* the descriptor of a span sits at its first slice */
 #if HAK_HARDENED
-  /* One bit per block of each page, set while the block is handed out. Last, so that
-   * huge segments need not map it. */
-  _Atomic(uint64_t) live[HAK_SEGMENT_PAGES_MAX][HAK_SEGMENT_PAGES_MAX];
+  /* One bit per block of each page, set while the block is handed out. */
+  _Atomic(uint64_t) live[HAK_SEGMENT_SLICES][HAK_SEGMENT_SLICES];
 #endif
 };
 
@@ -99,9 +107,13 @@ typedef struct hak_page_queue_s {
   hak_page_t* last;
 } hak_page_queue_t;
 
-typedef struct hak_segment_list_s {
-  hak_segment_t* first;
-} hak_segment_list_t;
+/* Segments and their free spans, binned by length: a heap's pool segments (owner
+ * only) or the big segments (under their lock). */
+typedef struct hak_spans_s {
+  hak_page_queue_t bins[HAK_SEGMENT_SLICES];
+  uint64_t nonempty;      /* bit n: bins[n] is not empty */
+  hak_segment_t* segments;
+} hak_spans_t;
 
 #if HAK_STATS
 /* Per-thread counters; written only by their thread, read by reports. */
@@ -114,6 +126,14 @@ typedef struct hak_heap_stats_s {
 } hak_heap_stats_t;
 #endif
 
+/* Empty big pages a heap keeps for reuse (hak_cache.c), oldest first. */
+typedef struct hak_bigcache_s {
+  size_t count;
+  size_t bytes;
+  uint64_t hits, misses, puts, evictions;
+  hak_page_t* pages[HAK_BIGCACHE_SLOTS_MAX];
+} hak_bigcache_t;
+
 struct hak_heap_s {
   hak_page_t* direct[HAK_TINY_DIRECT_COUNT]; /* (size+15)/16 -> current page, tiny sizes */
   hak_page_t* current[HAK_CLASS_COUNT];      /* first page of each queue, or the empty page */
@@ -121,8 +141,9 @@ struct hak_heap_s {
   _Atomic(hak_block_t*) thread_delayed_free; /* remote frees onto full pages */
   hak_page_queue_t queues[HAK_CLASS_COUNT];  /* pages with (possibly) free blocks */
   hak_page_queue_t full;                     /* pages with none, woken by delayed frees */
-  hak_segment_list_t segments_free[HAK_SEGMENT_KINDS]; /* owned, with free pages */
-  hak_segment_list_t segments_full[HAK_SEGMENT_KINDS]; /* owned, every page in use */
+  hak_spans_t spans;                         /* owned pool segments and their free spans */
+  uint8_t retired_min, retired_max;          /* classes that may hold a kept empty page */
+  hak_bigcache_t bigcache;                   /* empty big pages kept for reuse */
   hak_heap_t* next_in_pool;                  /* global list of heaps (live and idle) */
   bool live;
 #if HAK_STATS
@@ -188,9 +209,19 @@ HAK_INLINE hak_segment_t* hak_segment_of(const void* p) {
   return (hak_segment_t*)(((uintptr_t)p - 1) & ~(uintptr_t)HAK_SEGMENT_MASK);
 }
 
+/* The descriptor of the page (or free span) holding p: one byte of the slice map and
+ * a subtraction, so free() needs no per-segment page size. */
 HAK_INLINE hak_page_t* hak_segment_page_of(hak_segment_t* segment, const void* p) {
-  size_t index = ((uintptr_t)p - (uintptr_t)segment) >> segment->page_shift;
-  return &segment->pages[index];
+  size_t slice = ((uintptr_t)p - (uintptr_t)segment) >> HAK_SLICE_SHIFT;
+  return &segment->pages[slice - segment->slice_offset[slice]];
+}
+
+HAK_INLINE size_t hak_page_bytes_of(const hak_page_t* page) {
+  return (size_t)page->slice_count << HAK_SLICE_SHIFT;
+}
+
+HAK_INLINE uint8_t* hak_page_area(const hak_page_t* page) {
+  return (uint8_t*)hak_segment_of(page) + ((size_t)page->slice_index << HAK_SLICE_SHIFT);
 }
 
 HAK_INLINE hak_block_t* hak_thread_free_ptr(uintptr_t tf) {
@@ -201,38 +232,122 @@ HAK_INLINE hak_delayed_t hak_thread_free_state(uintptr_t tf) {
   return (hak_delayed_t)(tf & 3);
 }
 
-/* Spin lock for the few global lists (short critical sections, no allocation inside);
+/* Lock for the few global lists (short critical sections, no allocation inside);
  * fork handlers take every one of them. */
 typedef struct hak_lock_s {
   atomic_flag flag;
 } hak_lock_t;
 #define HAK_LOCK_INIT {ATOMIC_FLAG_INIT}
 void hak_lock(hak_lock_t* lock);
+bool hak_trylock(hak_lock_t* lock);
 void hak_unlock(hak_lock_t* lock);
 
-/* ---- hak_os.c: the only file that calls mmap, munmap or madvise ----------- */
+/* ---- hak_os.c: the only file that calls mmap, munmap, mremap or madvise ------------ */
+
+/* Who asked: every OS call is counted and timed per caller (hak_stats_t.os_by). */
+typedef enum hak_os_user_e {
+  HAK_OS_USER_REGION = HAK_STATS_OS_REGION, /* chunks of the region */
+  HAK_OS_USER_PURGE = HAK_STATS_OS_PURGE,   /* the purge batcher */
+  HAK_OS_USER_HUGE = HAK_STATS_OS_HUGE,     /* huge blocks: dedicated mappings, mremap */
+  HAK_OS_USER_META = HAK_STATS_OS_META,     /* heap structs, the hardened ownership map */
+} hak_os_user_t;
+
+#define HAK_OS_MAP_NORESERVE 1 /* no commit charge: address space to be used sparsely */
+#define HAK_OS_MAP_FIXED 2     /* replace whatever is mapped at the address */
 
 /* Injectable primitives: tests swap in fakes; the default calls the kernel. */
 typedef struct hak_os_ops_s {
-  void* (*map)(void* hint, size_t size);           /* anonymous RW, MAP_FAILED on error */
+  void* (*map)(void* addr, size_t size, int flags); /* anonymous RW; MAP_FAILED on error */
   int (*unmap)(void* addr, size_t size);
   int (*advise)(void* addr, size_t size, int advice);
+  void* (*remap)(void* old_addr, size_t old_size, size_t new_size, int flags, void* new_addr);
 } hak_os_ops_t;
 
 void hak_os_set_ops(const hak_os_ops_t* ops);      /* NULL restores the kernel's */
-void* hak_os_map_aligned(size_t size, size_t align, size_t align_offset);
-void hak_os_unmap(void* addr, size_t size);
-void hak_os_purge(void* addr, size_t size);        /* give pages back, keep the mapping */
+void hak_os_init(void);                            /* page size, randomised hint base */
+size_t hak_os_page_size(void);
+void* hak_os_map_aligned(size_t size, size_t align, size_t align_offset, int flags, hak_os_user_t user);
+bool hak_os_map_fixed(void* addr, size_t size, hak_os_user_t user);
+void hak_os_unmap(void* addr, size_t size, hak_os_user_t user);
+bool hak_os_purge(void* addr, size_t size, hak_os_user_t user); /* true: reads zero after */
+bool hak_os_move(void* old_addr, size_t size, void* new_addr, hak_os_user_t user);
+bool hak_os_grow(void* addr, size_t old_size, size_t new_size, hak_os_user_t user);
+bool hak_os_shrink(void* addr, size_t old_size, size_t new_size, hak_os_user_t user);
+bool hak_os_can_back(size_t size);                 /* the overcommit policy would allow it */
 void hak_os_stats_read(hak_stats_t* out);
+
+/* ---- hak_options.c: every HAKMEM_* variable, read once ------------------------------ */
+
+typedef enum hak_purge_mode_e {
+  HAK_PURGE_DONTNEED = 0, /* pages read zero afterwards; RSS drops at once */
+  HAK_PURGE_FREE = 1,     /* MADV_FREE: the kernel takes pages under pressure only */
+} hak_purge_mode_t;
+
+typedef struct hak_options_s {
+  size_t bigcache_slots, bigcache_bytes;
+  size_t whale_slots, whale_bytes;
+  size_t whale_waste_pct;      /* a cached whale serves a request if it wastes at most this */
+  size_t purge_delay_ms;
+  hak_purge_mode_t purge_mode;
+  size_t purge_batch_bytes, purge_batch_ranges, purge_min_bytes;
+  size_t region_keep_bytes;    /* free address space kept mapped before chunks are unmapped */
+  bool stats_report;           /* HAKMEM_STATS=1: report at exit (stats variant) */
+} hak_options_t;
+
+extern hak_options_t hak_options;
+void hak_options_init(void); /* from hak_process_init, before anything reads them */
+
+/* ---- hak_purge.c: batched, deferred madvise ---------------------------------------- */
+
+#define HAK_PURGE_BATCH_MAX 64 /* ranges one flush call holds */
+
+typedef struct hak_purge_range_s {
+  uint8_t* addr;
+  size_t size;
+} hak_purge_range_t;
+
+typedef struct hak_purge_batch_s {
+  size_t count;
+  hak_purge_range_t ranges[HAK_PURGE_BATCH_MAX];
+} hak_purge_batch_t;
+
+uint64_t hak_purge_now_ms(void);                  /* coarse monotonic clock */
+bool hak_purge_batch_add(hak_purge_batch_t* batch, void* addr, size_t size); /* false: full */
+bool hak_purge_batch_flush(hak_purge_batch_t* batch); /* true: the ranges read zero now */
+void hak_purge_schedule(uint64_t due_ms);         /* something becomes purgeable then */
+void hak_purge_tick(void);                        /* slow paths: purge what is due */
+void hak_purge_stats_read(hak_stats_t* out);
+
+/* ---- hak_region.c: address space in chunks, handed out in 4 MiB units -------------- */
+
+typedef struct hak_run_state_s {
+  bool is_zero;     /* every byte reads zero */
+  bool is_resident; /* every unit was in use since its last purge: writes fault little */
+} hak_run_state_t;
+
+void* hak_region_alloc(size_t units, size_t align, size_t align_offset, hak_run_state_t* state);
+bool hak_region_extend(void* run, size_t units, size_t extra_units); /* claim the next units */
+void hak_region_free(void* run, size_t units, uint64_t idle_since_ms); /* purge due a delay later */
+void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size); /* after mremap */
+typedef enum hak_region_purge_e {
+  HAK_REGION_PURGE_DUE,       /* what is due; unmap idle chunks beyond HAKMEM_REGION_KEEP */
+  HAK_REGION_PURGE_ALL,       /* every pending unit too */
+  HAK_REGION_PURGE_ALL_UNMAP, /* ... and unmap every idle chunk */
+} hak_region_purge_t;
+void hak_region_purge(hak_region_purge_t how);
+void hak_region_stats_read(hak_stats_t* out);
+void hak_region_fork_lock(void);
+void hak_region_fork_unlock(void);
 
 /* ---- hak_tiny.c / hak_mid.c: size classes ---------------------------------- */
 
 extern const uint8_t hak_tiny_class_of_direct[HAK_TINY_DIRECT_COUNT];
 size_t hak_class_block_size(size_t class_index);
+size_t hak_class_page_slices(size_t class_index);
 
-/* Mid classes, HAK_TINY_MAX < size <= HAK_MID_MAX: size lies in (2^b, 2^(b+1)] with
- * b >= 10, split into eight classes of 2^(b-3) bytes each. Inline: it is on the fast
- * path of mid-size malloc. */
+/* Mid and L2.5 classes, HAK_TINY_MAX < size <= HAK_POOL_MAX: size lies in
+ * (2^b, 2^(b+1)] with b >= 10, split into eight classes of 2^(b-3) bytes each. Inline:
+ * it is on the fast path of mid-size malloc. */
 HAK_INLINE size_t hak_mid_class_of(size_t size) {
   size_t b = (size_t)(63 - __builtin_clzll((unsigned long long)(size - 1)));
   size_t step = (size - 1 - ((size_t)1 << b)) >> (b - 3); /* 0..7 */
@@ -244,35 +359,30 @@ HAK_INLINE size_t hak_size_class(size_t size) {
   return hak_mid_class_of(size);
 }
 
-HAK_INLINE hak_segment_kind_t hak_class_segment_kind(size_t class_index) {
-  return hak_class_block_size(class_index) <= HAK_SMALL_PAGE_BLOCK_MAX ? HAK_SEGMENT_SMALL
-                                                                        : HAK_SEGMENT_MEDIUM;
-}
-
 /* ---- hak_page.c: carving and collecting one page ------------------------- */
 
 extern hak_page_t hak_page_empty;
-void hak_page_init(hak_page_t* page, hak_segment_t* segment, hak_heap_t* heap, size_t class_index);
+void hak_page_init(hak_page_t* page, hak_heap_t* heap, size_t class_index);
 void hak_page_extend(hak_page_t* page);
 void hak_page_collect_thread_free(hak_page_t* page);
 void hak_page_set_delayed(hak_page_t* page, hak_delayed_t state);
 bool hak_page_try_use_delayed(hak_page_t* page);
 void hak_page_free_remote(hak_page_t* page, hak_block_t* block);
 
-/* ---- hak_segment.c: segments, page hand-out, abandonment ------------------ */
+/* ---- hak_segment.c: pool segments, spans, abandonment, the ownership map --------- */
 
-hak_page_t* hak_segment_page_alloc(hak_heap_t* heap, hak_segment_kind_t kind);
+hak_page_t* hak_segment_page_alloc(hak_heap_t* heap, size_t slices);
 void hak_segment_page_free(hak_heap_t* heap, hak_page_t* page);
+hak_page_t* hak_segment_big_alloc(size_t slices, bool may_grow); /* the big segments, locked */
+void hak_segment_big_free(hak_page_t* page);
+bool hak_segment_big_resize(hak_page_t* page, size_t slices); /* grow into the next span, or shrink */
 void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment);
-hak_segment_t* hak_segment_abandoned_pop(void);
 bool hak_segment_adopt_one(hak_heap_t* heap);
-hak_segment_t* hak_segment_huge_alloc(size_t size, size_t align);
-void hak_segment_huge_free(hak_segment_t* segment);
-bool hak_segment_huge_shrink(hak_segment_t* segment, size_t new_usable);
-size_t hak_segment_huge_usable(const hak_segment_t* segment, const void* p);
-void hak_segment_fork_lock(void);
+void hak_segment_fork_lock(void);   /* the abandoned list and the big segments */
 void hak_segment_fork_unlock(void);
 uint64_t hak_segment_live_count(void);
+void hak_segment_live_add(int64_t delta);
+void hak_segment_map_set(const hak_segment_t* segment, bool present); /* hardened only */
 bool hak_segment_map_contains(const void* p);     /* hardened: is this one of ours? */
 
 /* ---- hak_heap.c: thread heaps and the allocation slow path ---------------- */
@@ -282,11 +392,10 @@ extern __thread hak_heap_t* hak_heap_tls __attribute__((tls_model("initial-exec"
 void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size);
 void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page, hak_block_t* block);
 void hak_heap_local_free_slow(hak_page_t* page);
-void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page);
-void hak_heap_page_unfull(hak_heap_t* heap, hak_page_t* page);
-void hak_heap_page_adopt_full(hak_heap_t* heap, hak_page_t* page);
-void hak_heap_page_queue_push(hak_heap_t* heap, hak_page_t* page);
 void hak_heap_thread_done(hak_heap_t* heap);
+void hak_heap_collect(void); /* the calling thread: delayed frees, kept empty pages */
+hak_heap_t* hak_heap_acquire(void); /* the calling thread's heap, made on first use; NULL: OOM */
+void hak_heap_page_push_full(hak_heap_t* heap, hak_page_t* page);
 void hak_heap_fork_lock(void);
 void hak_heap_fork_unlock(void);
 void hak_heap_fork_child(void); /* repairs what threads absent in the child left midway */
@@ -297,10 +406,30 @@ HAK_INLINE hak_heap_t* hak_heap_get(void) {
   return hak_heap_tls;
 }
 
-/* ---- hak_large.c: blocks above HAK_MID_MAX and big alignments ------------- */
+/* ---- hak_large.c: blocks above the pools, or aligned beyond them ------------------- */
 
 void* hak_large_alloc(hak_heap_t* heap, size_t size, size_t align);
-void hak_large_free(hak_segment_t* segment);
+void hak_large_free(hak_segment_t* segment, hak_page_t* page); /* big blocks and whales, any thread */
+bool hak_big_resize_in_place(hak_page_t* page, size_t size);
+void* hak_whale_realloc(hak_segment_t* segment, void* p, size_t size);
+size_t hak_whale_usable(const hak_segment_t* segment, const void* p);
+void hak_whale_release(hak_segment_t* segment, uint64_t idle_since_ms); /* to the region or OS */
+void hak_large_stats_read(hak_stats_t* out);
+
+/* ---- hak_cache.c: the BigCache (per heap) and the whale cache (global) -------------- */
+
+hak_page_t* hak_bigcache_get(hak_heap_t* heap, size_t slices);
+void hak_bigcache_put(hak_heap_t* heap, hak_page_t* page);
+bool hak_bigcache_flush(hak_heap_t* heap); /* false if it was empty */
+void hak_bigcache_fold(const hak_heap_t* heap); /* an exiting heap's counters */
+
+hak_segment_t* hak_whale_get(size_t need, size_t align, size_t align_offset); /* need: bytes of the run */
+bool hak_whale_put(hak_segment_t* segment);
+bool hak_whale_evict_oldest(void); /* to the region; false if the ring is empty */
+void hak_whale_trim(bool all);     /* evicts entries older than the purge delay (or all) */
+void hak_cache_stats_read(hak_stats_t* out);
+void hak_cache_fork_lock(void);
+void hak_cache_fork_unlock(void);
 
 /* ---- hak_init.c: process set-up, fork and thread-exit hooks --------------- */
 
@@ -323,7 +452,7 @@ extern uintptr_t hak_process_secret;
   } while (0)
 #define hak_stat_global_inc(field) hak_stats_count_global(offsetof(hak_stats_t, field))
 #else
-#define hak_stat_inc_any(heap, field) ((void)0)
+#define hak_stat_inc_any(heap, field) ((void)(heap))
 #define hak_stat_global_inc(field) ((void)0)
 #define hak_stat_inc(heap, field) ((void)0)
 #define hak_stat_class_inc(heap, field, cls) ((void)0)

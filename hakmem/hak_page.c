@@ -9,28 +9,30 @@
  * through to the slow path without a separate "initialised?" test. */
 hak_page_t hak_page_empty;
 
-void hak_page_init(hak_page_t* page, hak_segment_t* segment, hak_heap_t* heap, size_t class_index) {
-  size_t page_size = (size_t)1 << segment->page_shift;
-  uintptr_t area = (uintptr_t)segment + (size_t)page->page_index * page_size;
-  uintptr_t area_end = area + page_size;
-  if (area < (uintptr_t)segment + segment->header_size) area = (uintptr_t)segment + segment->header_size;
+/* Lays a size class over the page's span (slice_index, slice_count and is_zero are
+ * already set by the segment). */
+void hak_page_init(hak_page_t* page, hak_heap_t* heap, size_t class_index) {
+  uint8_t* area = hak_page_area(page);
+  size_t area_size = (size_t)page->slice_count << HAK_SLICE_SHIFT;
   page->block_size = (uint32_t)hak_class_block_size(class_index);
   page->class_index = (uint8_t)class_index;
-  page->start = (uint8_t*)area;
-  page->reserved = (uint16_t)((area_end - area) / page->block_size);
+  page->start = area;
+  page->reserved = (uint16_t)(area_size / page->block_size);
   page->capacity = 0;
   page->used = 0;
   page->free = NULL;
   page->in_full = 0;
+  page->retire_expire = 0;
   page->next = page->prev = NULL;
   atomic_store_explicit(&page->xthread_free, HAK_DELAYED_NONE, memory_order_relaxed);
   atomic_store_explicit(&page->xheap, heap, memory_order_relaxed);
-  hak_asan_poison(page->start, (size_t)(area_end - area)); /* nothing handed out yet */
+  hak_asan_poison(area, area_size); /* nothing handed out yet */
   hak_page_extend(page);
 }
 
 /* Carves up to HAK_PAGE_EXTEND_BYTES more blocks into the (empty) free list, in address
- * order, so a fresh page touches memory one OS page at a time. */
+ * order, so a fresh page touches memory one OS page at a time. Blocks never handed out
+ * are still zero if the span was. */
 void hak_page_extend(hak_page_t* page) {
   size_t bsize = page->block_size;
   size_t count = HAK_PAGE_EXTEND_BYTES / bsize;
@@ -41,6 +43,7 @@ void hak_page_extend(hak_page_t* page) {
   uint8_t* last = first + (count - 1) * bsize;
   for (uint8_t* b = first; b < last; b += bsize) hak_block_set_next((hak_block_t*)b, (hak_block_t*)(b + bsize));
   hak_block_set_next((hak_block_t*)last, page->free);
+  page->free_is_zero = page->free == NULL && page->is_zero;
   page->free = (hak_block_t*)first;
   page->capacity = (uint16_t)(page->capacity + count);
 }
@@ -62,6 +65,7 @@ void hak_page_collect_thread_free(hak_page_t* page) {
   }
   hak_block_set_next(tail, page->free);
   page->free = head;
+  page->free_is_zero = 0;
   page->used -= count;
 }
 

@@ -1,27 +1,41 @@
-/* hak_segment.c - segments: 4 MiB-aligned memory from the OS layer, split into pages that
- * are handed to one heap at a time; huge segments holding a single large block; the list
- * of segments abandoned by exited threads; a small cache of empty segments; and, in the
- * hardened variant, a map of which 4 MiB units are ours. */
+/* hak_segment.c - segments: one 4 MiB unit from the region, slice 0 its header, slices
+ * 1..63 split into pages (spans of slices) and free spans, binned by length; taking a
+ * page splits the smallest span that fits, freeing one merges it with free neighbours,
+ * so memory one size gave back is reused by any other without page faults. A segment
+ * whose slices are all free goes back to the region.
+ *   pool segments  belong to one heap (pages of the tiny, mid and L2.5 pools); only its
+ *                  thread touches their spans, so no lock. Abandoned when the thread
+ *                  exits with blocks still live, adopted by another thread.
+ *   big segments   hold big blocks (above the pools, up to 63 slices) and belong to
+ *                  nobody: any thread takes and frees their spans under one lock, so a
+ *                  big block freed by another thread is never pinned by an idle owner.
+ * Also here, in the hardened variant, the ownership map. */
 #include <string.h>
 
 #include "hak_internal.h"
 
-static hak_lock_t hak_segment_lock = HAK_LOCK_INIT; /* guards the abandoned list and cache */
+static hak_lock_t hak_segment_lock = HAK_LOCK_INIT; /* guards the abandoned list */
+static hak_lock_t hak_big_lock = HAK_LOCK_INIT;     /* guards the big segments' spans */
+static hak_spans_t hak_big_spans;
 static hak_segment_t* hak_segment_abandoned;         /* singly linked through ->next */
 static _Atomic size_t hak_segment_abandoned_count;
-static hak_segment_t* hak_segment_cache[HAK_SEGMENT_CACHE_MAX];
-static size_t hak_segment_cache_count;
-static _Atomic uint64_t hak_segment_live;
+static _Atomic int64_t hak_segment_live;
 
 uint64_t hak_segment_live_count(void) {
-  return atomic_load_explicit(&hak_segment_live, memory_order_relaxed);
+  return (uint64_t)atomic_load_explicit(&hak_segment_live, memory_order_relaxed);
+}
+
+void hak_segment_live_add(int64_t delta) {
+  atomic_fetch_add_explicit(&hak_segment_live, delta, memory_order_relaxed);
 }
 
 void hak_segment_fork_lock(void) {
   hak_lock(&hak_segment_lock);
+  hak_lock(&hak_big_lock);
 }
 
 void hak_segment_fork_unlock(void) {
+  hak_unlock(&hak_big_lock);
   hak_unlock(&hak_segment_lock);
 }
 
@@ -35,16 +49,17 @@ static _Atomic(uint64_t)* _Atomic hak_segment_map;
 static _Atomic(uint64_t)* hak_segment_map_get(void) {
   _Atomic(uint64_t)* map = atomic_load_explicit(&hak_segment_map, memory_order_acquire);
   if (map != NULL) return map;
-  _Atomic(uint64_t)* fresh = hak_os_map_aligned(HAK_SEGMENT_MAP_UNITS / 8, HAK_OS_PAGE_SIZE, 0);
+  _Atomic(uint64_t)* fresh =
+      hak_os_map_aligned(HAK_SEGMENT_MAP_UNITS / 8, HAK_OS_PAGE_SIZE, 0, HAK_OS_MAP_NORESERVE, HAK_OS_USER_META);
   if (fresh == NULL) hak_fault(HAK_FAULT_INVALID_FREE, NULL); /* cannot check: refuse */
   if (!atomic_compare_exchange_strong(&hak_segment_map, &map, fresh)) {
-    hak_os_unmap(fresh, HAK_SEGMENT_MAP_UNITS / 8);
+    hak_os_unmap(fresh, HAK_SEGMENT_MAP_UNITS / 8, HAK_OS_USER_META);
     return map;
   }
   return fresh;
 }
 
-static void hak_segment_map_set(const hak_segment_t* segment, bool present) {
+void hak_segment_map_set(const hak_segment_t* segment, bool present) {
   uintptr_t unit = (uintptr_t)segment >> HAK_SEGMENT_SHIFT;
   if (unit >= HAK_SEGMENT_MAP_UNITS) return;
   _Atomic(uint64_t)* word = &hak_segment_map_get()[unit / 64];
@@ -61,7 +76,7 @@ bool hak_segment_map_contains(const void* p) {
   return (atomic_load_explicit(&map[unit / 64], memory_order_relaxed) >> (unit % 64)) & 1;
 }
 #else
-static void hak_segment_map_set(const hak_segment_t* segment, bool present) {
+void hak_segment_map_set(const hak_segment_t* segment, bool present) {
   (void)segment;
   (void)present;
 }
@@ -71,153 +86,239 @@ bool hak_segment_map_contains(const void* p) {
 }
 #endif
 
+/* ---- Free spans: bins by length ------------------------------------------------- */
+
+static uint64_t hak_slice_bits(size_t start, size_t count) {
+  return (count >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << count) - 1)) << start;
+}
+
+static void hak_span_set_offsets(hak_segment_t* segment, size_t start, size_t count) {
+  for (size_t i = 0; i < count; i++) segment->slice_offset[start + i] = (uint8_t)i;
+}
+
+static void hak_span_bin_push(hak_spans_t* spans, hak_page_t* span) {
+  hak_page_queue_t* q = &spans->bins[span->slice_count];
+  span->prev = NULL;
+  span->next = q->first;
+  if (q->first != NULL) q->first->prev = span;
+  else q->last = span;
+  q->first = span;
+  spans->nonempty |= (uint64_t)1 << span->slice_count;
+}
+
+static void hak_span_bin_remove(hak_spans_t* spans, hak_page_t* span) {
+  hak_page_queue_t* q = &spans->bins[span->slice_count];
+  if (span->prev != NULL) span->prev->next = span->next;
+  else q->first = span->next;
+  if (span->next != NULL) span->next->prev = span->prev;
+  else q->last = span->prev;
+  span->next = span->prev = NULL;
+  if (q->first == NULL) spans->nonempty &= ~((uint64_t)1 << span->slice_count);
+}
+
+/* Makes [start, start+count) one free span with its free neighbours, in the bins. */
+static void hak_span_free(hak_spans_t* spans, hak_segment_t* segment, size_t start, size_t count) {
+  size_t end = start + count;
+  if (end < HAK_SEGMENT_SLICES && !segment->pages[end].in_use) {
+    hak_page_t* next = &segment->pages[end];
+    hak_span_bin_remove(spans, next);
+    end += next->slice_count;
+  }
+  if (start > 1) {
+    hak_page_t* prev = &segment->pages[start - 1 - segment->slice_offset[start - 1]];
+    if (!prev->in_use) {
+      hak_span_bin_remove(spans, prev);
+      start = prev->slice_index;
+    }
+  }
+  hak_page_t* span = &segment->pages[start];
+  span->in_use = 0;
+  span->slice_index = (uint8_t)start;
+  span->slice_count = (uint8_t)(end - start);
+  hak_span_set_offsets(segment, start, end - start);
+  hak_span_bin_push(spans, span);
+}
+
+/* Cuts [start, start+count) of a free span out as a free span of its own, in the bins. */
+static void hak_span_split_off(hak_spans_t* spans, hak_segment_t* segment, size_t start, size_t count) {
+  hak_page_t* rest = &segment->pages[start];
+  rest->in_use = 0;
+  rest->slice_index = (uint8_t)start;
+  rest->slice_count = (uint8_t)count;
+  hak_span_set_offsets(segment, start, count);
+  hak_span_bin_push(spans, rest);
+}
+
+/* The smallest free span of at least `count` slices, split to size; NULL if none. */
+static hak_page_t* hak_span_take(hak_spans_t* spans, size_t count) {
+  uint64_t candidates = spans->nonempty & (~(uint64_t)0 << count);
+  if (candidates == 0) return NULL;
+  hak_page_t* span = spans->bins[__builtin_ctzll(candidates)].first;
+  hak_span_bin_remove(spans, span);
+  hak_segment_t* segment = hak_segment_of(span);
+  size_t start = span->slice_index, have = span->slice_count;
+  if (have > count) hak_span_split_off(spans, segment, start + count, have - count);
+  span->in_use = 1;
+  span->slice_count = (uint8_t)count;
+  hak_span_set_offsets(segment, start, count);
+  uint64_t bits = hak_slice_bits(start, count);
+  span->is_zero = (segment->zero_slices & bits) == bits;
+  segment->zero_slices &= ~bits;
+  segment->used_slices += (uint32_t)count;
+  return span;
+}
+
+/* Grows a page into the free span right after it. */
+static bool hak_span_grow(hak_spans_t* spans, hak_page_t* page, size_t slices) {
+  hak_segment_t* segment = hak_segment_of(page);
+  size_t end = (size_t)page->slice_index + page->slice_count, extra = slices - page->slice_count;
+  if (end >= HAK_SEGMENT_SLICES) return false;
+  hak_page_t* next = &segment->pages[end];
+  if (next->in_use || next->slice_count < extra) return false;
+  hak_span_bin_remove(spans, next);
+  if (next->slice_count > extra) hak_span_split_off(spans, segment, end + extra, next->slice_count - extra);
+  page->slice_count = (uint8_t)slices;
+  hak_span_set_offsets(segment, page->slice_index, slices);
+  segment->zero_slices &= ~hak_slice_bits(end, extra);
+  segment->used_slices += (uint32_t)extra;
+  return true;
+}
+
 /* ---- Segment lifetime --------------------------------------------------------- */
 
-/* Bytes of header a segment of this kind uses: huge segments have one page descriptor
- * and no per-block bitmap. Rounded to OS pages so user data never shares one with it. */
-static size_t hak_segment_header_used(hak_segment_kind_t kind) {
-  if (kind == HAK_SEGMENT_HUGE) return offsetof(hak_segment_t, pages) + sizeof(hak_page_t);
-  return sizeof(hak_segment_t);
+static void hak_segment_list_push(hak_spans_t* spans, hak_segment_t* segment) {
+  segment->prev = NULL;
+  segment->next = spans->segments;
+  if (spans->segments != NULL) spans->segments->prev = segment;
+  spans->segments = segment;
 }
 
-static void hak_segment_init_header(hak_segment_t* segment, hak_segment_kind_t kind, size_t mapping_size) {
-  size_t page_shift = kind == HAK_SEGMENT_SMALL ? HAK_SMALL_PAGE_SHIFT
-                      : kind == HAK_SEGMENT_MEDIUM ? HAK_MEDIUM_PAGE_SHIFT
-                                                   : HAK_HUGE_PAGE_SHIFT;
-  size_t page_count = kind == HAK_SEGMENT_HUGE ? 1 : HAK_SEGMENT_SIZE >> page_shift;
-  memset(segment, 0, hak_segment_header_used(kind));
-  segment->page_shift = page_shift;
-  segment->kind = kind;
-  segment->mapping_size = mapping_size;
-  segment->header_size = hak_align_up(hak_segment_header_used(kind), HAK_OS_PAGE_SIZE);
-  segment->cookie = (uintptr_t)segment ^ hak_process_secret;
-  segment->page_count = (uint32_t)page_count;
-  segment->free_pages = page_count == 64 ? ~(uint64_t)0 : (((uint64_t)1 << page_count) - 1);
-  for (size_t i = 0; i < page_count; i++) segment->pages[i].page_index = (uint8_t)i;
-  /* A page wholly inside the header can never hold blocks. */
-  for (size_t i = 0; i < page_count && ((i + 1) << page_shift) <= segment->header_size; i++) {
-    segment->free_pages &= ~((uint64_t)1 << i);
-  }
-}
-
-static hak_segment_t* hak_segment_cache_pop(void) {
-  hak_segment_t* segment = NULL;
-  hak_lock(&hak_segment_lock);
-  if (hak_segment_cache_count > 0) segment = hak_segment_cache[--hak_segment_cache_count];
-  hak_unlock(&hak_segment_lock);
-  return segment;
-}
-
-static bool hak_segment_cache_push(hak_segment_t* segment) {
-  bool cached = false;
-  hak_lock(&hak_segment_lock);
-  if (hak_segment_cache_count < HAK_SEGMENT_CACHE_MAX) {
-    hak_segment_cache[hak_segment_cache_count++] = segment;
-    cached = true;
-  }
-  hak_unlock(&hak_segment_lock);
-  return cached;
-}
-
-static hak_segment_t* hak_segment_alloc(hak_heap_t* heap, hak_segment_kind_t kind) {
-  hak_segment_t* segment = hak_segment_cache_pop();
-  if (segment == NULL) {
-    segment = hak_os_map_aligned(HAK_SEGMENT_SIZE, HAK_SEGMENT_SIZE, 0);
-    if (segment == NULL) return NULL;
-  }
-  hak_segment_init_header(segment, kind, HAK_SEGMENT_SIZE);
-  segment->heap = heap;
-  atomic_store_explicit(&segment->thread_id, heap->thread_id, memory_order_release);
-  hak_segment_map_set(segment, true);
-  atomic_fetch_add_explicit(&hak_segment_live, 1, memory_order_relaxed);
-  return segment;
-}
-
-/* An empty segment goes to the cache with its pages given back, or to the OS. */
-static void hak_segment_release(hak_segment_t* segment) {
-  hak_segment_map_set(segment, false);
-  hak_hardening_on_segment_release(segment);
-  atomic_fetch_sub_explicit(&hak_segment_live, 1, memory_order_relaxed);
-  atomic_store_explicit(&segment->thread_id, 0, memory_order_relaxed);
-  size_t header = segment->header_size;
-  hak_os_purge((uint8_t*)segment + header, HAK_SEGMENT_SIZE - header);
-  if (!hak_segment_cache_push(segment)) hak_os_unmap(segment, HAK_SEGMENT_SIZE);
-}
-
-/* ---- A heap's segment lists ----------------------------------------------------- */
-
-static hak_segment_list_t* hak_segment_list_of(hak_heap_t* heap, hak_segment_t* segment) {
-  return segment->in_free_list ? &heap->segments_free[segment->kind] : &heap->segments_full[segment->kind];
-}
-
-static void hak_segment_list_remove(hak_heap_t* heap, hak_segment_t* segment) {
-  hak_segment_list_t* list = hak_segment_list_of(heap, segment);
+static void hak_segment_list_remove(hak_spans_t* spans, hak_segment_t* segment) {
   if (segment->prev != NULL) segment->prev->next = segment->next;
-  else list->first = segment->next;
+  else spans->segments = segment->next;
   if (segment->next != NULL) segment->next->prev = segment->prev;
   segment->next = segment->prev = NULL;
 }
 
-static void hak_segment_list_push(hak_heap_t* heap, hak_segment_t* segment, bool has_free_pages) {
-  segment->in_free_list = has_free_pages;
-  hak_segment_list_t* list = hak_segment_list_of(heap, segment);
-  segment->prev = NULL;
-  segment->next = list->first;
-  if (list->first != NULL) list->first->prev = segment;
-  list->first = segment;
+/* A fresh segment from the region: the header in slice 0, one free span of the rest.
+ * Pool segments belong to `heap` (its thread frees into them directly); big ones to
+ * nobody (thread id 0: every free takes the locked path). */
+static hak_segment_t* hak_segment_alloc(hak_spans_t* spans, hak_segment_kind_t kind, hak_heap_t* heap) {
+  hak_run_state_t state;
+  hak_segment_t* segment = hak_region_alloc(1, HAK_SEGMENT_SIZE, 0, &state);
+  if (segment == NULL) return NULL;
+  hak_asan_unpoison(segment, sizeof(*segment));
+  if (!state.is_zero) memset(segment, 0, sizeof(*segment));
+  segment->kind = kind;
+  segment->cookie = (uintptr_t)segment ^ hak_process_secret;
+  segment->heap = heap;
+  segment->used_slices = 0;
+  segment->zero_slices = state.is_zero ? ~(uint64_t)1 : 0;
+  segment->pages[0].in_use = 1; /* the header: never part of a span */
+  segment->pages[0].slice_count = 1;
+  hak_span_split_off(spans, segment, 1, HAK_SEGMENT_SLICES - 1);
+  hak_segment_list_push(spans, segment);
+  atomic_store_explicit(&segment->thread_id, heap != NULL ? heap->thread_id : 0, memory_order_release);
+  hak_segment_map_set(segment, true);
+  hak_segment_live_add(1);
+  hak_stat_global_inc(segments_allocated);
+  return segment;
 }
 
-/* ---- Pages ------------------------------------------------------------------------- */
+/* Every slice is free again: the segment goes back to the region (kept mapped; its
+ * pages are purged once the purge delay passes unless it is reused first). */
+static void hak_segment_release(hak_spans_t* spans, hak_segment_t* segment) {
+  hak_span_bin_remove(spans, &segment->pages[1]);
+  hak_segment_list_remove(spans, segment);
+  hak_segment_map_set(segment, false);
+  hak_hardening_on_segment_release(segment);
+  hak_segment_live_add(-1);
+  hak_stat_global_inc(segments_freed);
+  atomic_store_explicit(&segment->thread_id, 0, memory_order_relaxed);
+  hak_region_free(segment, 1, hak_purge_now_ms());
+}
 
-hak_page_t* hak_segment_page_alloc(hak_heap_t* heap, hak_segment_kind_t kind) {
-  hak_segment_t* segment = heap->segments_free[kind].first;
-  if (segment == NULL) {
-    segment = hak_segment_alloc(heap, kind);
-    if (segment == NULL) return NULL;
-    hak_segment_list_push(heap, segment, true);
-    hak_stat_global_inc(segments_allocated);
-  }
-  size_t index = (size_t)__builtin_ctzll(segment->free_pages);
-  segment->free_pages &= ~((uint64_t)1 << index);
-  segment->used_pages++;
-  if (segment->free_pages == 0) {
-    hak_segment_list_remove(heap, segment);
-    hak_segment_list_push(heap, segment, false);
-  }
-  hak_page_t* page = &segment->pages[index];
-  page->in_use = 1;
-  hak_stat_inc(heap, pages_allocated);
+static hak_page_t* hak_segment_span_alloc(hak_spans_t* spans, hak_segment_kind_t kind, hak_heap_t* heap,
+                                          size_t slices) {
+  hak_page_t* page = hak_span_take(spans, slices);
+  if (page == NULL && hak_segment_alloc(spans, kind, heap) != NULL) page = hak_span_take(spans, slices);
+  return page;
+}
+
+/* Frees a page's span; returns whether its segment went back to the region. */
+static bool hak_segment_span_free(hak_spans_t* spans, hak_page_t* page) {
+  hak_segment_t* segment = hak_segment_of(page);
+  /* block_size and start stay: the hardened variant recognises blocks of the page's
+   * last layout, so freeing one again is named a double free. */
+  page->free = NULL;
+  page->used = 0;
+  page->capacity = page->reserved = 0;
+  segment->used_slices -= page->slice_count;
+  hak_span_free(spans, segment, page->slice_index, page->slice_count);
+  if (segment->used_slices != 0) return false;
+  hak_segment_release(spans, segment);
+  return true;
+}
+
+/* ---- Pool pages: the owner heap's, no lock --------------------------------------- */
+
+hak_page_t* hak_segment_page_alloc(hak_heap_t* heap, size_t slices) {
+  hak_page_t* page = hak_segment_span_alloc(&heap->spans, HAK_SEGMENT_POOL, heap, slices);
+  if (page != NULL) hak_stat_inc(heap, pages_allocated);
   return page;
 }
 
 void hak_segment_page_free(hak_heap_t* heap, hak_page_t* page) {
-  hak_segment_t* segment = hak_segment_of(page);
-  /* block_size and start stay: the hardened variant recognises blocks of the page's
-   * last layout, so freeing one again is named a double free. */
-  page->in_use = 0;
-  page->free = NULL;
-  page->used = 0;
-  page->capacity = page->reserved = 0;
   hak_stat_inc(heap, pages_freed);
-  bool was_full = segment->free_pages == 0;
-  segment->free_pages |= (uint64_t)1 << page->page_index;
-  segment->used_pages--;
-  if (segment->used_pages == 0) {
-    hak_segment_list_remove(heap, segment);
-    hak_stat_global_inc(segments_freed);
-    hak_segment_release(segment);
-  } else if (was_full) {
-    hak_segment_list_remove(heap, segment);
-    hak_segment_list_push(heap, segment, true);
+  if (hak_segment_span_free(&heap->spans, page)) hak_purge_tick();
+}
+
+/* ---- Big pages: shared by every thread, under one lock ---------------------------------- */
+
+/* A span of the big segments; with may_grow false, only from free spans there are
+ * (NULL if none fits), so a caller holding cached big pages can give them back first. */
+hak_page_t* hak_segment_big_alloc(size_t slices, bool may_grow) {
+  hak_lock(&hak_big_lock);
+  hak_page_t* page = may_grow ? hak_segment_span_alloc(&hak_big_spans, HAK_SEGMENT_BIG, NULL, slices)
+                              : hak_span_take(&hak_big_spans, slices);
+  hak_unlock(&hak_big_lock);
+  return page;
+}
+
+void hak_segment_big_free(hak_page_t* page) {
+  hak_lock(&hak_big_lock);
+  bool released = hak_segment_span_free(&hak_big_spans, page);
+  hak_unlock(&hak_big_lock);
+  if (released) hak_purge_tick();
+}
+
+/* Grows a big page into the free span after it, or gives its tail back. */
+bool hak_segment_big_resize(hak_page_t* page, size_t slices) {
+  hak_segment_t* segment = hak_segment_of(page);
+  bool ok = true;
+  hak_lock(&hak_big_lock);
+  if (slices > page->slice_count) {
+    ok = hak_span_grow(&hak_big_spans, page, slices);
+  } else if (slices < page->slice_count) {
+    size_t cut = (size_t)page->slice_index + slices, extra = page->slice_count - slices;
+    page->slice_count = (uint8_t)slices;
+    segment->used_slices -= (uint32_t)extra;
+    hak_span_free(&hak_big_spans, segment, cut, extra);
   }
+  hak_unlock(&hak_big_lock);
+  return ok;
 }
 
 /* ---- Abandonment and adoption ---------------------------------------------------- */
 
 /* Called by an exiting heap for a segment that still has blocks in use. Its pages are
- * already in HAK_DELAYED_NEVER, so remote frees only touch the pages themselves. */
+ * already in HAK_DELAYED_NEVER, so remote frees only touch the pages themselves; its
+ * free spans leave the heap's bins (the adopter puts them in its own). */
 void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
-  hak_segment_list_remove(heap, segment);
+  for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
+    if (!segment->pages[i].in_use) hak_span_bin_remove(&heap->spans, &segment->pages[i]);
+  }
+  hak_segment_list_remove(&heap->spans, segment);
   segment->heap = NULL;
   atomic_store_explicit(&segment->thread_id, 0, memory_order_release);
   hak_lock(&hak_segment_lock);
@@ -228,7 +329,7 @@ void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
   hak_stat_global_inc(segments_abandoned);
 }
 
-hak_segment_t* hak_segment_abandoned_pop(void) {
+static hak_segment_t* hak_segment_abandoned_pop(void) {
   if (atomic_load_explicit(&hak_segment_abandoned_count, memory_order_relaxed) == 0) return NULL;
   hak_lock(&hak_segment_lock);
   hak_segment_t* segment = hak_segment_abandoned;
@@ -251,83 +352,37 @@ static bool hak_segment_adopt_page_collect(hak_page_t* page) {
   }
 }
 
-/* Takes over one abandoned segment: empty pages are freed; pages with live blocks join
- * the heap's full queue with delayed frees on, so that the frees of their remaining
- * blocks reach the new owner even if it never allocates those classes again (in a
- * class queue they would wait for a scan of their class, which might never come).
- * Returns false when there was no abandoned segment. */
+/* Takes over one abandoned segment: its free spans join the heap's bins, empty pages
+ * are freed, pages with live blocks join the heap's full queue with delayed frees on,
+ * so that the frees of their remaining blocks reach the new owner even if it never
+ * allocates those classes again. Returns false when there was no abandoned segment. */
 bool hak_segment_adopt_one(hak_heap_t* heap) {
   hak_segment_t* segment = hak_segment_abandoned_pop();
   if (segment == NULL) return false;
   segment->heap = heap;
+  hak_segment_list_push(&heap->spans, segment);
   atomic_store_explicit(&segment->thread_id, heap->thread_id, memory_order_release);
-  hak_segment_list_push(heap, segment, segment->free_pages != 0);
   hak_stat_global_inc(segments_adopted);
-  for (size_t i = 0; i < segment->page_count; i++) {
+  for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
+    if (!segment->pages[i].in_use) hak_span_bin_push(&heap->spans, &segment->pages[i]);
+  }
+  for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
     hak_page_t* page = &segment->pages[i];
-    if (!page->in_use) continue;
-    atomic_store_explicit(&page->xheap, heap, memory_order_release);
-    if (hak_segment_adopt_page_collect(page)) {
-      bool releases_segment = segment->used_pages == 1;
-      hak_segment_page_free(heap, page);
-      if (releases_segment) break; /* the segment is gone */
-    } else {
-      hak_heap_page_adopt_full(heap, page);
+    if (!page->in_use) {
+      i += page->slice_count;
+      continue;
     }
+    atomic_store_explicit(&page->xheap, heap, memory_order_release);
+    if (!hak_segment_adopt_page_collect(page)) {
+      hak_heap_page_push_full(heap, page);
+      i += page->slice_count;
+      continue;
+    }
+    bool releases_segment = segment->used_slices == page->slice_count;
+    hak_segment_page_free(heap, page);
+    if (releases_segment) break; /* the segment went back to the region */
+    hak_page_t* span = &segment->pages[i - segment->slice_offset[i]]; /* merged backwards? */
+    i = (size_t)span->slice_index + span->slice_count;
   }
-  return true;
-}
-
-/* ---- Huge segments: one block each ------------------------------------------------- */
-
-/* Maps a segment for one block of `size` bytes aligned to `align`. The block starts one
- * OS page in (or at `align`), so the header never shares a page with user data. For
- * alignments of 4 MiB and more the header sits 4 MiB before the block, which
- * hak_segment_of() finds by masking (block - 1). */
-hak_segment_t* hak_segment_huge_alloc(size_t size, size_t align) {
-  size_t header = hak_align_up(hak_segment_header_used(HAK_SEGMENT_HUGE), HAK_OS_PAGE_SIZE);
-  size_t offset = align > header ? hak_align_up(header, align) : header;
-  size_t map_align = HAK_SEGMENT_SIZE, map_offset = 0;
-  if (offset >= HAK_SEGMENT_SIZE) {
-    offset = HAK_SEGMENT_SIZE;
-    map_align = align;
-    map_offset = HAK_SEGMENT_SIZE;
-  }
-  if (size > PTRDIFF_MAX - offset - HAK_OS_PAGE_SIZE) return NULL;
-  size_t mapping_size = hak_align_up(offset + size, HAK_OS_PAGE_SIZE);
-  hak_segment_t* segment = hak_os_map_aligned(mapping_size, map_align, map_offset);
-  if (segment == NULL) return NULL;
-  hak_segment_init_header(segment, HAK_SEGMENT_HUGE, mapping_size);
-  segment->mapping_is_zero = true;
-  hak_page_t* page = &segment->pages[0];
-  page->in_use = 1;
-  page->used = 1;
-  page->start = (uint8_t*)segment + offset;
-  page->class_index = HAK_CLASS_HUGE;
-  page->block_size = 0; /* huge: see hak_segment_huge_usable */
-  atomic_store_explicit(&page->xthread_free, HAK_DELAYED_NEVER, memory_order_relaxed);
-  hak_segment_map_set(segment, true);
-  atomic_fetch_add_explicit(&hak_segment_live, 1, memory_order_relaxed);
-  return segment;
-}
-
-void hak_segment_huge_free(hak_segment_t* segment) {
-  hak_segment_map_set(segment, false);
-  hak_hardening_on_segment_release(segment);
-  atomic_fetch_sub_explicit(&hak_segment_live, 1, memory_order_relaxed);
-  hak_os_unmap(segment, segment->mapping_size);
-}
-
-size_t hak_segment_huge_usable(const hak_segment_t* segment, const void* p) {
-  return segment->mapping_size - (size_t)((const uint8_t*)p - (const uint8_t*)segment);
-}
-
-/* Gives back the pages beyond new_usable bytes of the block; the block stays put. */
-bool hak_segment_huge_shrink(hak_segment_t* segment, size_t new_usable) {
-  uint8_t* block = segment->pages[0].start;
-  size_t keep = hak_align_up((size_t)(block - (uint8_t*)segment) + new_usable, HAK_OS_PAGE_SIZE);
-  if (keep >= segment->mapping_size) return false;
-  hak_os_unmap((uint8_t*)segment + keep, segment->mapping_size - keep);
-  segment->mapping_size = keep;
   return true;
 }

@@ -62,6 +62,12 @@ HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
   for (size_t i = 0; i < HAK_CLASS_COUNT; i++) out->class_size[i] = hak_class_block_size(i);
   out->class_size[HAK_CLASS_HUGE] = 0;
   hak_os_stats_read(out);
+  hak_region_stats_read(out);
+  hak_purge_stats_read(out);
+  out->purge_delay_ms = hak_options.purge_delay_ms;
+  out->region_keep_bytes = hak_options.region_keep_bytes;
+  hak_cache_stats_read(out);
+  hak_large_stats_read(out);
   out->segments_live = hak_segment_live_count();
   return 0;
 }
@@ -111,7 +117,7 @@ static void hak_report_line(hak_report_t* r, const char* label, uint64_t v) {
   hak_report_str(r, "  ");
   hak_report_str(r, label);
   size_t len = strlen(label);
-  for (size_t pad = len; pad < 22; pad++) hak_report_str(r, " ");
+  for (size_t pad = len; pad < 26; pad++) hak_report_str(r, " ");
   hak_report_u64(r, v, 14);
   hak_report_str(r, "\n");
 }
@@ -124,7 +130,52 @@ static void hak_report_os(hak_report_t* r, const char* name, const hak_os_call_s
   hak_report_u64(r, c->failures, 8);
   hak_report_str(r, " failed");
   hak_report_u64(r, c->nanos / 1000, 12);
-  hak_report_str(r, " us\n");
+  hak_report_str(r, " us");
+  if (c->count > 0) {
+    hak_report_u64(r, c->nanos / c->count, 10);
+    hak_report_str(r, " ns/call");
+  }
+  hak_report_str(r, "\n");
+}
+
+static void hak_report_os_by_user(hak_report_t* r, const hak_stats_t* s) {
+  static const char* const users[HAK_STATS_OS_USERS] = {"region ", "purge  ", "huge   ", "meta   "};
+  static const char* const kinds[HAK_STATS_OS_KINDS] = {" mmap   ", " munmap ", " madvise", " mremap "};
+  hak_report_str(r, "OS calls by user:\n");
+  for (int u = 0; u < HAK_STATS_OS_USERS; u++) {
+    for (int k = 0; k < HAK_STATS_OS_KINDS; k++) {
+      if (s->os_by[u][k].count == 0) continue;
+      hak_report_str(r, "  ");
+      hak_report_str(r, users[u]);
+      hak_report_os(r, kinds[k], &s->os_by[u][k]);
+    }
+  }
+}
+
+/* "  name  hits H  misses M  hit rate P%  puts U  evictions E  cached N/S (B bytes)" */
+static void hak_report_cache(hak_report_t* r, const char* name, const hak_cache_stats_t* c) {
+  uint64_t lookups = c->hits + c->misses;
+  hak_report_str(r, "  ");
+  hak_report_str(r, name);
+  hak_report_str(r, " hits");
+  hak_report_u64(r, c->hits, 10);
+  hak_report_str(r, "  misses");
+  hak_report_u64(r, c->misses, 10);
+  hak_report_str(r, "  hit rate");
+  hak_report_u64(r, lookups == 0 ? 0 : c->hits * 100 / lookups, 4);
+  hak_report_str(r, "%  puts");
+  hak_report_u64(r, c->puts, 10);
+  hak_report_str(r, "  evictions");
+  hak_report_u64(r, c->evictions, 10);
+  hak_report_str(r, "  cached");
+  hak_report_u64(r, c->cached, 3);
+  hak_report_str(r, "/");
+  hak_report_u64(r, c->slots, 0);
+  hak_report_str(r, " (");
+  hak_report_u64(r, c->cached_bytes, 0);
+  hak_report_str(r, " of ");
+  hak_report_u64(r, c->bytes_limit, 0);
+  hak_report_str(r, " bytes)\n");
 }
 
 HAK_EXPORT void hak_stats_print(int fd) {
@@ -139,8 +190,28 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_os(&r, "mmap   ", &s.os_mmap);
   hak_report_os(&r, "munmap ", &s.os_munmap);
   hak_report_os(&r, "madvise", &s.os_madvise);
+  hak_report_os(&r, "mremap ", &s.os_mremap);
   hak_report_line(&r, "mapped bytes", s.os_mapped_bytes);
   hak_report_line(&r, "live segments", s.segments_live);
+  hak_report_os_by_user(&r, &s);
+  hak_report_str(&r, "Region:\n");
+  hak_report_line(&r, "chunks", s.region_chunks);
+  hak_report_line(&r, "used bytes", s.region_used_bytes);
+  hak_report_line(&r, "free dirty bytes", s.region_dirty_bytes);
+  hak_report_line(&r, "purge pending bytes", s.region_pending_bytes);
+  hak_report_line(&r, "free clean bytes", s.region_clean_bytes);
+  hak_report_str(&r, "Purge batcher:\n");
+  hak_report_line(&r, "delay ms", s.purge_delay_ms);
+  hak_report_line(&r, "flushes", s.purge_flushes);
+  hak_report_line(&r, "madvise ranges", s.purge_ranges);
+  hak_report_line(&r, "bytes purged", s.purge_bytes);
+  hak_report_line(&r, "bytes reused in time", s.purge_cancelled_bytes);
+  hak_report_str(&r, "Huge-block caches:\n");
+  hak_report_cache(&r, "bigcache", &s.bigcache);
+  hak_report_cache(&r, "whale   ", &s.whale);
+  hak_report_line(&r, "realloc grown in place", s.huge_grow_in_place);
+  hak_report_line(&r, "realloc moved by mremap", s.huge_moved_by_remap);
+  hak_report_line(&r, "realloc moved by copy", s.huge_moved_by_copy);
   if (!s.counters_enabled) {
     hak_report_str(&r, "(per-class counters need the stats variant)\n");
     hak_report_flush(&r);
@@ -167,7 +238,7 @@ HAK_EXPORT void hak_stats_print(int fd) {
   for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
     if (s.class_allocs[i] == 0 && s.class_frees[i] == 0) continue;
     hak_report_u64(&r, i, 7);
-    if (i == HAK_CLASS_HUGE) hak_report_str(&r, "   > 64KiB");
+    if (i == HAK_CLASS_HUGE) hak_report_str(&r, "    > 1MiB");
     else hak_report_u64(&r, s.class_size[i], 9);
     hak_report_u64(&r, s.class_allocs[i], 14);
     hak_report_u64(&r, s.class_frees[i], 14);
@@ -176,11 +247,9 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_flush(&r);
 }
 
-/* The stats variant prints the report at exit when HAKMEM_STATS=1. getenv does not
- * allocate, so this is safe this late. */
+/* The stats variant prints the report at exit when HAKMEM_STATS=1 (hak_options.c). */
 void hak_stats_atexit(void) {
 #if HAK_STATS
-  const char* v = getenv("HAKMEM_STATS");
-  if (v != NULL && v[0] == '1' && v[1] == '\0') hak_stats_print(2);
+  if (hak_options.stats_report) hak_stats_print(2);
 #endif
 }

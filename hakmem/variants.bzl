@@ -40,13 +40,17 @@ HAK_COPTS = [
 ]
 
 HAK_CORE_SRCS = [
-    "hak_heap.c",
+    "hak_cache.c",
     "hak_hardening.c",
+    "hak_heap.c",
     "hak_init.c",
     "hak_large.c",
     "hak_mid.c",
+    "hak_options.c",
     "hak_os.c",
     "hak_page.c",
+    "hak_purge.c",
+    "hak_region.c",
     "hak_segment.c",
     "hak_stats.c",
     "hak_tiny.c",

@@ -14,6 +14,7 @@
 #ifndef HAKMEM_H
 #define HAKMEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,9 +37,18 @@ size_t hak_usable_size(const void* p);
 /* The variant this library was built as: "release", "stats" or "hardened". */
 const char* hak_variant(void);
 
+/* ---- Memory return --------------------------------------------------------- */
+
+/* Gives memory back to the OS now instead of after the purge delay: empties the
+ * calling thread's kept pages, the BigCache and whale cache, and purges every free
+ * unit of the region. With force, also unmaps every chunk of address space that holds
+ * nothing (otherwise only those beyond HAKMEM_REGION_KEEP). Returns the bytes purged
+ * or unmapped. Thread-safe; costs system calls, so call it when idle. */
+size_t hak_collect(bool force);
+
 /* ---- Statistics ---------------------------------------------------------- */
 
-#define HAK_STATS_CLASS_COUNT 81 /* 80 size classes (16 B .. 64 KiB) + one for larger blocks */
+#define HAK_STATS_CLASS_COUNT 113 /* 112 size classes (16 B .. 1 MiB) + one for larger blocks */
 
 /* Operating-system calls made by hakmem; counted in every variant. */
 typedef struct hak_os_call_stats_s {
@@ -47,13 +57,56 @@ typedef struct hak_os_call_stats_s {
   uint64_t nanos;    /* wall time spent inside them */
 } hak_os_call_stats_t;
 
+/* Who made the OS calls: os_by[user][kind]. */
+enum { HAK_STATS_OS_REGION, HAK_STATS_OS_PURGE, HAK_STATS_OS_HUGE, HAK_STATS_OS_META, HAK_STATS_OS_USERS };
+enum { HAK_STATS_OS_MMAP, HAK_STATS_OS_MUNMAP, HAK_STATS_OS_MADVISE, HAK_STATS_OS_MREMAP, HAK_STATS_OS_KINDS };
+
+/* A cache of freed huge blocks (kept mapped, reused without a system call). */
+typedef struct hak_cache_stats_s {
+  uint64_t hits;         /* requests served from the cache */
+  uint64_t misses;       /* requests it could not serve */
+  uint64_t puts;         /* freed blocks it took */
+  uint64_t evictions;    /* blocks it gave to the region (over its slots, bytes or age) */
+  uint64_t cached;       /* blocks in it now */
+  uint64_t cached_bytes; /* bytes of address space in it now */
+  uint64_t slots;        /* its limit on blocks (HAKMEM_*_SLOTS) */
+  uint64_t bytes_limit;  /* its limit on bytes (HAKMEM_*_BYTES) */
+} hak_cache_stats_t;
+
 typedef struct hak_stats_s {
-  int counters_enabled;            /* 1 in the stats variant; else the counters below are 0 */
+  int counters_enabled;            /* 1 in the stats variant; else the per-class and per-path counters are 0 */
+
+  /* Every variant: OS calls, totals and by user; mapped address space. */
   hak_os_call_stats_t os_mmap;
   hak_os_call_stats_t os_munmap;
   hak_os_call_stats_t os_madvise;
-  uint64_t os_mapped_bytes;        /* currently mapped from the OS, every variant */
-  uint64_t segments_live;          /* segments currently in use, every variant */
+  hak_os_call_stats_t os_mremap;
+  hak_os_call_stats_t os_by[HAK_STATS_OS_USERS][HAK_STATS_OS_KINDS];
+  uint64_t os_mapped_bytes;        /* currently mapped from the OS */
+  uint64_t segments_live;          /* pool segments and huge blocks currently in use */
+
+  /* Every variant: the region (address space in 256 MiB chunks, 4 MiB units). */
+  uint64_t region_chunks;          /* chunks reserved now */
+  uint64_t region_used_bytes;      /* in units handed out (segments, huge blocks) */
+  uint64_t region_dirty_bytes;     /* free units that may still hold resident pages */
+  uint64_t region_pending_bytes;   /* free units waiting for their purge */
+  uint64_t region_clean_bytes;     /* free units purged or never touched */
+
+  /* Every variant: the purge batcher (deferred, batched madvise), and the options in
+   * force for it and the region (docs/OPTIONS.md). */
+  uint64_t purge_delay_ms;         /* HAKMEM_PURGE_DELAY_MS */
+  uint64_t region_keep_bytes;      /* HAKMEM_REGION_KEEP */
+  uint64_t purge_flushes;          /* batches issued */
+  uint64_t purge_ranges;           /* madvise calls they made (adjacent ranges merged) */
+  uint64_t purge_bytes;            /* bytes advised */
+  uint64_t purge_cancelled_bytes;  /* pending bytes reused before their purge came due */
+
+  /* Every variant: the huge-block caches and realloc of huge blocks. */
+  hak_cache_stats_t bigcache;      /* one-unit blocks (requests of 1 MiB up to 4 MiB) */
+  hak_cache_stats_t whale;         /* longer blocks: FIFO ring, best fit */
+  uint64_t huge_grow_in_place;     /* realloc grew a huge block into the next free units */
+  uint64_t huge_moved_by_remap;    /* ... moved its pages with mremap (no copy) */
+  uint64_t huge_moved_by_copy;     /* ... copied it */
 
   /* Counters of the stats variant, summed over all threads (exited ones included). */
   uint64_t class_size[HAK_STATS_CLASS_COUNT];   /* block size of each class (0 for the last) */
@@ -61,11 +114,11 @@ typedef struct hak_stats_s {
   uint64_t class_frees[HAK_STATS_CLASS_COUNT];
   uint64_t alloc_fast;         /* served by the thread's current page */
   uint64_t alloc_slow;         /* needed the slow path: new page, collection, adoption */
-  uint64_t alloc_large;        /* served by a dedicated mapping (> 64 KiB or big alignment) */
+  uint64_t alloc_large;        /* blocks above the pools (> 1 MiB) or aligned beyond them: big and whales */
   uint64_t free_local;         /* freed by the owning thread */
   uint64_t free_remote;        /* freed by another thread onto the page's atomic list */
   uint64_t free_delayed;       /* remote frees routed through the owner heap (full pages) */
-  uint64_t free_large;
+  uint64_t free_large;         /* big blocks and whales freed (by any thread: they have no owner) */
   uint64_t pages_allocated;
   uint64_t pages_freed;
   uint64_t segments_allocated;

@@ -26,16 +26,20 @@ size_t hak_probe_os_map_calls(void);
 size_t hak_probe_os_unmap_calls(void);
 size_t hak_probe_os_advise_calls(void);
 size_t hak_probe_os_map_hinted(void);
+size_t hak_probe_os_remap_calls(void);
 void* hak_probe_os_map_aligned(size_t size, size_t align, size_t align_offset);
 void hak_probe_os_unmap(void* addr, size_t size);
-void hak_probe_os_purge(void* addr, size_t size);
+int hak_probe_os_purge(void* addr, size_t size);
 size_t hak_probe_segment_size(void);
-size_t hak_probe_segment_cache_max(void);
+size_t hak_probe_chunk_size(void);
+size_t hak_probe_big_max(void);
 size_t hak_probe_os_page_size(void);
 size_t hak_probe_class_huge(void);
 size_t hak_probe_class_of(size_t size);
-size_t hak_probe_huge_mapping_size(const void* p);
-int hak_probe_is_huge(const void* p);
+int hak_probe_is_whale(const void* p);
+size_t hak_probe_whale_mapping_size(const void* p);
+int hak_probe_whale_is_dedicated(const void* p);
+int hak_probe_is_big(const void* p);
 }
 
 namespace {
@@ -60,8 +64,11 @@ template <typename A>
 class FailingMap : public ::testing::Test {};
 TYPED_TEST_SUITE(FailingMap, Backends, BackendName);
 
+// Requests that need new address space from the OS (larger than a region chunk, or
+// aligned beyond one) fail with ENOMEM when the OS refuses, and nothing is lost.
 TYPED_TEST(FailingMap, LargeAllocationsFailWithEnomemAndTheAllocatorRecovers) {
   using A = TypeParam;
+  const size_t beyond = hak_probe_chunk_size() + 8 * kMiB;  // a mapping of its own
   void* small = A::Malloc(100);  // made before the failure, must survive it
   ASSERT_NE(small, nullptr);
   FillPattern(small, 100, 5);
@@ -77,28 +84,28 @@ TYPED_TEST(FailingMap, LargeAllocationsFailWithEnomemAndTheAllocatorRecovers) {
   {
     OpsGuard guard(hak_probe_mode_fail_map());
     errno = 0;
-    malloc_r.p = A::Malloc(kMiB);
+    malloc_r.p = A::Malloc(beyond);
     malloc_r.err = errno;
     errno = 0;
-    calloc_r.p = A::Calloc(2, kMiB);
+    calloc_r.p = A::Calloc(2, beyond / 2);
     calloc_r.err = errno;
     errno = 0;
-    realloc_r.p = A::Realloc(small, 3 * kMiB);
+    realloc_r.p = A::Realloc(small, beyond);
     realloc_r.err = errno;
     errno = 0;
-    aligned_r.p = A::AlignedAlloc(8 * kMiB, 1);
+    aligned_r.p = A::AlignedAlloc(2 * hak_probe_chunk_size(), 1);
     aligned_r.err = errno;
     errno = 0;
-    memalign_r.p = A::Memalign(8192, 10);
+    memalign_r.p = A::Memalign(2 * hak_probe_chunk_size(), 10);
     memalign_r.err = errno;
     errno = 0;
-    valloc_r.p = A::Valloc(100000);
+    valloc_r.p = A::Valloc(beyond);
     valloc_r.err = errno;
     errno = 0;
-    pvalloc_r.p = A::Pvalloc(100000);
+    pvalloc_r.p = A::Pvalloc(beyond);
     pvalloc_r.err = errno;
     errno = 1234;
-    pm_rc = A::PosixMemalign(&pm_out, kMiB, 10);
+    pm_rc = A::PosixMemalign(&pm_out, 2 * hak_probe_chunk_size(), 10);
     pm_errno = errno;
   }
   size_t map_calls = hak_probe_os_map_calls();
@@ -118,25 +125,25 @@ TYPED_TEST(FailingMap, LargeAllocationsFailWithEnomemAndTheAllocatorRecovers) {
   // The failed realloc left the small block alone.
   EXPECT_EQ(FirstPatternMismatch(small, 100, 5), 100u);
   // Usable again with the kernel's ops.
-  void* p = A::Malloc(kMiB);
+  void* p = A::Malloc(beyond);
   ASSERT_NE(p, nullptr);
   memset(p, 1, kMiB);
   void* q = A::Realloc(small, 3 * kMiB);
   ASSERT_NE(q, nullptr);
   EXPECT_EQ(FirstPatternMismatch(q, 100, 5), 100u);
-  void* r = A::AlignedAlloc(8 * kMiB, 1);
+  void* r = A::AlignedAlloc(2 * hak_probe_chunk_size(), 1);
   ASSERT_NE(r, nullptr);
-  EXPECT_TRUE(IsAligned(r, 8 * kMiB));
+  EXPECT_TRUE(IsAligned(r, 2 * hak_probe_chunk_size()));
   A::Free(p);
   A::Free(q);
   A::Free(r);
 }
 
 TYPED_TEST(FailingMap, SmallAllocationsRunOutThenRecover) {
-  // With no new memory from the OS, 8 KiB blocks are served from the pages and cached
-  // segments already mapped, then fail with ENOMEM.
+  // With no new memory from the OS, 8 KiB blocks are served from the pages, segments
+  // and region chunks already mapped, then fail with ENOMEM.
   using A = TypeParam;
-  constexpr size_t kMax = 40000;  // 320 MiB: far more than is mapped beforehand
+  constexpr size_t kMax = 80000;  // 640 MiB: more than two chunks hold
   static void* blocks[kMax];      // no allocation while the fake is installed
   size_t n = 0;
   void* failed = reinterpret_cast<void*>(0x1);
@@ -175,47 +182,64 @@ TYPED_TEST(FailingMap, SmallAllocationsRunOutThenRecover) {
 // ---- Counting fakes: every OS call goes through the ops -------------------------------------
 
 TEST(OsLayer, EveryOsCallGoesThroughTheOps) {
+  const size_t own = hak_probe_chunk_size() + 3 * kMiB + 5;  // a whale with a mapping of its own
   for (int mode : {hak_probe_mode_counting(), hak_probe_mode_ignore_hint()}) {
     hak_stats_t before = Stats();
     static void* blocks[32768];
-    size_t map_calls, unmap_calls, advise_calls;
-    void* huge;
-    size_t huge_mapping;
+    size_t map_calls, unmap_calls, advise_calls, remap_calls;
+    void* whale;
+    void* grown;
     {
       OpsGuard guard(mode);
-      huge = hak_malloc(3 * kMiB + 5);
-      huge_mapping = huge != nullptr ? hak_probe_huge_mapping_size(huge) : 0;
-      if (huge != nullptr) memset(huge, 7, 3 * kMiB + 5);
-      hak_free(huge);
-      // 32 MiB of 1 KiB blocks: new segments, later emptied (purge) and some unmapped.
+      whale = hak_malloc(own);
+      if (whale != nullptr) memset(whale, 7, kMiB);
+      grown = hak_realloc(hak_malloc(9 * kMiB), 200 * kMiB);  // moves: region whale -> mremap
+      hak_free(whale);  // too big for the whale ring: unmapped
+      hak_free(grown);
+      // 32 MiB of 1 KiB blocks: new segments, emptied; hak_collect purges them at once.
       for (auto& b : blocks) {
         b = hak_malloc(1024);
         if (b != nullptr) static_cast<uint8_t*>(b)[0] = 1;
       }
       for (void* b : blocks) hak_free(b);
+      hak_collect(true);
       map_calls = hak_probe_os_map_calls();
       unmap_calls = hak_probe_os_unmap_calls();
       advise_calls = hak_probe_os_advise_calls();
+      remap_calls = hak_probe_os_remap_calls();
     }
     hak_stats_t after = Stats();
-    ASSERT_NE(huge, nullptr);
+    ASSERT_NE(whale, nullptr);
+    ASSERT_NE(grown, nullptr);
     for (void* b : blocks) ASSERT_NE(b, nullptr);
-    EXPECT_EQ(huge_mapping, 4096 + ((3 * kMiB + 5 + 4095) & ~(size_t)4095));
-    EXPECT_GE(map_calls, 2u);
+    EXPECT_GE(map_calls, 1u);
     EXPECT_GE(unmap_calls, 1u);
-    EXPECT_GE(advise_calls, 1u) << "emptied segments should have been purged";
+    EXPECT_GE(advise_calls, 1u) << "hak_collect should have purged the emptied segments";
     // The stats saw exactly the calls the fake saw: nothing bypasses the ops.
     EXPECT_EQ(after.os_mmap.count - before.os_mmap.count, map_calls);
     EXPECT_EQ(after.os_munmap.count - before.os_munmap.count, unmap_calls);
     EXPECT_EQ(after.os_madvise.count - before.os_madvise.count, advise_calls);
+    EXPECT_EQ(after.os_mremap.count - before.os_mremap.count, remap_calls);
     EXPECT_EQ(after.os_mmap.failures, before.os_mmap.failures);
     EXPECT_EQ(after.os_munmap.failures, before.os_munmap.failures);
+    // The totals are the sums over the users.
+    for (int k = 0; k < HAK_STATS_OS_KINDS; k++) {
+      uint64_t sum = 0;
+      for (int u = 0; u < HAK_STATS_OS_USERS; u++) sum += after.os_by[u][k].count;
+      const hak_os_call_stats_t* total[] = {&after.os_mmap, &after.os_munmap, &after.os_madvise, &after.os_mremap};
+      EXPECT_EQ(sum, total[k]->count) << "kind " << k;
+    }
   }
 }
 
-TEST(OsLayer, HugeMappingsAreExactlyAccountedWithAndWithoutHints) {
+// A whale too long for a region chunk gets a mapping of its own: exactly accounted,
+// 4 MiB-aligned (so free() finds its header by masking), unmapped when freed (it is
+// larger than the whale ring may hold).
+TEST(OsLayer, WhalesOfTheirOwnMappingAreExactlyAccounted) {
+  const size_t chunk = hak_probe_chunk_size();
+  const size_t page = hak_probe_os_page_size();
   for (int mode : {hak_probe_mode_counting(), hak_probe_mode_ignore_hint()}) {
-    for (size_t size : {(size_t)65537, kMiB, 4 * kMiB - 4096, 4 * kMiB, 9 * kMiB + 3}) {
+    for (size_t size : {chunk - 4 * kMiB + 1, chunk, chunk + 4 * kMiB + 3}) {
       hak_stats_t a = Stats();
       void* p;
       hak_stats_t b;
@@ -225,20 +249,47 @@ TEST(OsLayer, HugeMappingsAreExactlyAccountedWithAndWithoutHints) {
         hak_stats_get(&b);
       }
       ASSERT_NE(p, nullptr);
-      ASSERT_EQ(hak_probe_is_huge(p), 1);
-      size_t mapping = hak_probe_huge_mapping_size(p);
-      EXPECT_TRUE(IsAligned(p, 4096));
-      EXPECT_EQ(Addr(p) % (4 * kMiB), 4096u) << "a huge block starts one OS page into its segment";
-      EXPECT_EQ(mapping, 4096 + ((size + 4095) & ~(size_t)4095));
-      EXPECT_EQ(hak_usable_size(p), mapping - 4096);
+      ASSERT_EQ(hak_probe_is_whale(p), 1);
+      ASSERT_EQ(hak_probe_whale_is_dedicated(p), 1) << size;
+      size_t rounded = (size + page - 1) & ~(page - 1);
+      size_t mapping = hak_probe_whale_mapping_size(p);
+      EXPECT_EQ(Addr(p) % (4 * kMiB), page) << "a whale starts one OS page into its first unit";
+      EXPECT_EQ(mapping, page + rounded);
+      EXPECT_EQ(hak_usable_size(p), rounded);
       EXPECT_EQ(b.os_mapped_bytes - a.os_mapped_bytes, mapping) << "mode " << mode << " size " << size;
       EXPECT_EQ(b.segments_live, a.segments_live + 1);
-      memset(p, 0x6b, size);
+      memset(p, 0x6b, kMiB);
+      static_cast<uint8_t*>(p)[size - 1] = 1;
       hak_free(p);
       hak_stats_t c = Stats();
       EXPECT_EQ(c.os_mapped_bytes, a.os_mapped_bytes) << "mode " << mode << " size " << size;
       EXPECT_EQ(c.segments_live, a.segments_live);
     }
+  }
+}
+
+// A whale that fits a chunk is a run of region units: no system call once the chunk is
+// there, its usable size is the request rounded to pages, freeing it maps nothing back.
+TEST(OsLayer, RegionWhalesNeedNoSystemCall) {
+  void* warm = hak_malloc(9 * kMiB);  // makes sure a chunk exists
+  ASSERT_NE(warm, nullptr);
+  hak_free(warm);
+  const size_t page = hak_probe_os_page_size();
+  for (size_t size : {hak_probe_big_max() + 1, (size_t)9 * kMiB + 3, (size_t)40 * kMiB}) {
+    hak_stats_t a = Stats();
+    void* p = hak_malloc(size);
+    ASSERT_NE(p, nullptr);
+    hak_stats_t b = Stats();
+    EXPECT_EQ(hak_probe_is_whale(p), 1) << size;
+    EXPECT_EQ(hak_probe_whale_is_dedicated(p), 0) << size;
+    EXPECT_EQ(Addr(p) % (4 * kMiB), page);
+    EXPECT_EQ(hak_usable_size(p), (size + page - 1) & ~(page - 1));
+    EXPECT_EQ(b.segments_live, a.segments_live + 1);
+    memset(p, 0x3c, size);
+    hak_free(p);
+    hak_stats_t c = Stats();
+    EXPECT_EQ(c.segments_live, a.segments_live);
+    EXPECT_EQ(c.os_munmap.count, a.os_munmap.count) << "a region whale is never unmapped on free";
   }
 }
 
@@ -278,7 +329,7 @@ TEST(OsLayer, PurgeZeroesMemoryButKeepsTheMapping) {
   ASSERT_NE(p, nullptr);
   memset(p, 0xaa, size);
   hak_stats_t a = Stats();
-  hak_probe_os_purge(p + 4096, size - 2 * 4096);
+  EXPECT_EQ(hak_probe_os_purge(p + 4096, size - 2 * 4096), 1) << "DONTNEED (the default) reads zero after";
   hak_stats_t b = Stats();
   EXPECT_EQ(b.os_madvise.count, a.os_madvise.count + 1);
   EXPECT_EQ(b.os_mapped_bytes, a.os_mapped_bytes) << "purge must not count as unmapping";
@@ -290,9 +341,9 @@ TEST(OsLayer, PurgeZeroesMemoryButKeepsTheMapping) {
 }
 
 TEST(OsLayer, FailingUnmapIsCountedAndKeepsErrno) {
-  void* p = hak_malloc(2 * kMiB);
+  void* p = hak_malloc(hak_probe_chunk_size() + kMiB);  // a whale of its own mapping
   ASSERT_NE(p, nullptr);
-  size_t mapping = hak_probe_huge_mapping_size(p);
+  size_t mapping = hak_probe_whale_mapping_size(p);
   hak_stats_t a = Stats();
   int err;
   {
@@ -332,9 +383,9 @@ TEST(Stats, VariantName) {
 }
 
 TEST(Stats, OsCallsAreCountedInEveryVariant) {
-  const size_t size = 5 * kMiB;
+  const size_t size = hak_probe_chunk_size() + 5 * kMiB;
   hak_stats_t a = Stats();
-  void* p = hak_malloc(size);  // a fresh huge mapping
+  void* p = hak_malloc(size);  // a whale of its own mapping
   ASSERT_NE(p, nullptr);
   memset(p, 1, size);
   hak_stats_t b = Stats();
@@ -361,7 +412,7 @@ TEST(Stats, CountersMatchTheVariant) {
   const size_t huge = hak_probe_class_huge();
   const size_t cls = hak_probe_class_of(200);
   hak_stats_t a = Stats();
-  void* big = hak_malloc(kMiB);
+  void* big = hak_malloc(2 * kMiB);
   void* small = hak_malloc(200);
   ASSERT_NE(big, nullptr);
   ASSERT_NE(small, nullptr);
@@ -369,6 +420,10 @@ TEST(Stats, CountersMatchTheVariant) {
   hak_free(big);
   hak_stats_t b = Stats();
   EXPECT_EQ(b.counters_enabled, enabled ? 1 : 0);
+  void* whale = hak_malloc(9 * kMiB);
+  ASSERT_NE(whale, nullptr);
+  hak_free(whale);
+  hak_stats_t c = Stats();
   if (enabled) {
     EXPECT_EQ(b.alloc_large, a.alloc_large + 1);
     EXPECT_EQ(b.free_large, a.free_large + 1);
@@ -378,6 +433,9 @@ TEST(Stats, CountersMatchTheVariant) {
     EXPECT_EQ(b.class_frees[cls], a.class_frees[cls] + 1);
     EXPECT_EQ(b.alloc_fast + b.alloc_slow, a.alloc_fast + a.alloc_slow + 1);
     EXPECT_EQ(b.free_local, a.free_local + 1);
+    EXPECT_EQ(c.alloc_large, b.alloc_large + 1);
+    EXPECT_EQ(c.free_large, b.free_large + 1);
+    EXPECT_EQ(c.class_frees[huge], b.class_frees[huge] + 1);
     EXPECT_GE(b.threads_started, 1u);
   } else {
     ExpectCountersCompiledOut(b);

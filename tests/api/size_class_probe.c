@@ -9,16 +9,15 @@ size_t hak_probe_class_of(size_t size) { return hak_size_class(size); }
 size_t hak_probe_mid_class_of(size_t size) { return hak_mid_class_of(size); }
 size_t hak_probe_block_size(size_t class_index) { return hak_class_block_size(class_index); }
 size_t hak_probe_tiny_direct(size_t slot) { return hak_tiny_class_of_direct[slot]; }
-int hak_probe_class_segment_kind(size_t class_index) { return (int)hak_class_segment_kind(class_index); }
+size_t hak_probe_class_page_slices(size_t class_index) { return hak_class_page_slices(class_index); }
 
 size_t hak_probe_class_count(void) { return HAK_CLASS_COUNT; }
 size_t hak_probe_tiny_class_count(void) { return HAK_TINY_CLASS_COUNT; }
 size_t hak_probe_tiny_direct_count(void) { return HAK_TINY_DIRECT_COUNT; }
 size_t hak_probe_tiny_max(void) { return HAK_TINY_MAX; }
 size_t hak_probe_mid_max(void) { return HAK_MID_MAX; }
-size_t hak_probe_small_page_block_max(void) { return HAK_SMALL_PAGE_BLOCK_MAX; }
-int hak_probe_kind_small(void) { return (int)HAK_SEGMENT_SMALL; }
-int hak_probe_kind_medium(void) { return (int)HAK_SEGMENT_MEDIUM; }
+size_t hak_probe_pool_max(void) { return HAK_POOL_MAX; }
+size_t hak_probe_slice_size(void) { return HAK_SLICE_SIZE; }
 
 /* The page a live block sits in, as the allocator sees it: its block size and class. */
 size_t hak_probe_page_block_size(const void* p) {
@@ -30,3 +29,11 @@ size_t hak_probe_page_class(const void* p) {
   return hak_segment_page_of(segment, p)->class_index;
 }
 int hak_probe_segment_kind_of(const void* p) { return (int)hak_segment_of(p)->kind; }
+int hak_probe_kind_pool(void) { return (int)HAK_SEGMENT_POOL; }
+/* Slices spanned by the page a live block sits in, and whether the block starts it. */
+size_t hak_probe_page_slices(const void* p) {
+  return hak_segment_page_of(hak_segment_of(p), p)->slice_count;
+}
+size_t hak_probe_page_reserved(const void* p) {
+  return hak_segment_page_of(hak_segment_of(p), p)->reserved;
+}

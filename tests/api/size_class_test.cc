@@ -1,6 +1,6 @@
-// size_class_test.cc - the size classes (hak_tiny.c, hak_mid.c) through a C probe, checked
-// against their stated properties and an independent model, and against what malloc
-// actually hands out.
+// size_class_test.cc - the size classes of the tiny, mid and L2.5 pools (hak_tiny.c,
+// hak_mid.c) through a C probe, checked against their stated properties and an
+// independent model, and against what malloc actually hands out.
 #include <gtest/gtest.h>
 
 #include <cstddef>
@@ -16,24 +16,28 @@ size_t hak_probe_class_of(size_t size);
 size_t hak_probe_mid_class_of(size_t size);
 size_t hak_probe_block_size(size_t class_index);
 size_t hak_probe_tiny_direct(size_t slot);
-int hak_probe_class_segment_kind(size_t class_index);
+size_t hak_probe_class_page_slices(size_t class_index);
 size_t hak_probe_class_count(void);
 size_t hak_probe_tiny_class_count(void);
 size_t hak_probe_tiny_direct_count(void);
 size_t hak_probe_tiny_max(void);
 size_t hak_probe_mid_max(void);
-size_t hak_probe_small_page_block_max(void);
-int hak_probe_kind_small(void);
-int hak_probe_kind_medium(void);
+size_t hak_probe_pool_max(void);
+size_t hak_probe_slice_size(void);
 size_t hak_probe_page_block_size(const void* p);
 size_t hak_probe_page_class(const void* p);
 int hak_probe_segment_kind_of(const void* p);
+int hak_probe_kind_pool(void);
+size_t hak_probe_page_slices(const void* p);
+size_t hak_probe_page_reserved(const void* p);
 }
 
 namespace {
 
-constexpr size_t kClasses = 80;
+constexpr size_t kClasses = 112;
 constexpr size_t kMidMax = 65536;
+constexpr size_t kPoolMax = 1024 * 1024;
+constexpr size_t kSlice = 65536;
 
 // Independent model of the documented scheme: 16 B steps up to 256 B, then 8 classes
 // per doubling.
@@ -53,12 +57,16 @@ size_t ModelClassOf(size_t size) {
 TEST(SizeClass, Constants) {
   EXPECT_EQ(hak_probe_class_count(), kClasses);
   EXPECT_EQ(hak_probe_mid_max(), kMidMax);
+  EXPECT_EQ(hak_probe_pool_max(), kPoolMax);
+  EXPECT_EQ(hak_probe_slice_size(), kSlice);
   EXPECT_EQ(hak_probe_tiny_max(), 1024u);
   EXPECT_EQ(hak_probe_tiny_direct_count(), 1024u / 16 + 1);
   EXPECT_EQ(hak_probe_tiny_class_count(), 32u);
   EXPECT_EQ(HAK_STATS_CLASS_COUNT, (int)kClasses + 1);
-  // The last class is exactly the mid pools' limit, the last tiny class the tiny limit.
-  EXPECT_EQ(hak_probe_block_size(kClasses - 1), kMidMax);
+  // The last class is exactly the L2.5 pool's limit, class 79 the mid pools' limit, the
+  // last tiny class the tiny limit.
+  EXPECT_EQ(hak_probe_block_size(kClasses - 1), kPoolMax);
+  EXPECT_EQ(hak_probe_block_size(79), kMidMax);
   EXPECT_EQ(hak_probe_block_size(hak_probe_tiny_class_count() - 1), hak_probe_tiny_max());
 }
 
@@ -87,9 +95,9 @@ TEST(SizeClass, ClassOfBlockSizeIsTheClass) {
   }
 }
 
-TEST(SizeClass, EverySizeUpTo64KiB) {
+TEST(SizeClass, EverySizeUpTo1MiB) {
   size_t prev = hak_probe_class_of(1);
-  for (size_t size = 1; size <= kMidMax; size++) {
+  for (size_t size = 1; size <= kPoolMax; size++) {
     size_t c = hak_probe_class_of(size);
     ASSERT_LT(c, kClasses) << "size " << size;
     ASSERT_GE(c, prev) << "class_of not monotonic at size " << size;
@@ -111,12 +119,13 @@ TEST(SizeClass, EverySizeUpTo64KiB) {
   }
   // malloc(0) is served by the smallest class.
   EXPECT_EQ(hak_probe_class_of(0), 0u);
-  EXPECT_EQ(hak_probe_class_of(kMidMax), kClasses - 1);
+  EXPECT_EQ(hak_probe_class_of(kMidMax), 79u);
+  EXPECT_EQ(hak_probe_class_of(kPoolMax), kClasses - 1);
 }
 
 TEST(SizeClass, EveryClassIsUsed) {
   std::vector<int> seen(kClasses, 0);
-  for (size_t size = 1; size <= kMidMax; size++) seen[hak_probe_class_of(size)]++;
+  for (size_t size = 1; size <= kPoolMax; size++) seen[hak_probe_class_of(size)]++;
   for (size_t c = 0; c < kClasses; c++) EXPECT_GT(seen[c], 0) << "class " << c << " is never chosen";
 }
 
@@ -145,11 +154,17 @@ TEST(SizeClass, TinyDirectTableIsConsistent) {
   EXPECT_EQ(hak_probe_class_of(hak_probe_tiny_max() + 1), hak_probe_tiny_class_count());
 }
 
-TEST(SizeClass, SegmentKindByBlockSize) {
+// Pages are spans of 64 KiB slices: blocks up to 8 KiB in 1-slice pages, up to 128 KiB
+// in 8-slice pages, larger ones alone in the fewest slices that hold them.
+TEST(SizeClass, PageSlicesByBlockSize) {
   for (size_t c = 0; c < kClasses; c++) {
-    int expected = hak_probe_block_size(c) <= hak_probe_small_page_block_max() ? hak_probe_kind_small()
-                                                                               : hak_probe_kind_medium();
-    EXPECT_EQ(hak_probe_class_segment_kind(c), expected) << "class " << c;
+    size_t b = hak_probe_block_size(c);
+    size_t slices = hak_probe_class_page_slices(c);
+    size_t expected = b <= 8192 ? 1 : b <= 128 * 1024 ? 8 : (b + kSlice - 1) / kSlice;
+    EXPECT_EQ(slices, expected) << "class " << c << " (" << b << " B)";
+    EXPECT_LE(slices, 63u) << "a page must fit in a segment's 63 usable slices";
+    size_t blocks = slices * kSlice / b;
+    EXPECT_GE(blocks, b > 128 * 1024 ? 1u : 4u) << "class " << c;
   }
 }
 
@@ -161,17 +176,20 @@ TEST(SizeClass, StatsReportTheClassSizes) {
 }
 
 TEST(SizeClass, MallocUsesTheClassOfTheSize) {
-  // What malloc hands out sits in a page of exactly the class hak_size_class names, and
-  // malloc_usable_size is that class's block size.
+  // What malloc hands out sits in a page of exactly the class hak_size_class names and
+  // of the slices that class's pages span, and malloc_usable_size is the block size.
   std::vector<void*> live;
-  for (size_t size = 0; size <= kMidMax; size += (size < 2048 ? 1 : 61)) {
+  for (size_t size = 0; size <= kPoolMax; size += (size < 2048 ? 1 : size < kMidMax ? 61 : 4093)) {
     void* p = hak_malloc(size);
     ASSERT_NE(p, nullptr);
     size_t c = hak_probe_class_of(size);
     ASSERT_EQ(hak_probe_page_class(p), c) << "size " << size;
     ASSERT_EQ(hak_probe_page_block_size(p), hak_probe_block_size(c)) << "size " << size;
     ASSERT_EQ(hak_usable_size(p), hak_probe_block_size(c)) << "size " << size;
-    ASSERT_EQ(hak_probe_segment_kind_of(p), hak_probe_class_segment_kind(c)) << "size " << size;
+    ASSERT_EQ(hak_probe_segment_kind_of(p), hak_probe_kind_pool()) << "size " << size;
+    ASSERT_EQ(hak_probe_page_slices(p), hak_probe_class_page_slices(c)) << "size " << size;
+    ASSERT_EQ(hak_probe_page_reserved(p), hak_probe_class_page_slices(c) * kSlice / hak_probe_block_size(c))
+        << "size " << size;
     live.push_back(p);
     if (live.size() > 256) {
       hak_free(live.front());

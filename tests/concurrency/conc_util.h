@@ -82,11 +82,15 @@ struct Rng {
   size_t Below(size_t n) { return (size_t)(Next() % n); }
 };
 
-// Sizes across every pool: mostly tiny (16 B .. 1 KiB), some mid (1 KiB .. 64 KiB,
-// log-uniform so every mid class is hit), and 1 in `huge_one_in` above 64 KiB
-// (64 KiB + 1 .. 256 KiB). huge_one_in == 0 disables huge blocks.
+// Sizes across every tier: mostly tiny (16 B .. 1 KiB), some mid (1 KiB .. 64 KiB,
+// log-uniform so every mid class is hit), and 1 in `huge_one_in` above 64 KiB: mostly
+// L2.5 (64 KiB + 1 .. 256 KiB), one in eight big blocks and whales (1 MiB .. 6 MiB).
+// huge_one_in == 0 disables them.
 inline size_t RandomSize(Rng& rng, size_t huge_one_in = 256) {
-  if (huge_one_in != 0 && rng.Below(huge_one_in) == 0) return 64 * KiB + 1 + rng.Below(192 * KiB);
+  if (huge_one_in != 0 && rng.Below(huge_one_in) == 0) {
+    if (rng.Below(8) != 0) return 64 * KiB + 1 + rng.Below(192 * KiB);
+    return 1024 * KiB + 1 + rng.Below(5 * 1024 * KiB);
+  }
   uint64_t r = rng.Below(100);
   if (r < 85) return 1 + rng.Below(1024);
   size_t shift = 10 + rng.Below(6);  // 1 KiB .. 32 KiB base
@@ -94,10 +98,13 @@ inline size_t RandomSize(Rng& rng, size_t huge_one_in = 256) {
   return base + 1 + rng.Below(base);  // (base, 2*base]: up to 64 KiB
 }
 
-inline uint64_t MappedBytes() {
+// Memory hakmem has in use: region units handed out (pool segments and whales). Freed
+// memory stays mapped in the region (and purged), so mapped address space no longer
+// tells whether memory is reused; units in use do.
+inline uint64_t UsedBytes() {
   hak_stats_t s;
   hak_stats_get(&s);
-  return s.os_mapped_bytes;
+  return s.region_used_bytes;
 }
 
 inline hak_stats_t Stats() {
@@ -154,11 +161,11 @@ class BatchQueue {
   int producers_;
 };
 
-// Running maximum of mapped bytes, updated from any thread.
+// Running maximum of the bytes in use, updated from any thread.
 class PeakTracker {
  public:
   void Sample() {
-    uint64_t v = MappedBytes();
+    uint64_t v = UsedBytes();
     uint64_t cur = peak_.load(std::memory_order_relaxed);
     while (v > cur && !peak_.compare_exchange_weak(cur, v)) {
     }

@@ -163,7 +163,7 @@ TEST(ThreadExit, BlocksOfExitedThreadsAreFreedElsewhereAndMemoryIsReused) {
       if (p == nullptr) bad++;
       free(p);
     }
-    uint64_t mapped = MappedBytes();
+    uint64_t mapped = UsedBytes();
     if (r == kWarmupRounds) mapped_at_warmup = mapped;
     if (r > kWarmupRounds) peak = std::max(peak, mapped);
     if (r >= kWarmupRounds && r < kWarmupRounds + 60) early_peak = std::max(early_peak, mapped);
@@ -196,16 +196,16 @@ TEST(ThreadExit, BlocksOfExitedThreadsAreFreedElsewhereAndMemoryIsReused) {
   // the rounds. Without reuse each round would leave ~2 x 16 MiB behind: > 5 GiB over
   // the 180 measured rounds.
   EXPECT_GT(mapped_at_warmup, 0u);
-  EXPECT_LT(peak, before.os_mapped_bytes + 384 * MiB)
-      << "mapped before " << before.os_mapped_bytes / KiB << " KiB, peak after warm-up " << peak / KiB << " KiB";
+  EXPECT_LT(peak, before.region_used_bytes + 384 * MiB)
+      << "in use before " << before.region_used_bytes / KiB << " KiB, peak after warm-up " << peak / KiB << " KiB";
   // And no trend: the last 60 rounds peak no higher than the first 60 after warm-up,
   // give or take the fluctuation of the heaps in flight (6 x 16 MiB).
   EXPECT_LT(late_peak, early_peak + 96 * MiB)
       << "peak of rounds " << kWarmupRounds << ".." << kWarmupRounds + 59 << ": " << early_peak / KiB
       << " KiB; of the last 60 rounds: " << late_peak / KiB << " KiB";
-  printf("orphans: mapped before %llu KiB, at warm-up %llu KiB, peak %llu KiB, end %llu KiB\n",
-         (unsigned long long)(before.os_mapped_bytes / KiB), (unsigned long long)(mapped_at_warmup / KiB),
-         (unsigned long long)(peak / KiB), (unsigned long long)(after.os_mapped_bytes / KiB));
+  printf("orphans: in use before %llu KiB, at warm-up %llu KiB, peak %llu KiB, end %llu KiB\n",
+         (unsigned long long)(before.region_used_bytes / KiB), (unsigned long long)(mapped_at_warmup / KiB),
+         (unsigned long long)(peak / KiB), (unsigned long long)(after.region_used_bytes / KiB));
 #if HAK_STATS
   EXPECT_GT(after.segments_abandoned - before.segments_abandoned, 0u);
   EXPECT_GT(after.segments_adopted - before.segments_adopted, 0u);
@@ -253,6 +253,7 @@ TEST(ThreadExit, ThreadsThatFreedEverythingLeaveNothingBehind) {
   // are in place before the baseline.
   uint64_t warm_bad = 0;
   RunPthread(AllocateAndFreeEverything, &warm_bad);
+  hak_collect(false);
   const hak_stats_t before = Stats();
   std::vector<uint64_t> bad(kThreads, 0);
   for (int r = 0; r < kRounds; r++) {
@@ -260,6 +261,7 @@ TEST(ThreadExit, ThreadsThatFreedEverythingLeaveNothingBehind) {
     for (int t = 0; t < kThreads; t++) ASSERT_EQ(pthread_create(&threads[t], nullptr, AllocateAndFreeEverything, &bad[t]), 0);
     for (int t = 0; t < kThreads; t++) ASSERT_EQ(pthread_join(threads[t], nullptr), 0);
   }
+  hak_collect(false);  // the whale ring may hold the threads' freed whales
   const hak_stats_t after = Stats();
   EXPECT_EQ(warm_bad, 0u);
   for (int t = 0; t < kThreads; t++) EXPECT_EQ(bad[t], 0u) << "thread " << t;
@@ -267,9 +269,10 @@ TEST(ThreadExit, ThreadsThatFreedEverythingLeaveNothingBehind) {
   // the main thread may have grown by one segment for its thread bookkeeping.
   EXPECT_LE(after.segments_live, before.segments_live + 1)
       << "before " << before.segments_live << " after " << after.segments_live;
-  // Released segments go to the cache (at most 4 x 4 MiB) or back to the OS.
-  EXPECT_LE(after.os_mapped_bytes, before.os_mapped_bytes + 16 * MiB + 4 * MiB)
-      << "before " << before.os_mapped_bytes / KiB << " KiB, after " << after.os_mapped_bytes / KiB << " KiB";
+  // Released segments go back to the region: no more units in use than before (plus
+  // the main thread's one segment).
+  EXPECT_LE(after.region_used_bytes, before.region_used_bytes + 4 * MiB)
+      << "before " << before.region_used_bytes / KiB << " KiB, after " << after.region_used_bytes / KiB << " KiB";
 #if HAK_STATS
   // Nothing was left in use at exit, so nothing was abandoned.
   EXPECT_EQ(after.segments_abandoned, before.segments_abandoned);
@@ -307,7 +310,8 @@ TEST(ThreadExit, TwoThousandShortLivedThreadsReuseHeaps) {
   FewMallocs warm;
   RunPthread(DoFewMallocs, &warm);
   const size_t live_before = conc_probe_live_heaps();
-  const uint64_t mapped_before = MappedBytes();
+  const uint64_t mapped_before = UsedBytes();
+  const uint64_t mapped_os_before = Stats().os_mapped_bytes;
   std::set<const void*> heaps;
   uint64_t bad = warm.bad;
   for (int i = 0; i < kThreads; i++) {
@@ -326,8 +330,9 @@ TEST(ThreadExit, TwoThousandShortLivedThreadsReuseHeaps) {
   EXPECT_LE(heaps.size(), 2u);
   EXPECT_EQ(conc_probe_live_heaps(), live_before);
   // 2000 heap structs of ~3-4 KiB would need ~8 MiB of fresh heap chunks; with reuse
-  // nothing new is mapped (allow the segment cache's 16 MiB of churn).
-  EXPECT_LT(MappedBytes(), mapped_before + 16 * MiB);
+  // nothing new is mapped (heap chunks are mapped directly) and no units stay in use.
+  EXPECT_LT(UsedBytes(), mapped_before + 16 * MiB);
+  EXPECT_LT(Stats().os_mapped_bytes, mapped_os_before + 1 * MiB);
 }
 
 // Threads started together hit the heap pool at the same moment: each must get a heap

@@ -13,7 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+extern char** environ;
+
 #include <string>
+#include <vector>
 
 namespace hak_variant_test {
 
@@ -90,6 +93,32 @@ ChildResult RunChild(F body, double deadline_s = 20.0) {
     res.code = WTERMSIG(status);
   }
   return res;
+}
+
+// Runs this test binary again as a child, with the given extra environment entries
+// ("NAME=value"; every inherited HAKMEM_* variable is dropped first) and only the named
+// test (usually a DISABLED_ helper). Options are read once at process start, so this is
+// how a test sets them.
+inline ChildResult RunSelfWithEnv(const std::string& test, const std::vector<std::string>& env,
+                                  double deadline_s = 60.0) {
+  std::vector<std::string> envs;
+  for (char** e = environ; *e != nullptr; e++) {
+    if (strncmp(*e, "HAKMEM_", 7) != 0) envs.push_back(*e);
+  }
+  envs.insert(envs.end(), env.begin(), env.end());
+  std::string filter = "--gtest_filter=" + test;
+  return RunChild(
+      [&] {
+        std::vector<char*> envp;
+        for (std::string& s : envs) envp.push_back(&s[0]);
+        envp.push_back(nullptr);
+        char self[] = "/proc/self/exe";
+        char disabled[] = "--gtest_also_run_disabled_tests";
+        char* argv[] = {self, &filter[0], disabled, nullptr};
+        execve(self, argv, envp.data());
+        _exit(98);
+      },
+      deadline_s);
 }
 
 inline std::string Describe(const ChildResult& r) {

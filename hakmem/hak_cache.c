@@ -1,0 +1,273 @@
+/* hak_cache.c - caches of freed big blocks and whales, handed out again with no system
+ * call and no search of the region.
+ *
+ *   BigCache  per heap, no lock: the pages of big blocks (above the pools, up to 63
+ *             slices: 1 MiB .. 4032 KiB) its thread freed, whoever allocated them (big
+ *             segments belong to nobody), up to HAKMEM_BIGCACHE_SLOTS and _BYTES. The
+ *             best fit wins; a larger page is cut to size, its tail going back to the
+ *             big segments' free spans. The oldest entry is evicted there (still
+ *             resident: any big size reuses it).
+ *   whale     global, one lock: freed whales (runs of 4 MiB units, or mappings of their
+ *             own), a FIFO ring of HAKMEM_WHALE_SLOTS; the best fit wins if it wastes at
+ *             most HAKMEM_WHALE_WASTE_PCT; a larger region run is split, its tail going
+ *             back to the region. Bounded by slots and bytes; the oldest entry is evicted
+ *             to the region (kept mapped, purged later), never unmapped here. Entries
+ *             unused for the purge delay are evicted on the next purge tick. */
+#include "hak_internal.h"
+
+/* ---- BigCache --------------------------------------------------------------------------- */
+
+static _Atomic uint64_t hak_bigcache_exited[4]; /* hits, misses, puts, evictions of exited heaps */
+
+static size_t hak_bigcache_slots(void) {
+  return hak_options.bigcache_slots < HAK_BIGCACHE_SLOTS_MAX ? hak_options.bigcache_slots : HAK_BIGCACHE_SLOTS_MAX;
+}
+
+/* The owner thread writes a BigCache's counters; hak_stats_get reads them from any
+ * thread, so writes are relaxed atomic stores (plain moves on x86). */
+#define hak_bigcache_set(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELAXED)
+#define hak_bigcache_add(field, n) hak_bigcache_set(field, (field) + (n))
+
+static hak_page_t* hak_bigcache_remove(hak_bigcache_t* cache, size_t i) {
+  hak_page_t* page = cache->pages[i];
+  hak_bigcache_add(cache->bytes, -hak_page_bytes_of(page));
+  for (size_t j = i + 1; j < cache->count; j++) cache->pages[j - 1] = cache->pages[j];
+  hak_bigcache_add(cache->count, -(size_t)1);
+  return page;
+}
+
+hak_page_t* hak_bigcache_get(hak_heap_t* heap, size_t slices) {
+  hak_bigcache_t* cache = &heap->bigcache;
+  long best = -1;
+  for (size_t i = 0; i < cache->count; i++) {
+    if (cache->pages[i]->slice_count < slices) continue;
+    if (best < 0 || cache->pages[i]->slice_count <= cache->pages[best]->slice_count) best = (long)i;
+  }
+  if (best < 0) {
+    hak_bigcache_add(cache->misses, 1);
+    return NULL;
+  }
+  hak_bigcache_add(cache->hits, 1);
+  hak_page_t* page = hak_bigcache_remove(cache, (size_t)best);
+  if (page->slice_count > slices) hak_segment_big_resize(page, slices);
+  return page;
+}
+
+void hak_bigcache_put(hak_heap_t* heap, hak_page_t* page) {
+  hak_bigcache_t* cache = &heap->bigcache;
+  size_t slots = hak_bigcache_slots(), bytes = hak_page_bytes_of(page);
+  if (slots == 0 || bytes > hak_options.bigcache_bytes) {
+    hak_segment_big_free(page);
+    return;
+  }
+  while (cache->count > 0 && (cache->count >= slots || cache->bytes + bytes > hak_options.bigcache_bytes)) {
+    hak_segment_big_free(hak_bigcache_remove(cache, 0));
+    hak_bigcache_add(cache->evictions, 1);
+  }
+  cache->pages[cache->count] = page;
+  hak_bigcache_add(cache->count, 1);
+  hak_bigcache_add(cache->bytes, bytes);
+  hak_bigcache_add(cache->puts, 1);
+}
+
+bool hak_bigcache_flush(hak_heap_t* heap) {
+  hak_bigcache_t* cache = &heap->bigcache;
+  if (cache->count == 0) return false;
+  while (cache->count > 0) {
+    hak_segment_big_free(hak_bigcache_remove(cache, 0));
+    hak_bigcache_add(cache->evictions, 1);
+  }
+  return true;
+}
+
+void hak_bigcache_fold(const hak_heap_t* heap) {
+  const hak_bigcache_t* c = &heap->bigcache;
+  atomic_fetch_add_explicit(&hak_bigcache_exited[0], c->hits, memory_order_relaxed);
+  atomic_fetch_add_explicit(&hak_bigcache_exited[1], c->misses, memory_order_relaxed);
+  atomic_fetch_add_explicit(&hak_bigcache_exited[2], c->puts, memory_order_relaxed);
+  atomic_fetch_add_explicit(&hak_bigcache_exited[3], c->evictions, memory_order_relaxed);
+}
+
+static void hak_bigcache_visit(const hak_heap_t* heap, void* arg) {
+  hak_cache_stats_t* out = arg;
+  const hak_bigcache_t* c = &heap->bigcache;
+  out->hits += __atomic_load_n(&c->hits, __ATOMIC_RELAXED);
+  out->misses += __atomic_load_n(&c->misses, __ATOMIC_RELAXED);
+  out->puts += __atomic_load_n(&c->puts, __ATOMIC_RELAXED);
+  out->evictions += __atomic_load_n(&c->evictions, __ATOMIC_RELAXED);
+  out->cached += __atomic_load_n(&c->count, __ATOMIC_RELAXED);
+  out->cached_bytes += __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
+}
+
+static void hak_bigcache_stats_read(hak_cache_stats_t* out) {
+  *out = (hak_cache_stats_t){0};
+  out->hits = atomic_load_explicit(&hak_bigcache_exited[0], memory_order_relaxed);
+  out->misses = atomic_load_explicit(&hak_bigcache_exited[1], memory_order_relaxed);
+  out->puts = atomic_load_explicit(&hak_bigcache_exited[2], memory_order_relaxed);
+  out->evictions = atomic_load_explicit(&hak_bigcache_exited[3], memory_order_relaxed);
+  hak_heap_visit_all(hak_bigcache_visit, out);
+  out->slots = hak_bigcache_slots();
+  out->bytes_limit = hak_options.bigcache_bytes;
+}
+
+/* ---- Whale ring ---------------------------------------------------------------------------- */
+
+#define HAK_WHALE_SLOTS_MAX 64
+
+typedef struct hak_whale_entry_s {
+  hak_segment_t* segment;
+  uint64_t put_ms;
+} hak_whale_entry_t;
+
+typedef struct hak_whale_ring_s {
+  size_t count;
+  size_t bytes;
+  uint64_t hits, misses, puts, evictions;
+  hak_whale_entry_t entries[HAK_WHALE_SLOTS_MAX]; /* oldest first */
+} hak_whale_ring_t;
+
+/* Evictions are collected under the lock and released after it. */
+typedef struct hak_whale_evicted_s {
+  size_t count;
+  hak_whale_entry_t entries[HAK_WHALE_SLOTS_MAX];
+} hak_whale_evicted_t;
+
+static hak_lock_t hak_whale_lock = HAK_LOCK_INIT;
+static hak_whale_ring_t hak_whales;
+
+void hak_cache_fork_lock(void) {
+  hak_lock(&hak_whale_lock);
+}
+
+void hak_cache_fork_unlock(void) {
+  hak_unlock(&hak_whale_lock);
+}
+
+static size_t hak_whale_slots(void) {
+  return hak_options.whale_slots < HAK_WHALE_SLOTS_MAX ? hak_options.whale_slots : HAK_WHALE_SLOTS_MAX;
+}
+
+static hak_segment_t* hak_whale_remove(size_t i) {
+  hak_segment_t* segment = hak_whales.entries[i].segment;
+  hak_whales.bytes -= segment->mapping_size;
+  for (size_t j = i + 1; j < hak_whales.count; j++) hak_whales.entries[j - 1] = hak_whales.entries[j];
+  hak_whales.count--;
+  return segment;
+}
+
+static void hak_whale_evict_first(hak_whale_evicted_t* out) {
+  out->entries[out->count++] = hak_whales.entries[0];
+  hak_whale_remove(0);
+  hak_whales.evictions++;
+}
+
+static void hak_whale_release_all(const hak_whale_evicted_t* evicted) {
+  for (size_t i = 0; i < evicted->count; i++) {
+    hak_whale_release(evicted->entries[i].segment, evicted->entries[i].put_ms);
+  }
+}
+
+/* A run fits if it holds `need` bytes from its start (header, offset, block) and, for
+ * alignments above a unit, its start is placed right. */
+static bool hak_whale_fits(const hak_segment_t* segment, size_t need, size_t align, size_t align_offset) {
+  if (segment->mapping_size < need) return false;
+  return align <= HAK_SEGMENT_SIZE || (((uintptr_t)segment + align_offset) & (align - 1)) == 0;
+}
+
+/* Index of the best entry (fewest units, newest on ties), or -1. Lock held. */
+static long hak_whale_best(size_t need, size_t align, size_t align_offset) {
+  long best = -1;
+  for (size_t i = 0; i < hak_whales.count; i++) {
+    const hak_segment_t* s = hak_whales.entries[i].segment;
+    if (!hak_whale_fits(s, need, align, align_offset)) continue;
+    if (best < 0 || s->units <= hak_whales.entries[best].segment->units) best = (long)i;
+  }
+  return best;
+}
+
+hak_segment_t* hak_whale_get(size_t need, size_t align, size_t align_offset) {
+  size_t units = (need + HAK_SEGMENT_MASK) >> HAK_SEGMENT_SHIFT;
+  hak_segment_t* found = NULL;
+  void* tail = NULL;
+  size_t tail_units = 0;
+  uint64_t tail_idle = 0;
+  hak_lock(&hak_whale_lock);
+  long i = hak_whales.count > 0 ? hak_whale_best(need, align, align_offset) : -1;
+  if (i >= 0) {
+    hak_segment_t* s = hak_whales.entries[i].segment;
+    if (s->units <= units + units * hak_options.whale_waste_pct / 100) {
+      found = hak_whale_remove((size_t)i);
+    } else if (!s->is_dedicated) { /* too big: keep what is needed, the tail to the region */
+      tail_idle = hak_whales.entries[i].put_ms;
+      found = hak_whale_remove((size_t)i);
+      tail = (uint8_t*)found + (units << HAK_SEGMENT_SHIFT);
+      tail_units = found->units - units;
+      found->units = units;
+      found->mapping_size = units << HAK_SEGMENT_SHIFT;
+    }
+  }
+  if (found != NULL) hak_whales.hits++;
+  else hak_whales.misses++;
+  hak_unlock(&hak_whale_lock);
+  if (tail != NULL) hak_region_free(tail, tail_units, tail_idle);
+  return found;
+}
+
+bool hak_whale_put(hak_segment_t* segment) {
+  size_t slots = hak_whale_slots(), limit = hak_options.whale_bytes;
+  if (slots == 0 || segment->mapping_size > limit) return false;
+  uint64_t now = hak_purge_now_ms();
+  hak_whale_evicted_t evicted;
+  evicted.count = 0;
+  hak_lock(&hak_whale_lock);
+  while (hak_whales.count > 0 && (hak_whales.count >= slots || hak_whales.bytes + segment->mapping_size > limit)) {
+    hak_whale_evict_first(&evicted);
+  }
+  hak_whales.entries[hak_whales.count++] = (hak_whale_entry_t){segment, now};
+  hak_whales.bytes += segment->mapping_size;
+  hak_whales.puts++;
+  hak_unlock(&hak_whale_lock);
+  hak_whale_release_all(&evicted);
+  hak_purge_schedule(now + hak_options.purge_delay_ms);
+  return true;
+}
+
+/* Gives the oldest whale to the region, so that a region that would otherwise hand out
+ * clean units (page faults to come) reuses resident memory the ring holds. */
+bool hak_whale_evict_oldest(void) {
+  hak_whale_evicted_t evicted;
+  evicted.count = 0;
+  hak_lock(&hak_whale_lock);
+  if (hak_whales.count > 0) hak_whale_evict_first(&evicted);
+  hak_unlock(&hak_whale_lock);
+  hak_whale_release_all(&evicted);
+  return evicted.count > 0;
+}
+
+/* Evicts whales unused for the purge delay (every whale with `all`) to the region,
+ * which purges them at once since they have been idle that long already. */
+void hak_whale_trim(bool all) {
+  uint64_t now = hak_purge_now_ms();
+  uint64_t next_due = UINT64_MAX;
+  hak_whale_evicted_t evicted;
+  evicted.count = 0;
+  hak_lock(&hak_whale_lock);
+  while (hak_whales.count > 0 && (all || hak_whales.entries[0].put_ms + hak_options.purge_delay_ms <= now)) {
+    hak_whale_evict_first(&evicted);
+  }
+  if (hak_whales.count > 0) next_due = hak_whales.entries[0].put_ms + hak_options.purge_delay_ms;
+  hak_unlock(&hak_whale_lock);
+  hak_whale_release_all(&evicted);
+  if (next_due != UINT64_MAX) hak_purge_schedule(next_due);
+}
+
+/* ---- Stats ------------------------------------------------------------------------------- */
+
+void hak_cache_stats_read(hak_stats_t* out) {
+  hak_bigcache_stats_read(&out->bigcache);
+  hak_lock(&hak_whale_lock);
+  out->whale = (hak_cache_stats_t){hak_whales.hits,  hak_whales.misses, hak_whales.puts,
+                                   hak_whales.evictions, hak_whales.count, hak_whales.bytes,
+                                   hak_whale_slots(), hak_options.whale_bytes};
+  hak_unlock(&hak_whale_lock);
+}

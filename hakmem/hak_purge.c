@@ -1,0 +1,78 @@
+/* hak_purge.c - deferred, batched madvise.
+ *
+ * Memory hakmem stops using is not purged at once: its owner (the region, for free
+ * units) marks it pending with a due time `purge delay` ahead, and reuse before then
+ * simply cancels the purge (no system call either way). Slow paths call hak_purge_tick,
+ * which costs a coarse clock read and one atomic load when nothing is due; when
+ * something is, the owner collects what is due into a batch, adjacent ranges merged
+ * into one call, and issues it outside its lock (the memory is marked in flight, so it
+ * is not handed out meanwhile). DONTNEED or FREE by HAKMEM_MADVISE. */
+#include <time.h>
+
+#include "hak_internal.h"
+
+static _Atomic uint64_t hak_purge_next_due = UINT64_MAX;
+static _Atomic uint64_t hak_purge_flushes, hak_purge_ranges_issued, hak_purge_bytes_issued;
+
+uint64_t hak_purge_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+bool hak_purge_batch_add(hak_purge_batch_t* batch, void* addr, size_t size) {
+  if (batch->count > 0) {
+    hak_purge_range_t* last = &batch->ranges[batch->count - 1];
+    if (last->addr + last->size == (uint8_t*)addr) {
+      last->size += size;
+      return true;
+    }
+  }
+  if (batch->count == HAK_PURGE_BATCH_MAX) return false;
+  batch->ranges[batch->count++] = (hak_purge_range_t){(uint8_t*)addr, size};
+  return true;
+}
+
+bool hak_purge_batch_flush(hak_purge_batch_t* batch) {
+  bool zeroed = true;
+  size_t bytes = 0;
+  for (size_t i = 0; i < batch->count; i++) {
+    zeroed &= hak_os_purge(batch->ranges[i].addr, batch->ranges[i].size, HAK_OS_USER_PURGE);
+    bytes += batch->ranges[i].size;
+  }
+  if (batch->count > 0) {
+    atomic_fetch_add_explicit(&hak_purge_flushes, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hak_purge_ranges_issued, batch->count, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hak_purge_bytes_issued, bytes, memory_order_relaxed);
+  }
+  batch->count = 0;
+  return zeroed;
+}
+
+void hak_purge_schedule(uint64_t due_ms) {
+  uint64_t cur = atomic_load_explicit(&hak_purge_next_due, memory_order_relaxed);
+  while (due_ms < cur &&
+         !atomic_compare_exchange_weak_explicit(&hak_purge_next_due, &cur, due_ms, memory_order_relaxed,
+                                                memory_order_relaxed)) {
+  }
+}
+
+/* One thread at a time claims the due time; the owner's purge re-schedules whatever
+ * stays pending. */
+void hak_purge_tick(void) {
+  uint64_t due = atomic_load_explicit(&hak_purge_next_due, memory_order_relaxed);
+  if (hak_likely(due == UINT64_MAX)) return;
+  if (hak_purge_now_ms() < due) return;
+  if (!atomic_compare_exchange_strong_explicit(&hak_purge_next_due, &due, UINT64_MAX, memory_order_relaxed,
+                                               memory_order_relaxed)) {
+    return;
+  }
+  hak_whale_trim(false);
+  hak_region_purge(HAK_REGION_PURGE_DUE);
+}
+
+void hak_purge_stats_read(hak_stats_t* out) {
+  out->purge_flushes = atomic_load_explicit(&hak_purge_flushes, memory_order_relaxed);
+  out->purge_ranges = atomic_load_explicit(&hak_purge_ranges_issued, memory_order_relaxed);
+  out->purge_bytes = atomic_load_explicit(&hak_purge_bytes_issued, memory_order_relaxed);
+}

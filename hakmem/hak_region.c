@@ -1,0 +1,369 @@
+/* hak_region.c - address space for segments and huge blocks.
+ *
+ * The region reserves address space in chunks of 256 MiB (aligned to their size,
+ * placed at a random base per process, one VMA each, no commit charge) and hands out
+ * runs of 4 MiB units. Unit 0 of a chunk holds the chunk's descriptor. Freed runs stay
+ * mapped: this is the region cache. Their pages are purged later, in batches, once the
+ * purge delay has passed (hak_purge.c); reusing a unit before that cancels its purge,
+ * and allocation prefers units that may still be resident, so hot memory is reused
+ * without page faults. Whole chunks are unmapped only when more than
+ * HAKMEM_REGION_KEEP of free address space is kept, or by hak_collect(true).
+ *
+ * Per unit the descriptor keeps: used (handed out), nonzero (may hold data: cleared
+ * only by a DONTNEED purge), dirty (may have resident pages: cleared by any purge),
+ * pending (free, purge scheduled; expire[] says when), purging (in a purge call right
+ * now: neither free nor handed out), run_starts (where freed runs began: a new run
+ * placed there follows the old layout, so a block growing by realloc finds the room
+ * its predecessor had). One lock guards every descriptor; purge calls and mmap/munmap
+ * run outside it.
+ *
+ * Under AddressSanitizer, units may come back still poisoned by the pool blocks that
+ * lived there: whoever takes them unpoisons what it uses (segment headers, whale
+ * headers and blocks, pages as they are laid out). */
+#include "hak_internal.h"
+
+typedef struct hak_chunk_s {
+  struct hak_chunk_s* next;
+  uint64_t used;    /* bit 0 (this descriptor's unit) is always set */
+  uint64_t nonzero;
+  uint64_t dirty;
+  uint64_t pending;
+  uint64_t purging;
+  uint64_t run_starts; /* free units where a freed run began */
+  uint64_t expire[HAK_CHUNK_UNITS];
+} hak_chunk_t;
+
+static hak_lock_t hak_region_lock = HAK_LOCK_INIT;
+static hak_lock_t hak_region_purge_lock = HAK_LOCK_INIT; /* one purge pass at a time */
+static hak_chunk_t* hak_region_chunks;
+static size_t hak_region_chunk_count;
+static size_t hak_region_free_units; /* free units in all chunks */
+static _Atomic uint64_t hak_region_cancelled_units;
+
+void hak_region_fork_lock(void) {
+  hak_lock(&hak_region_purge_lock);
+  hak_lock(&hak_region_lock);
+}
+
+void hak_region_fork_unlock(void) {
+  hak_unlock(&hak_region_lock);
+  hak_unlock(&hak_region_purge_lock);
+}
+
+/* ---- Bits ------------------------------------------------------------------------------ */
+
+static uint64_t hak_bits_range(size_t start, size_t count) {
+  uint64_t ones = count >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << count) - 1);
+  return ones << start;
+}
+
+/* Bit i set iff bits i .. i+n-1 of `avail` are all set. */
+static uint64_t hak_bits_run_starts(uint64_t avail, size_t n) {
+  uint64_t m = avail;
+  for (size_t have = 1; have < n && m != 0;) {
+    size_t step = have * 2 <= n ? have : n - have;
+    m &= m >> step;
+    have += step;
+  }
+  return m;
+}
+
+static hak_chunk_t* hak_region_chunk_of(const void* run) {
+  return (hak_chunk_t*)((uintptr_t)run & ~(uintptr_t)(HAK_CHUNK_SIZE - 1));
+}
+
+static size_t hak_region_unit_index(const hak_chunk_t* chunk, const void* run) {
+  return (size_t)(((uintptr_t)run - (uintptr_t)chunk) >> HAK_SEGMENT_SHIFT);
+}
+
+static uint8_t* hak_region_unit_addr(hak_chunk_t* chunk, size_t index) {
+  return (uint8_t*)chunk + (index << HAK_SEGMENT_SHIFT);
+}
+
+/* Units of `chunk` where a run may start so that (start + align_offset) is a multiple
+ * of align (align above a unit; smaller alignments hold for every unit). */
+static uint64_t hak_region_aligned_starts(hak_chunk_t* chunk, size_t align, size_t align_offset) {
+  if (align <= HAK_SEGMENT_SIZE) return ~(uint64_t)0;
+  uint64_t mask = 0;
+  for (size_t i = 1; i < HAK_CHUNK_UNITS; i++) {
+    if ((((uintptr_t)hak_region_unit_addr(chunk, i) + align_offset) & (align - 1)) == 0) mask |= (uint64_t)1 << i;
+  }
+  return mask;
+}
+
+/* ---- Chunks ------------------------------------------------------------------------------ */
+
+static hak_chunk_t* hak_region_chunk_new(void) {
+  hak_chunk_t* chunk = hak_os_map_aligned(HAK_CHUNK_SIZE, HAK_CHUNK_SIZE, 0, HAK_OS_MAP_NORESERVE, HAK_OS_USER_REGION);
+  if (chunk == NULL) return NULL;
+  chunk->next = NULL;
+  chunk->used = 1;
+  chunk->nonzero = chunk->dirty = 1;
+  chunk->pending = chunk->purging = chunk->run_starts = 0;
+  return chunk;
+}
+
+static void hak_region_chunk_link(hak_chunk_t* chunk) {
+  chunk->next = hak_region_chunks;
+  hak_region_chunks = chunk;
+  hak_region_chunk_count++;
+  hak_region_free_units += HAK_CHUNK_UNITS - 1;
+}
+
+/* ---- Allocation -------------------------------------------------------------------------- */
+
+/* Takes units [start, start+n) of chunk (lock held) and says what they held. */
+static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run_state_t* state) {
+  uint64_t run = hak_bits_range(start, n);
+  uint64_t cancelled = chunk->pending & run;
+  if (cancelled != 0) {
+    atomic_fetch_add_explicit(&hak_region_cancelled_units, (uint64_t)__builtin_popcountll(cancelled),
+                              memory_order_relaxed);
+  }
+  chunk->pending &= ~run;
+  chunk->run_starts &= ~run;
+  state->is_zero = (chunk->nonzero & run) == 0;
+  state->is_resident = (chunk->dirty & run) == run;
+  chunk->used |= run;
+  chunk->nonzero |= run;
+  chunk->dirty |= run;
+  hak_region_free_units -= n;
+  return hak_region_unit_addr(chunk, start);
+}
+
+/* A run of n free units whose units may all be resident (reuse without page faults),
+ * preferring one where a freed run began; or with !hot_only the lowest free run of any
+ * chunk. Lock held. */
+static void* hak_region_find(size_t n, size_t align, size_t align_offset, bool hot_only, hak_run_state_t* state) {
+  hak_chunk_t* first = NULL;
+  uint64_t first_starts = 0;
+  for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
+    uint64_t avail = ~(c->used | c->purging);
+    if (hot_only) avail &= c->dirty;
+    uint64_t starts = hak_bits_run_starts(avail, n) & hak_region_aligned_starts(c, align, align_offset);
+    if (starts == 0) continue;
+    uint64_t old = starts & c->run_starts;
+    if (old != 0) return hak_region_take(c, (size_t)__builtin_ctzll(old), n, state);
+    if (first == NULL) {
+      first = c;
+      first_starts = starts;
+    }
+  }
+  if (first == NULL) return NULL;
+  return hak_region_take(first, (size_t)__builtin_ctzll(first_starts), n, state);
+}
+
+static void* hak_region_find_locked(size_t n, size_t align, size_t align_offset, bool hot_only,
+                                    hak_run_state_t* state) {
+  hak_lock(&hak_region_lock);
+  void* run = hak_region_find(n, align, align_offset, hot_only, state);
+  hak_unlock(&hak_region_lock);
+  return run;
+}
+
+/* Resident memory first: free units that may still hold their pages, then blocks the
+ * whale ring holds (evicted oldest first until a resident run appears), then
+ * clean units, then a new chunk. */
+void* hak_region_alloc(size_t units, size_t align, size_t align_offset, hak_run_state_t* state) {
+  if (units == 0 || units > HAK_CHUNK_RUN_MAX || align > HAK_CHUNK_SIZE) return NULL;
+  void* run;
+  do {
+    run = hak_region_find_locked(units, align, align_offset, true, state);
+    if (run != NULL) return run;
+  } while (hak_whale_evict_oldest());
+  for (;;) {
+    run = hak_region_find_locked(units, align, align_offset, false, state);
+    if (run != NULL) return run;
+    hak_chunk_t* chunk = hak_region_chunk_new();
+    if (chunk == NULL) return NULL;
+    hak_lock(&hak_region_lock);
+    hak_region_chunk_link(chunk);
+    hak_unlock(&hak_region_lock);
+  }
+}
+
+bool hak_region_extend(void* run, size_t units, size_t extra_units) {
+  hak_chunk_t* chunk = hak_region_chunk_of(run);
+  size_t start = hak_region_unit_index(chunk, run) + units;
+  if (start + extra_units > HAK_CHUNK_UNITS) return false;
+  uint64_t want = hak_bits_range(start, extra_units);
+  bool ok = false;
+  hak_run_state_t state;
+  hak_lock(&hak_region_lock);
+  if (((chunk->used | chunk->purging) & want) == 0) {
+    hak_region_take(chunk, start, extra_units, &state);
+    ok = true;
+  }
+  hak_unlock(&hak_region_lock);
+  return ok;
+}
+
+/* ---- Free -------------------------------------------------------------------------------- */
+
+void hak_region_free(void* run, size_t units, uint64_t idle_since_ms) {
+  hak_chunk_t* chunk = hak_region_chunk_of(run);
+  size_t start = hak_region_unit_index(chunk, run);
+  uint64_t due = idle_since_ms + hak_options.purge_delay_ms;
+  hak_lock(&hak_region_lock);
+  uint64_t bits = hak_bits_range(start, units);
+  chunk->used &= ~bits;
+  chunk->pending |= bits;
+  chunk->run_starts |= (uint64_t)1 << start;
+  for (size_t i = start; i < start + units; i++) chunk->expire[i] = due;
+  hak_region_free_units += units;
+  hak_unlock(&hak_region_lock);
+  hak_purge_schedule(due);
+}
+
+/* mremap moved the pages of [hole, hole + hole_size) away: map fresh pages there again
+ * and free the run, as clean memory (only the units' first pages, the header, were
+ * written). If even that fails, the units stay marked in use: address space lost,
+ * never memory handed out twice. */
+void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size) {
+  if (!hak_os_map_fixed(hole, hole_size, HAK_OS_USER_REGION)) return;
+  hak_chunk_t* chunk = hak_region_chunk_of(run);
+  size_t start = hak_region_unit_index(chunk, run);
+  uint64_t bits = hak_bits_range(start, units);
+  hak_lock(&hak_region_lock);
+  chunk->used &= ~bits;
+  chunk->dirty &= ~bits;
+  chunk->nonzero &= ~bits | ((uint64_t)1 << start);
+  hak_region_free_units += units;
+  hak_unlock(&hak_region_lock);
+}
+
+/* ---- Purge ------------------------------------------------------------------------------- */
+
+/* Marks the due units of every chunk as in flight and adds them to the batch; returns
+ * whether anything was taken. Lock held. A pass purges when what is due fills a batch
+ * (HAKMEM_PURGE_BATCH_BYTES / _RANGES), when the oldest due unit has waited another
+ * purge delay, or when forced (every pending unit then). */
+static bool hak_region_collect_due(uint64_t now, bool force, hak_purge_batch_t* batch, uint64_t* next_due) {
+  size_t due_units = 0, due_ranges = 0;
+  uint64_t oldest = UINT64_MAX;
+  *next_due = UINT64_MAX;
+  for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
+    for (uint64_t p = c->pending; p != 0; p &= p - 1) {
+      size_t i = (size_t)__builtin_ctzll(p);
+      if (force || c->expire[i] <= now) {
+        due_units++;
+        if (i == 0 || ((c->pending >> (i - 1)) & 1) == 0) due_ranges++;
+        if (c->expire[i] < oldest) oldest = c->expire[i];
+      } else if (c->expire[i] < *next_due) {
+        *next_due = c->expire[i];
+      }
+    }
+  }
+  if (due_units == 0) return false;
+  bool full = (due_units << HAK_SEGMENT_SHIFT) >= hak_options.purge_batch_bytes ||
+              due_ranges >= hak_options.purge_batch_ranges;
+  if (!force && !full && oldest + hak_options.purge_delay_ms > now) {
+    if (oldest + hak_options.purge_delay_ms < *next_due) *next_due = oldest + hak_options.purge_delay_ms;
+    return false;
+  }
+  bool taken = false;
+  for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
+    for (uint64_t p = c->pending; p != 0; p &= p - 1) {
+      size_t i = (size_t)__builtin_ctzll(p);
+      if (!force && c->expire[i] > now) continue;
+      if (!hak_purge_batch_add(batch, hak_region_unit_addr(c, i), HAK_SEGMENT_SIZE)) {
+        if (c->expire[i] < *next_due) *next_due = now; /* batch full: the next pass takes it */
+        continue;
+      }
+      c->purging |= (uint64_t)1 << i;
+      c->pending &= ~((uint64_t)1 << i);
+      taken = true;
+    }
+  }
+  return taken;
+}
+
+static void hak_region_finish_purge(bool zeroed) {
+  for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
+    c->dirty &= ~c->purging;
+    if (zeroed) c->nonzero &= ~c->purging;
+    c->purging = 0;
+  }
+}
+
+/* Unlinks chunks that hold nothing while more free address space is kept than allowed
+ * (all of them when forced); returns them chained through ->next. A chunk with units
+ * whose purge is not due yet stays (they were freed too recently: likely reused).
+ * Lock held. */
+static hak_chunk_t* hak_region_unlink_idle(bool force, uint64_t now) {
+  hak_chunk_t* idle = NULL;
+  hak_chunk_t** link = &hak_region_chunks;
+  while (*link != NULL) {
+    hak_chunk_t* c = *link;
+    bool over = ((uint64_t)hak_region_free_units << HAK_SEGMENT_SHIFT) > hak_options.region_keep_bytes;
+    bool recent = false;
+    for (uint64_t p = c->pending; p != 0 && !recent; p &= p - 1) recent = c->expire[__builtin_ctzll(p)] > now;
+    if (c->used == 1 && c->purging == 0 && (force || (over && !recent))) {
+      *link = c->next;
+      hak_region_chunk_count--;
+      hak_region_free_units -= HAK_CHUNK_UNITS - 1;
+      c->next = idle;
+      idle = c;
+    } else {
+      link = &c->next;
+    }
+  }
+  return idle;
+}
+
+void hak_region_purge(hak_region_purge_t how) {
+  bool force = how != HAK_REGION_PURGE_DUE;
+  if (force) {
+    hak_lock(&hak_region_purge_lock);
+  } else if (!hak_trylock(&hak_region_purge_lock)) {
+    /* Another thread is purging: its pass may have started before what came due for
+     * this one was freed, so the next tick tries again. */
+    hak_purge_schedule(hak_purge_now_ms());
+    return;
+  }
+  hak_purge_batch_t batch;
+  batch.count = 0;
+  uint64_t next_due;
+  for (;;) {
+    hak_lock(&hak_region_lock);
+    bool taken = hak_region_collect_due(hak_purge_now_ms(), force, &batch, &next_due);
+    hak_unlock(&hak_region_lock);
+    if (!taken) break;
+    bool zeroed = hak_purge_batch_flush(&batch);
+    hak_lock(&hak_region_lock);
+    hak_region_finish_purge(zeroed);
+    hak_unlock(&hak_region_lock);
+  }
+  hak_lock(&hak_region_lock);
+  hak_chunk_t* idle = hak_region_unlink_idle(how == HAK_REGION_PURGE_ALL_UNMAP, hak_purge_now_ms());
+  hak_unlock(&hak_region_lock);
+  while (idle != NULL) {
+    hak_chunk_t* next = idle->next;
+    hak_os_unmap(idle, HAK_CHUNK_SIZE, HAK_OS_USER_REGION);
+    idle = next;
+  }
+  hak_unlock(&hak_region_purge_lock);
+  if (next_due != UINT64_MAX) hak_purge_schedule(next_due);
+}
+
+/* ---- Stats --------------------------------------------------------------------------------- */
+
+void hak_region_stats_read(hak_stats_t* out) {
+  uint64_t used = 0, dirty = 0, pending = 0, clean = 0;
+  hak_lock(&hak_region_lock);
+  for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
+    uint64_t free_units = ~(c->used | c->purging);
+    used += (uint64_t)__builtin_popcountll(c->used & ~(uint64_t)1);
+    dirty += (uint64_t)__builtin_popcountll(free_units & c->dirty);
+    pending += (uint64_t)__builtin_popcountll(c->pending);
+    clean += (uint64_t)__builtin_popcountll(free_units & ~c->dirty);
+  }
+  out->region_chunks = hak_region_chunk_count;
+  hak_unlock(&hak_region_lock);
+  out->region_used_bytes = used << HAK_SEGMENT_SHIFT;
+  out->region_dirty_bytes = dirty << HAK_SEGMENT_SHIFT;
+  out->region_pending_bytes = pending << HAK_SEGMENT_SHIFT;
+  out->region_clean_bytes = clean << HAK_SEGMENT_SHIFT;
+  out->purge_cancelled_bytes = atomic_load_explicit(&hak_region_cancelled_units, memory_order_relaxed)
+                               << HAK_SEGMENT_SHIFT;
+}
