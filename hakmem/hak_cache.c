@@ -31,9 +31,19 @@ static size_t hak_bigcache_slots(void) {
 static hak_page_t* hak_bigcache_remove(hak_bigcache_t* cache, size_t i) {
   hak_page_t* page = cache->pages[i];
   hak_bigcache_add(cache->bytes, -hak_page_bytes_of(page));
-  for (size_t j = i + 1; j < cache->count; j++) cache->pages[j - 1] = cache->pages[j];
+  for (size_t j = i + 1; j < cache->count; j++) {
+    cache->pages[j - 1] = cache->pages[j];
+    cache->put_ms[j - 1] = cache->put_ms[j];
+  }
   hak_bigcache_add(cache->count, -(size_t)1);
   return page;
+}
+
+/* Evicts the oldest entry to the big segments' free spans, idle since it came in. */
+static void hak_bigcache_evict_oldest(hak_bigcache_t* cache) {
+  uint64_t idle_since = cache->put_ms[0];
+  hak_segment_big_free(hak_bigcache_remove(cache, 0), idle_since);
+  hak_bigcache_add(cache->evictions, 1);
 }
 
 hak_page_t* hak_bigcache_get(hak_heap_t* heap, size_t slices) {
@@ -56,15 +66,16 @@ hak_page_t* hak_bigcache_get(hak_heap_t* heap, size_t slices) {
 void hak_bigcache_put(hak_heap_t* heap, hak_page_t* page) {
   hak_bigcache_t* cache = &heap->bigcache;
   size_t slots = hak_bigcache_slots(), bytes = hak_page_bytes_of(page);
+  uint64_t now = hak_purge_now_ms();
   if (slots == 0 || bytes > hak_options.bigcache_bytes) {
-    hak_segment_big_free(page);
+    hak_segment_big_free(page, now);
     return;
   }
   while (cache->count > 0 && (cache->count >= slots || cache->bytes + bytes > hak_options.bigcache_bytes)) {
-    hak_segment_big_free(hak_bigcache_remove(cache, 0));
-    hak_bigcache_add(cache->evictions, 1);
+    hak_bigcache_evict_oldest(cache);
   }
   cache->pages[cache->count] = page;
+  cache->put_ms[cache->count] = now;
   hak_bigcache_add(cache->count, 1);
   hak_bigcache_add(cache->bytes, bytes);
   hak_bigcache_add(cache->puts, 1);
@@ -73,11 +84,14 @@ void hak_bigcache_put(hak_heap_t* heap, hak_page_t* page) {
 bool hak_bigcache_flush(hak_heap_t* heap) {
   hak_bigcache_t* cache = &heap->bigcache;
   if (cache->count == 0) return false;
-  while (cache->count > 0) {
-    hak_segment_big_free(hak_bigcache_remove(cache, 0));
-    hak_bigcache_add(cache->evictions, 1);
-  }
+  while (cache->count > 0) hak_bigcache_evict_oldest(cache);
   return true;
+}
+
+/* Entries unused for the purge delay go back to the big segments, where they decay. */
+void hak_bigcache_trim(hak_heap_t* heap, uint64_t now) {
+  hak_bigcache_t* cache = &heap->bigcache;
+  while (cache->count > 0 && cache->put_ms[0] + hak_options.purge_delay_ms <= now) hak_bigcache_evict_oldest(cache);
 }
 
 void hak_bigcache_fold(const hak_heap_t* heap) {

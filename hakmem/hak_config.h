@@ -75,7 +75,7 @@
 #define HAK_CLASS_COUNT 112                        /* classes 0..111 cover 16 B .. 1 MiB */
 #define HAK_CLASS_HUGE HAK_CLASS_COUNT             /* pseudo-class for stats */
 
-#define HAK_RETIRE_CYCLES 16                       /* slow-path calls an empty page is kept */
+#define HAK_RETIRE_CREDIT_MAX 4                    /* an empty page is kept for up to 2 << 4 fresh pages */
 #define HAK_BIGCACHE_SLOTS_MAX 16                  /* per heap (HAKMEM_BIGCACHE_SLOTS) */
 
 #if HAK_SMALL_LIMITS

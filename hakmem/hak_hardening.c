@@ -73,18 +73,33 @@ static bool hak_hardening_recently_released(const void* p) {
 #define HAK_NOT_A_BLOCK (-1)
 #define HAK_BLOCK_OF_RELEASED_PAGE (-2)
 
+/* Whether p starts a block of a page that went back to its segment (all its blocks
+ * were freed: p was freed before). Its slices now belong to a free span, perhaps merged
+ * with others; the descriptor at the page's first slice still holds its last layout,
+ * so look back for the nearest such head whose blocks p could start. */
+static bool hak_hardening_was_block(hak_segment_t* segment, const void* p) {
+  size_t slice = (size_t)((const uint8_t*)p - (const uint8_t*)segment) >> HAK_SLICE_SHIFT;
+  size_t head = slice - segment->slice_offset[slice];
+  for (size_t i = slice + 1; i-- > head;) {
+    const hak_page_t* old = &segment->pages[i];
+    if (old->slice_index != i || old->block_size == 0) continue;
+    size_t in_page = (size_t)((const uint8_t*)p - hak_page_area(old));
+    return in_page < ((size_t)old->slice_count << HAK_SLICE_SHIFT) && in_page % old->block_size == 0;
+  }
+  return false;
+}
+
 /* Index of the block p starts; HAK_NOT_A_BLOCK when p is no block start at all, and
- * HAK_BLOCK_OF_RELEASED_PAGE when p starts a block of the page's last layout but the
- * page went back to its segment (all its blocks were freed: p was freed before).
- * Division is fine here: this is the hardened variant. */
+ * HAK_BLOCK_OF_RELEASED_PAGE when p starts a block of a page that went back to its
+ * segment. Division is fine here: this is the hardened variant. */
 static long hak_hardening_block_index(hak_segment_t* segment, const void* p) {
   size_t offset = (size_t)((const uint8_t*)p - (const uint8_t*)segment);
   if (offset < HAK_SLICE_SIZE) return HAK_NOT_A_BLOCK; /* the header slice */
   hak_page_t* page = hak_segment_page_of(segment, p);
-  if (page->block_size == 0 || (const uint8_t*)p < page->start) return HAK_NOT_A_BLOCK;
-  size_t in_page = (size_t)((const uint8_t*)p - page->start);
+  if (!page->in_use) return hak_hardening_was_block(segment, p) ? HAK_BLOCK_OF_RELEASED_PAGE : HAK_NOT_A_BLOCK;
+  if (page->block_size == 0) return HAK_NOT_A_BLOCK;
+  size_t in_page = (size_t)((const uint8_t*)p - hak_page_area(page));
   if (in_page % page->block_size != 0) return HAK_NOT_A_BLOCK;
-  if (!page->in_use) return HAK_BLOCK_OF_RELEASED_PAGE;
   size_t index = in_page / page->block_size;
   return index < page->reserved ? (long)index : HAK_NOT_A_BLOCK;
 }
@@ -101,7 +116,7 @@ static _Atomic(uint64_t)* hak_hardening_live_word(hak_segment_t* segment, const 
 
 void hak_hardening_on_alloc(hak_page_t* page, const void* block) {
   hak_segment_t* segment = hak_segment_of(block);
-  size_t index = (size_t)((const uint8_t*)block - page->start) / page->block_size;
+  size_t index = (size_t)((const uint8_t*)block - hak_page_area(page)) / page->block_size;
   atomic_fetch_or_explicit(hak_hardening_live_word(segment, page, index), (uint64_t)1 << (index % 64),
                            memory_order_relaxed);
 }
@@ -113,7 +128,7 @@ void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not) {
     hak_fault(hak_hardening_not_live_fault(fault_if_not, hak_hardening_recently_released(p)), p);
   }
   if (segment->kind == HAK_SEGMENT_HUGE) {
-    if (p != segment->pages[0].start) hak_fault(fault_if_not, p);
+    if (p != segment->whale_block) hak_fault(fault_if_not, p);
     return;
   }
   long index = hak_hardening_block_index(segment, p);

@@ -39,6 +39,7 @@ static void hak_heap_reset(hak_heap_t* heap) {
   for (size_t i = 0; i < HAK_TINY_DIRECT_COUNT; i++) heap->direct[i] = &hak_page_empty;
   for (size_t i = 0; i < HAK_CLASS_COUNT; i++) heap->current[i] = &hak_page_empty;
   heap->retired_min = UINT8_MAX;
+  heap->spans.decay_due_ms = UINT64_MAX;
 }
 
 /* Takes an idle heap (or carves a new one) and makes it live, reset, in one critical
@@ -183,14 +184,18 @@ static void hak_heap_page_release(hak_heap_t* heap, hak_page_t* page) {
 }
 
 /* A page whose last block came back: give it to its segment, unless it is the only
- * page of its class. That one is kept for HAK_RETIRE_CYCLES slow-path calls (fewer for
- * large blocks), so alloc/free of one block does not churn pages, yet a class no
- * longer used does not pin its page (hak_heap_collect_retired). */
+ * page of its class. That one is kept until the heap has taken a few fresh pages for
+ * other classes (hak_heap_collect_retired), so alloc/free of one block does not churn
+ * pages, yet a class no longer used does not hold its page while the heap grows
+ * elsewhere. */
 static void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page) {
   if (page->in_full) hak_heap_page_unfull(heap, page);
   hak_page_queue_t* q = &heap->queues[page->class_index];
   if (HAK_RETAIN_EMPTY_PAGE && q->first == page && page->next == NULL) {
-    page->retire_expire = page->block_size <= HAK_SMALL_PAGE_BLOCK_MAX ? HAK_RETIRE_CYCLES : HAK_RETIRE_CYCLES / 4;
+    /* Kept longer each time it proves useful: a class in steady use keeps its page, a
+     * class used once (a burst of one size) gives its page back soon. */
+    page->retire_expire = (uint8_t)((page->block_size <= HAK_SMALL_PAGE_BLOCK_MAX ? 2 : 1) << page->retire_credit);
+    if (page->retire_credit < HAK_RETIRE_CREDIT_MAX) page->retire_credit++;
     if (page->class_index < heap->retired_min) heap->retired_min = page->class_index;
     if (page->class_index > heap->retired_max) heap->retired_max = page->class_index;
     return;
@@ -274,7 +279,11 @@ static hak_page_t* hak_heap_scan_queue(hak_heap_t* heap, size_t cls) {
   return NULL;
 }
 
+/* A fresh page comes from free spans. Each one counts down the empty pages kept for
+ * other classes: a page kept while the heap keeps needing new memory is likely not
+ * needed, and its span is better reused than left while the heap spreads out. */
 static hak_page_t* hak_heap_fresh_page(hak_heap_t* heap, size_t cls) {
+  if (heap->retired_min != UINT8_MAX) hak_heap_collect_retired(heap, false);
   hak_page_t* page = hak_segment_page_alloc(heap, hak_class_page_slices(cls));
   if (page == NULL) return NULL;
   hak_page_init(page, heap, cls);
@@ -292,6 +301,16 @@ static hak_page_t* hak_heap_find_page(hak_heap_t* heap, size_t cls) {
   return hak_heap_fresh_page(heap, cls);
 }
 
+/* Memory nobody used for the purge delay goes back to the OS, checked on slow paths:
+ * the region's free units and the whale ring (global), this heap's BigCache and the
+ * free spans of its segments, and the big segments' free spans. */
+static void hak_heap_decay(hak_heap_t* heap) {
+  hak_purge_tick();
+  if (heap->bigcache.count > 0) hak_bigcache_trim(heap, hak_purge_now_ms());
+  hak_segment_decay(heap, false);
+  hak_segment_big_decay(false);
+}
+
 hak_heap_t* hak_heap_acquire(void) {
   hak_heap_t* heap = hak_heap_get();
   return heap != &hak_heap_empty ? heap : hak_heap_thread_init();
@@ -306,8 +325,7 @@ HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
     }
   }
   hak_heap_collect_delayed(heap);
-  if (heap->retired_min != UINT8_MAX) hak_heap_collect_retired(heap, false);
-  hak_purge_tick();
+  hak_heap_decay(heap);
   size_t cls = hak_size_class(size);
   hak_page_t* page = hak_heap_find_page(heap, cls);
   if (page == NULL) {
@@ -330,6 +348,7 @@ void hak_heap_collect(void) {
   hak_heap_collect_delayed(heap);
   if (heap->retired_min != UINT8_MAX) hak_heap_collect_retired(heap, true);
   hak_bigcache_flush(heap);
+  hak_segment_decay(heap, true);
 }
 
 /* ---- Free slow path ------------------------------------------------------------------- */
@@ -412,6 +431,7 @@ void hak_heap_thread_done(hak_heap_t* heap) {
     block = next;
   }
   hak_heap_for_each_page(heap, hak_heap_page_release_if_empty);
+  hak_segment_decay(heap, true); /* nobody may use these free spans for a while */
   while (heap->spans.segments != NULL) hak_segment_abandon(heap, heap->spans.segments);
   hak_purge_tick();
 #if HAK_STATS

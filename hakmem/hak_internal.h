@@ -63,14 +63,18 @@ typedef struct hak_page_s {
   uint16_t reserved;             /* blocks that fit in the page */
   _Atomic(uintptr_t) xthread_free; /* remote frees | hak_delayed_t in the low 2 bits */
   _Atomic(hak_heap_t*) xheap;    /* owner heap, read by remote frees in HAK_DELAYED_USE */
-  uint8_t* start;                /* first block */
   struct hak_page_s* next;       /* in a class queue, the full queue or a span bin */
   struct hak_page_s* prev;
   uint8_t slice_index;           /* first slice of the span */
   uint8_t slice_count;           /* slices in the span */
-  uint8_t retire_expire;         /* empty page kept: slow-path calls left before release */
+  uint8_t retire_expire;         /* empty page kept: fresh pages of other classes left */
+  uint8_t retire_credit;         /* times it was kept empty and used again: keep it longer */
   uint8_t is_zero;               /* span memory untouched since it came zero from the OS */
 } hak_page_t;
+
+/* 64 bytes: free() indexes the descriptors with a shift. Blocks start at the page's
+ * first slice (hak_page_area), so no start pointer is kept. */
+_Static_assert(sizeof(hak_page_t) == 64, "hak_page_t must stay 64 bytes");
 
 typedef enum hak_segment_kind_e {
   HAK_SEGMENT_POOL = 0, /* one unit of slices: pages of the tiny, mid and L2.5 pools, one owner heap */
@@ -86,10 +90,13 @@ struct hak_segment_s {
   size_t units;                  /* huge: 4 MiB units of the run (or the mapping) */
   size_t mapping_size;           /* huge: bytes from the segment start to the run's end */
   size_t block_bytes;            /* huge: usable bytes of the block (the request, page-rounded) */
+  uint8_t* whale_block;          /* huge: where the block starts */
   hak_heap_t* heap;              /* pool: owner heap (NULL when abandoned, and for other kinds) */
   struct hak_segment_s* next;    /* in the owner heap's list, the abandoned list, a cache */
   struct hak_segment_s* prev;
-  uint64_t zero_slices;          /* pool: slices untouched since the region gave them zero */
+  uint64_t zero_slices;          /* pool, big: free slices known zero (fresh or purged) */
+  uint64_t decay_slices;         /* pool, big: free slices that may be resident, purge pending */
+  uint64_t freed_ms[HAK_SEGMENT_SLICES]; /* when each decay slice went free */
   uint8_t is_zero;               /* huge: the block's memory is known zero */
   uint8_t is_dedicated;          /* huge: a mapping of its own, not region units */
   /* Slice i belongs to the span starting at slice i - slice_offset[i]. Entry 64 serves
@@ -113,6 +120,7 @@ typedef struct hak_spans_s {
   hak_page_queue_t bins[HAK_SEGMENT_SLICES];
   uint64_t nonempty;      /* bit n: bins[n] is not empty */
   hak_segment_t* segments;
+  uint64_t decay_due_ms;  /* the earliest a free span's purge comes due (UINT64_MAX: none) */
 } hak_spans_t;
 
 #if HAK_STATS
@@ -132,6 +140,7 @@ typedef struct hak_bigcache_s {
   size_t bytes;
   uint64_t hits, misses, puts, evictions;
   hak_page_t* pages[HAK_BIGCACHE_SLOTS_MAX];
+  uint64_t put_ms[HAK_BIGCACHE_SLOTS_MAX];
 } hak_bigcache_t;
 
 struct hak_heap_s {
@@ -373,8 +382,10 @@ void hak_page_free_remote(hak_page_t* page, hak_block_t* block);
 
 hak_page_t* hak_segment_page_alloc(hak_heap_t* heap, size_t slices);
 void hak_segment_page_free(hak_heap_t* heap, hak_page_t* page);
+void hak_segment_decay(hak_heap_t* heap, bool all); /* purge the heap's idle free spans */
+void hak_segment_big_decay(bool all);
 hak_page_t* hak_segment_big_alloc(size_t slices, bool may_grow); /* the big segments, locked */
-void hak_segment_big_free(hak_page_t* page);
+void hak_segment_big_free(hak_page_t* page, uint64_t idle_since_ms);
 bool hak_segment_big_resize(hak_page_t* page, size_t slices); /* grow into the next span, or shrink */
 void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment);
 bool hak_segment_adopt_one(hak_heap_t* heap);
@@ -421,6 +432,7 @@ void hak_large_stats_read(hak_stats_t* out);
 hak_page_t* hak_bigcache_get(hak_heap_t* heap, size_t slices);
 void hak_bigcache_put(hak_heap_t* heap, hak_page_t* page);
 bool hak_bigcache_flush(hak_heap_t* heap); /* false if it was empty */
+void hak_bigcache_trim(hak_heap_t* heap, uint64_t now); /* evicts entries idle for the purge delay */
 void hak_bigcache_fold(const hak_heap_t* heap); /* an exiting heap's counters */
 
 hak_segment_t* hak_whale_get(size_t need, size_t align, size_t align_offset); /* need: bytes of the run */

@@ -35,7 +35,6 @@ static size_t hak_big_slices(size_t size) {
 /* Hands out the page's one block. */
 static void* hak_big_hand_out(hak_page_t* page) {
   uint8_t* block = hak_page_area(page);
-  page->start = block;
   page->block_size = (uint32_t)hak_page_bytes_of(page);
   page->class_index = HAK_CLASS_HUGE;
   page->reserved = page->capacity = 1;
@@ -53,6 +52,7 @@ static void* hak_big_hand_out(hak_page_t* page) {
 static void* hak_big_alloc(hak_heap_t* heap, size_t size) {
   size_t slices = hak_big_slices(size);
   hak_page_t* page = hak_bigcache_get(heap, slices);
+  if (page == NULL) hak_segment_big_decay(false); /* on the way to the locked path anyway */
   if (page == NULL) page = hak_segment_big_alloc(slices, false);
   if (page == NULL && hak_bigcache_flush(heap)) page = hak_segment_big_alloc(slices, false);
   if (page == NULL) page = hak_segment_big_alloc(slices, true);
@@ -67,7 +67,7 @@ static void hak_big_free(hak_page_t* page) {
   page->free_is_zero = 0;
   hak_heap_t* heap = hak_heap_get();
   if (heap != &hak_heap_empty) hak_bigcache_put(heap, page);
-  else hak_segment_big_free(page);
+  else hak_segment_big_free(page, hak_purge_now_ms());
 }
 
 /* realloc of a big block in place: false when it has to move (to a pool class, to a
@@ -82,7 +82,7 @@ bool hak_big_resize_in_place(hak_page_t* page, size_t size) {
     if (slices > hak_big_slices(usable)) hak_large_count(&hak_large_grown_in_place);
   }
   page->block_size = (uint32_t)hak_page_bytes_of(page);
-  if (page->block_size > usable) hak_asan_unpoison(page->start + usable, page->block_size - usable);
+  if (page->block_size > usable) hak_asan_unpoison(hak_page_area(page) + usable, page->block_size - usable);
   return true;
 }
 
@@ -141,14 +141,14 @@ static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place,
 
 static void* hak_whale_hand_out(hak_segment_t* segment, size_t offset, size_t size) {
   hak_page_t* page = &segment->pages[0];
-  page->start = (uint8_t*)segment + offset;
+  segment->whale_block = (uint8_t*)segment + offset;
   segment->block_bytes = hak_align_up(size == 0 ? 1 : size, hak_os_page_size());
-  hak_asan_unpoison(page->start, segment->block_bytes); /* units may have held pool blocks */
+  hak_asan_unpoison(segment->whale_block, segment->block_bytes); /* units may have held pool blocks */
   page->used = 1;
   atomic_store_explicit(&page->xthread_free, HAK_DELAYED_NEVER, memory_order_relaxed);
   hak_segment_map_set(segment, true);
   hak_segment_live_add(1);
-  return page->start;
+  return segment->whale_block;
 }
 
 /* A whale of `size` bytes; *resident says whether its memory was in use since its

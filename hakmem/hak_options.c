@@ -32,7 +32,7 @@ extern char** environ;
 #define HAK_DEF_BIGCACHE_BYTES (16 * MiB)
 #define HAK_DEF_WHALE_SLOTS 8
 #define HAK_DEF_WHALE_BYTES (64 * MiB)
-#define HAK_DEF_PURGE_DELAY_MS 10
+#define HAK_DEF_PURGE_DELAY_MS 100
 #define HAK_DEF_PURGE_BATCH_BYTES (4 * MiB)
 #define HAK_DEF_PURGE_BATCH_RANGES 256
 #define HAK_DEF_REGION_KEEP (1 * GiB)

@@ -16,13 +16,13 @@ void hak_page_init(hak_page_t* page, hak_heap_t* heap, size_t class_index) {
   size_t area_size = (size_t)page->slice_count << HAK_SLICE_SHIFT;
   page->block_size = (uint32_t)hak_class_block_size(class_index);
   page->class_index = (uint8_t)class_index;
-  page->start = area;
   page->reserved = (uint16_t)(area_size / page->block_size);
   page->capacity = 0;
   page->used = 0;
   page->free = NULL;
   page->in_full = 0;
   page->retire_expire = 0;
+  page->retire_credit = 0;
   page->next = page->prev = NULL;
   atomic_store_explicit(&page->xthread_free, HAK_DELAYED_NONE, memory_order_relaxed);
   atomic_store_explicit(&page->xheap, heap, memory_order_relaxed);
@@ -39,7 +39,7 @@ void hak_page_extend(hak_page_t* page) {
   if (count == 0) count = 1;
   if (count > (size_t)(page->reserved - page->capacity)) count = page->reserved - page->capacity;
   if (count == 0) return;
-  uint8_t* first = page->start + (size_t)page->capacity * bsize;
+  uint8_t* first = hak_page_area(page) + (size_t)page->capacity * bsize;
   uint8_t* last = first + (count - 1) * bsize;
   for (uint8_t* b = first; b < last; b += bsize) hak_block_set_next((hak_block_t*)b, (hak_block_t*)(b + bsize));
   hak_block_set_next((hak_block_t*)last, page->free);

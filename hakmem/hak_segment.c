@@ -16,7 +16,7 @@
 
 static hak_lock_t hak_segment_lock = HAK_LOCK_INIT; /* guards the abandoned list */
 static hak_lock_t hak_big_lock = HAK_LOCK_INIT;     /* guards the big segments' spans */
-static hak_spans_t hak_big_spans;
+static hak_spans_t hak_big_spans = {.decay_due_ms = UINT64_MAX};
 static hak_segment_t* hak_segment_abandoned;         /* singly linked through ->next */
 static _Atomic size_t hak_segment_abandoned_count;
 static _Atomic int64_t hak_segment_live;
@@ -116,8 +116,17 @@ static void hak_span_bin_remove(hak_spans_t* spans, hak_page_t* span) {
   if (q->first == NULL) spans->nonempty &= ~((uint64_t)1 << span->slice_count);
 }
 
-/* Makes [start, start+count) one free span with its free neighbours, in the bins. */
-static void hak_span_free(hak_spans_t* spans, hak_segment_t* segment, size_t start, size_t count) {
+/* Makes [start, start+count) one free span with its free neighbours, in the bins. Its
+ * slices may hold resident pages since idle_since_ms: they decay (hak_spans_decay). */
+static void hak_span_free(hak_spans_t* spans, hak_segment_t* segment, size_t start, size_t count,
+                          uint64_t idle_since_ms) {
+  uint64_t freed = hak_slice_bits(start, count) & ~segment->zero_slices;
+  segment->decay_slices |= freed;
+  for (uint64_t f = freed; f != 0; f &= f - 1) segment->freed_ms[__builtin_ctzll(f)] = idle_since_ms;
+  if (freed != 0) {
+    uint64_t due = idle_since_ms + hak_options.purge_delay_ms;
+    if (due < spans->decay_due_ms) __atomic_store_n(&spans->decay_due_ms, due, __ATOMIC_RELAXED);
+  }
   size_t end = start + count;
   if (end < HAK_SEGMENT_SLICES && !segment->pages[end].in_use) {
     hak_page_t* next = &segment->pages[end];
@@ -137,6 +146,15 @@ static void hak_span_free(hak_spans_t* spans, hak_segment_t* segment, size_t sta
   span->slice_count = (uint8_t)(end - start);
   hak_span_set_offsets(segment, start, end - start);
   hak_span_bin_push(spans, span);
+}
+
+/* Marks slices handed out again: their pending purge is cancelled, they are no longer
+ * known zero. Returns whether all of them were. */
+static bool hak_span_reuse(hak_segment_t* segment, uint64_t bits) {
+  bool was_zero = (segment->zero_slices & bits) == bits;
+  segment->zero_slices &= ~bits;
+  segment->decay_slices &= ~bits;
+  return was_zero;
 }
 
 /* Cuts [start, start+count) of a free span out as a free span of its own, in the bins. */
@@ -161,9 +179,7 @@ static hak_page_t* hak_span_take(hak_spans_t* spans, size_t count) {
   span->in_use = 1;
   span->slice_count = (uint8_t)count;
   hak_span_set_offsets(segment, start, count);
-  uint64_t bits = hak_slice_bits(start, count);
-  span->is_zero = (segment->zero_slices & bits) == bits;
-  segment->zero_slices &= ~bits;
+  span->is_zero = hak_span_reuse(segment, hak_slice_bits(start, count));
   segment->used_slices += (uint32_t)count;
   return span;
 }
@@ -179,9 +195,46 @@ static bool hak_span_grow(hak_spans_t* spans, hak_page_t* page, size_t slices) {
   if (next->slice_count > extra) hak_span_split_off(spans, segment, end + extra, next->slice_count - extra);
   page->slice_count = (uint8_t)slices;
   hak_span_set_offsets(segment, page->slice_index, slices);
-  segment->zero_slices &= ~hak_slice_bits(end, extra);
+  hak_span_reuse(segment, hak_slice_bits(end, extra));
   segment->used_slices += (uint32_t)extra;
   return true;
+}
+
+/* ---- Decay: free spans idle for the purge delay are purged ------------------------- */
+
+/* Purges the due slices of one segment (consecutive ones in one call); they read zero
+ * afterwards (DONTNEED), which calloc then knows. The caller owns the spans, so no
+ * slice is handed out meanwhile. */
+static void hak_segment_purge_slices(hak_segment_t* segment, uint64_t due) {
+  hak_purge_batch_t batch;
+  batch.count = 0;
+  for (uint64_t d = due; d != 0;) {
+    size_t start = (size_t)__builtin_ctzll(d);
+    uint64_t rest = ~(d >> start); /* zeros where the run of set bits from start is */
+    size_t len = rest == 0 ? 64 - start : (size_t)__builtin_ctzll(rest);
+    hak_purge_batch_add(&batch, (uint8_t*)segment + (start << HAK_SLICE_SHIFT), len << HAK_SLICE_SHIFT);
+    d &= ~hak_slice_bits(start, len);
+  }
+  bool zeroed = hak_purge_batch_flush(&batch);
+  segment->decay_slices &= ~due;
+  if (zeroed) segment->zero_slices |= due;
+}
+
+/* Purges the free slices of `spans` idle for the purge delay (every one with `all`). */
+static void hak_spans_decay(hak_spans_t* spans, bool all) {
+  if (!all && __atomic_load_n(&spans->decay_due_ms, __ATOMIC_RELAXED) == UINT64_MAX) return;
+  uint64_t now = hak_purge_now_ms(), delay = hak_options.purge_delay_ms, next = UINT64_MAX;
+  if (!all && now < spans->decay_due_ms) return;
+  for (hak_segment_t* segment = spans->segments; segment != NULL; segment = segment->next) {
+    uint64_t due = 0;
+    for (uint64_t p = segment->decay_slices; p != 0; p &= p - 1) {
+      size_t i = (size_t)__builtin_ctzll(p);
+      if (all || segment->freed_ms[i] + delay <= now) due |= (uint64_t)1 << i;
+      else if (segment->freed_ms[i] + delay < next) next = segment->freed_ms[i] + delay;
+    }
+    if (due != 0) hak_segment_purge_slices(segment, due);
+  }
+  __atomic_store_n(&spans->decay_due_ms, next, __ATOMIC_RELAXED);
 }
 
 /* ---- Segment lifetime --------------------------------------------------------- */
@@ -214,6 +267,7 @@ static hak_segment_t* hak_segment_alloc(hak_spans_t* spans, hak_segment_kind_t k
   segment->heap = heap;
   segment->used_slices = 0;
   segment->zero_slices = state.is_zero ? ~(uint64_t)1 : 0;
+  segment->decay_slices = 0; /* the region purges what it hands out before use, if due */
   segment->pages[0].in_use = 1; /* the header: never part of a span */
   segment->pages[0].slice_count = 1;
   hak_span_split_off(spans, segment, 1, HAK_SEGMENT_SLICES - 1);
@@ -246,7 +300,7 @@ static hak_page_t* hak_segment_span_alloc(hak_spans_t* spans, hak_segment_kind_t
 }
 
 /* Frees a page's span; returns whether its segment went back to the region. */
-static bool hak_segment_span_free(hak_spans_t* spans, hak_page_t* page) {
+static bool hak_segment_span_free(hak_spans_t* spans, hak_page_t* page, uint64_t idle_since_ms) {
   hak_segment_t* segment = hak_segment_of(page);
   /* block_size and start stay: the hardened variant recognises blocks of the page's
    * last layout, so freeing one again is named a double free. */
@@ -254,7 +308,7 @@ static bool hak_segment_span_free(hak_spans_t* spans, hak_page_t* page) {
   page->used = 0;
   page->capacity = page->reserved = 0;
   segment->used_slices -= page->slice_count;
-  hak_span_free(spans, segment, page->slice_index, page->slice_count);
+  hak_span_free(spans, segment, page->slice_index, page->slice_count, idle_since_ms);
   if (segment->used_slices != 0) return false;
   hak_segment_release(spans, segment);
   return true;
@@ -270,7 +324,11 @@ hak_page_t* hak_segment_page_alloc(hak_heap_t* heap, size_t slices) {
 
 void hak_segment_page_free(hak_heap_t* heap, hak_page_t* page) {
   hak_stat_inc(heap, pages_freed);
-  if (hak_segment_span_free(&heap->spans, page)) hak_purge_tick();
+  if (hak_segment_span_free(&heap->spans, page, hak_purge_now_ms())) hak_purge_tick();
+}
+
+void hak_segment_decay(hak_heap_t* heap, bool all) {
+  hak_spans_decay(&heap->spans, all);
 }
 
 /* ---- Big pages: shared by every thread, under one lock ---------------------------------- */
@@ -285,11 +343,19 @@ hak_page_t* hak_segment_big_alloc(size_t slices, bool may_grow) {
   return page;
 }
 
-void hak_segment_big_free(hak_page_t* page) {
+void hak_segment_big_free(hak_page_t* page, uint64_t idle_since_ms) {
   hak_lock(&hak_big_lock);
-  bool released = hak_segment_span_free(&hak_big_spans, page);
+  bool released = hak_segment_span_free(&hak_big_spans, page, idle_since_ms);
   hak_unlock(&hak_big_lock);
   if (released) hak_purge_tick();
+}
+
+/* The big segments' idle free spans, purged under their lock (every one with `all`). */
+void hak_segment_big_decay(bool all) {
+  if (!all && __atomic_load_n(&hak_big_spans.decay_due_ms, __ATOMIC_RELAXED) > hak_purge_now_ms()) return;
+  hak_lock(&hak_big_lock);
+  hak_spans_decay(&hak_big_spans, all);
+  hak_unlock(&hak_big_lock);
 }
 
 /* Grows a big page into the free span after it, or gives its tail back. */
@@ -303,7 +369,7 @@ bool hak_segment_big_resize(hak_page_t* page, size_t slices) {
     size_t cut = (size_t)page->slice_index + slices, extra = page->slice_count - slices;
     page->slice_count = (uint8_t)slices;
     segment->used_slices -= (uint32_t)extra;
-    hak_span_free(&hak_big_spans, segment, cut, extra);
+    hak_span_free(&hak_big_spans, segment, cut, extra, hak_purge_now_ms());
   }
   hak_unlock(&hak_big_lock);
   return ok;
@@ -363,6 +429,7 @@ bool hak_segment_adopt_one(hak_heap_t* heap) {
   hak_segment_list_push(&heap->spans, segment);
   atomic_store_explicit(&segment->thread_id, heap->thread_id, memory_order_release);
   hak_stat_global_inc(segments_adopted);
+  if (segment->decay_slices != 0) heap->spans.decay_due_ms = 0; /* look at them on the next slow path */
   for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
     if (!segment->pages[i].in_use) hak_span_bin_push(&heap->spans, &segment->pages[i]);
   }
