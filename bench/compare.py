@@ -11,8 +11,10 @@ Each run prints a RESULT line (bench_util.h); its checksum must be the same unde
 allocator, and a workload that finds wrong memory contents exits non-zero. Either is
 reported as a failure of that allocator (the run goes on; the exit status is 1).
 
-hakmem's OS calls (mmap, munmap, madvise) are counted by running each workload once
-more under libhakmem_stats.so with HAKMEM_STATS=1 and reading its report.
+hakmem's own counters come from running each workload once more under
+libhakmem_stats.so with HAKMEM_STATS=1 and reading its report (hakmem/hak_stats.c):
+OS calls (mmap, munmap, madvise, mremap), the BigCache and whale cache, the purge
+batcher, and how realloc grew huge blocks.
 
 Output (in --out, default bench-out/): the Markdown tables on stdout and in
 results.md, results.csv and results.json (one row per workload and allocator),
@@ -47,12 +49,39 @@ QUICK_ALLOCATORS = ["glibc", "hakmem", "mimalloc", "jemalloc", "tcmalloc"]
 
 RESULT_RE = re.compile(r"RESULT workload=(\S+) ops=(\d+) ns=(\d+) checksum=(\d+) peak_rss_kib=(\d+) rss_kib=(\d+)(.*)")
 EXTRA_RE = re.compile(r"(\w+)=(\S+)")
-OS_CALL_RE = re.compile(r"^\s*(mmap|munmap|madvise)\s+(\d+) calls\s+(\d+) failed\s+(\d+) us", re.M)
+
+# hakmem's stats report (hak_stats_print). Totals of OS calls are the only lines that
+# start with the call's name (the per-user lines start with the user).
+OS_CALLS = ("mmap", "munmap", "madvise", "mremap")
+OS_CALL_RE = re.compile(r"^\s*(mmap|munmap|madvise|mremap)\s+(\d+) calls\s+(\d+) failed\s+(\d+) us", re.M)
+CACHE_RE = re.compile(r"^\s*(bigcache|whale)\s+hits\s+(\d+)\s+misses\s+(\d+)\s+hit rate\s+\d+%"
+                      r"\s+puts\s+(\d+)\s+evictions\s+(\d+)", re.M)
+LABEL_VALUE_RE = re.compile(r"^  (\S.*?)\s+(\d+)$")
+# (section, label) of a "  label   value" line of the report -> the key in results.
+REPORT_COUNTERS = {
+    ("Purge batcher", "flushes"): "purge_flushes",
+    ("Purge batcher", "madvise ranges"): "purge_ranges",
+    ("Purge batcher", "bytes purged"): "purge_bytes",
+    ("Purge batcher", "bytes reused in time"): "purge_cancelled_bytes",
+    ("Huge-block caches", "realloc grown in place"): "huge_grow_in_place",
+    ("Huge-block caches", "realloc moved by mremap"): "huge_moved_by_remap",
+    ("Huge-block caches", "realloc moved by copy"): "huge_moved_by_copy",
+}
+CACHES = ("bigcache", "whale")
+CACHE_FIELDS = ("hits", "misses", "puts", "evictions")
+# Every key the stats run adds to hakmem's rows, in the order of results.csv.
+HAKMEM_COUNTER_KEYS = (["os_" + c for c in OS_CALLS] + ["os_calls_per_op"]
+                       + ["%s_%s" % (cache, f) for cache in CACHES for f in CACHE_FIELDS + ("hit_rate_pct",)]
+                       + list(REPORT_COUNTERS.values()))
 
 # name -> (binary, arguments of the full run, arguments of the quick run). Sizes are
 # chosen so that a full run of a workload takes about a second under most allocators
 # (and a few seconds under the slowest), a quick run about a fifth of that.
 # tiny_pairs: 10M malloc/free pairs per thread, as its issue asks.
+# realloc_grow: its size is fixed (1 to 32 MiB in 64 KiB steps), so only whole rounds
+# can be dropped; a round takes ~0.15 s under glibc on this project's machines (virtual
+# machines with slow page faults) and ~2 s under mimalloc, which moves the block into
+# fresh memory dozens of times per round.
 
 
 def workload_table(threads):
@@ -72,6 +101,7 @@ def workload_table(threads):
         ("threads_churn_t" + t, "threads", ["--mode", "churn", "--steps", "8000000", "--threads", t],
          ["--mode", "churn", "--steps", "2500000", "--threads", t]),
         ("realloc", "realloc", ["--rounds", "10"], ["--rounds", "3"]),
+        ("realloc_grow", "realloc_grow", ["--rounds", "2"], ["--rounds", "1"]),
         ("rss", "rss", ["--objs", "150000"], ["--objs", "50000"]),
     ]
 
@@ -200,8 +230,53 @@ def measure(args, allocs, wls, log=sys.stderr):
     return samples, failures, reference
 
 
-def os_call_counts(args, wls, reference, failures, log=sys.stderr):
-    """One run of each workload under libhakmem_stats.so with HAKMEM_STATS=1."""
+def report_sections(text):
+    """{section: {label: value}} of the report's "  label   value" lines; a section
+    starts at an unindented line ("Purge batcher:")."""
+    sections, current = {}, None
+    for line in text.splitlines():
+        if line and not line[0].isspace():
+            current = sections.setdefault(line.rstrip(":"), {})
+        elif current is not None:
+            m = LABEL_VALUE_RE.match(line)
+            if m:
+                current[m.group(1)] = int(m.group(2))
+    return sections
+
+
+def parse_stats_report(text, ops):
+    """hakmem's counters from its stats report, keyed as in HAKMEM_COUNTER_KEYS; the
+    names of the groups the report lacks (an older report format, say) go to missing."""
+    counters, missing = {}, []
+    calls = {m.group(1): int(m.group(2)) for m in OS_CALL_RE.finditer(text)}
+    if len(calls) == len(OS_CALLS):
+        counters.update({"os_" + c: n for c, n in calls.items()})
+        if ops > 0:
+            counters["os_calls_per_op"] = sum(calls.values()) / ops
+    else:
+        missing.append("OS calls")
+    caches = {m.group(1): dict(zip(CACHE_FIELDS, map(int, m.groups()[1:]))) for m in CACHE_RE.finditer(text)}
+    for cache in CACHES:
+        if cache not in caches:
+            missing.append(cache)
+            continue
+        c = caches[cache]
+        counters.update({"%s_%s" % (cache, f): c[f] for f in CACHE_FIELDS})
+        lookups = c["hits"] + c["misses"]
+        if lookups > 0:  # the report's own rate is a whole percent, and 0 with no lookups
+            counters[cache + "_hit_rate_pct"] = 100.0 * c["hits"] / lookups
+    sections = report_sections(text)
+    for (section, label), key in REPORT_COUNTERS.items():
+        if label in sections.get(section, {}):
+            counters[key] = sections[section][label]
+        else:
+            missing.append("%s / %s" % (section, label))
+    return counters, missing
+
+
+def hakmem_counters(args, wls, reference, failures, log=sys.stderr):
+    """One run of each workload under libhakmem_stats.so with HAKMEM_STATS=1:
+    {workload: counters of parse_stats_report}."""
     lib = os.path.join(args.hakmem_dir, "libhakmem_stats.so")
     counts = {}
     if args.no_os_stats:
@@ -219,16 +294,16 @@ def os_call_counts(args, wls, reference, failures, log=sys.stderr):
         if ref is not None and ref[1] != r["checksum"]:
             failures[(wname, "hakmem_stats (HAKMEM_STATS=1)")] = (
                 "checksum %s, but %s gave %s\n    reproduce: %s" % (r["checksum"], ref[0], ref[1], repro(argv, lib, True)))
-        found = {m.group(1): int(m.group(2)) for m in OS_CALL_RE.finditer(r["stderr"])}
-        if len(found) != 3:
-            print("compare.py: no OS-call report from the stats run of %s" % wname, file=log)
-            continue
-        counts[wname] = found
-    print("compare.py: OS-call counts from libhakmem_stats.so done", file=log)
+        found, missing = parse_stats_report(r["stderr"], r["ops"])
+        if missing:
+            print("compare.py: the stats report of %s lacks: %s" % (wname, ", ".join(missing)), file=log)
+        if found:
+            counts[wname] = found
+    print("compare.py: hakmem's counters from libhakmem_stats.so done", file=log)
     return counts
 
 
-def summarize(allocs, wls, samples, os_calls, failures):
+def summarize(allocs, wls, samples, counters, failures):
     """One row per (workload, allocator); an allocator that failed a workload in any
     repetition gets no row there (the tables show FAILED)."""
     rows = []
@@ -258,9 +333,8 @@ def summarize(allocs, wls, samples, os_calls, failures):
                 vals = [x["extra"].get(key) for x in s]
                 if all(isinstance(v, int) for v in vals):
                     row[key] = statistics.median(vals)
-            if aname == "hakmem" and wname in os_calls:
-                for call, n in os_calls[wname].items():
-                    row["os_" + call] = n
+            if aname == "hakmem":
+                row.update(counters.get(wname, {}))
             block.append(row)
         for row in block:
             for ref in ("glibc", "mimalloc"):
@@ -281,34 +355,77 @@ def fmt(x, spec="%.3f"):
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else spec % x
 
 
+def mib(n):
+    return None if n is None else n / (1024.0 * 1024.0)
+
+
+def cache_columns(cache, title):
+    return ([("%s %s" % (title, f), "%s_%s" % (cache, f), "%d", None) for f in CACHE_FIELDS]
+            + [("%s hit rate" % title, cache + "_hit_rate_pct", "%.1f%%", None)])
+
+
+# Columns of the counters table: (header, key in hakmem's row, format, transform).
+COUNTER_COLUMNS = (
+    [("OS calls/op", "os_calls_per_op", "%.4f", None)]
+    + cache_columns("bigcache", "BigCache") + cache_columns("whale", "whale")
+    + [("purge flushes", "purge_flushes", "%d", None),
+       ("madvise ranges", "purge_ranges", "%d", None),
+       ("MiB purged", "purge_bytes", "%.1f", mib),
+       ("MiB reused before purge", "purge_cancelled_bytes", "%.1f", mib),
+       ("realloc in place", "huge_grow_in_place", "%d", None),
+       ("realloc by mremap", "huge_moved_by_remap", "%d", None),
+       ("realloc by copy", "huge_moved_by_copy", "%d", None)])
+
+
+def counters_table(by_key, wnames):
+    """hakmem's cache and batching counters, one row per workload (lines of Markdown;
+    none if no workload has them)."""
+    have = [w for w in wnames if any(k in by_key.get((w, "hakmem"), {}) for k in HAKMEM_COUNTER_KEYS)]
+    if not have:
+        return []
+    out = ["hakmem's caches and batches, from the same stats run (OS calls/op = (mmap + munmap + madvise + mremap) "
+           "/ ops; hit rate = hits / (hits + misses); realloc: huge blocks grown in place, moved by mremap, copied):",
+           "",
+           "| workload | " + " | ".join(c[0] for c in COUNTER_COLUMNS) + " |",
+           "|---|" + "---:|" * len(COUNTER_COLUMNS)]
+    for w in have:
+        r = by_key[(w, "hakmem")]
+        cells = [fmt(t(r.get(key)) if t else r.get(key), spec) for _, key, spec, t in COUNTER_COLUMNS]
+        out.append("| %s | %s |" % (w, " | ".join(cells)))
+    out.append("")
+    return out
+
+
 def tables(rows, allocs, wnames, failures):
     """The Markdown report, as a list of lines."""
     out = []
     out.append("| workload | allocator | ns/op (median) | spread | peak RSS MiB | end RSS MiB | time / glibc "
-               "| time / mimalloc | RSS / mimalloc | mmap | munmap | madvise |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+               "| time / mimalloc | RSS / mimalloc | mmap | munmap | madvise | mremap |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     by_key = {(r["workload"], r["allocator"]): r for r in rows}
     for w in wnames:
         for a in allocs:
             r = by_key.get((w, a))
             if r is None:
-                out.append("| %s | %s | FAILED | | | | | | | | | |" % (w, a))
+                out.append("| %s | %s | FAILED | | | | | | | | | | |" % (w, a))
                 continue
-            out.append("| %s | %s | %.2f | %.1f%% | %.1f | %.1f | %s | %s | %s | %s | %s | %s |" % (
+            out.append("| %s | %s | %.2f | %.1f%% | %.1f | %.1f | %s | %s | %s | %s | %s | %s | %s |" % (
                 w, a, r["ns_per_op"], r["spread_pct"], r["peak_rss_kib"] / 1024.0, r["end_rss_kib"] / 1024.0,
                 fmt(r.get("time_ratio_to_glibc")), fmt(r.get("time_ratio_to_mimalloc")),
                 fmt(r.get("rss_ratio_to_mimalloc")),
-                fmt(r.get("os_mmap"), "%d"), fmt(r.get("os_munmap"), "%d"), fmt(r.get("os_madvise"), "%d")))
+                *(fmt(r.get("os_" + c), "%d") for c in OS_CALLS)))
     for a in allocs:
         mine = [r for r in rows if r["allocator"] == a]
         missing = len(wnames) - len(mine)
-        out.append("| **geomean** | %s | | | | | %s | %s | %s | | | |" % (
+        out.append("| **geomean** | %s | | | | | %s | %s | %s | | | | |" % (
             a + (" (%d failed, left out)" % missing if missing else ""), fmt(geomean([r.get("time_ratio_to_glibc") for r in mine])),
             fmt(geomean([r.get("time_ratio_to_mimalloc") for r in mine])),
             fmt(geomean([r.get("rss_ratio_to_mimalloc") for r in mine]))))
     out.append("")
-    out.append("mmap/munmap/madvise: hakmem's OS calls in one run of the workload (stats variant, HAKMEM_STATS=1).")
+    out.append("mmap/munmap/madvise/mremap: hakmem's OS calls in one run of the workload (stats variant, "
+               "HAKMEM_STATS=1).")
     out.append("")
+    out.extend(counters_table(by_key, wnames))
     for title, key in (("Time per operation / mimalloc (lower is better)", "time_ratio_to_mimalloc"),
                        ("Peak RSS / mimalloc (lower is better)", "rss_ratio_to_mimalloc")):
         out.append("%s:" % title)
@@ -347,8 +464,7 @@ def tables(rows, allocs, wnames, failures):
 
 def write_outputs(out, rows, meta, report_lines):
     keys = ["workload", "allocator", "ns_per_op", "spread_pct", "reps", "ops", "peak_rss_kib", "end_rss_kib",
-            "time_ratio_to_glibc", "time_ratio_to_mimalloc", "rss_ratio_to_mimalloc", "os_mmap", "os_munmap",
-            "os_madvise"]
+            "time_ratio_to_glibc", "time_ratio_to_mimalloc", "rss_ratio_to_mimalloc"] + HAKMEM_COUNTER_KEYS
     keys += sorted({k for r in rows for k in r} - set(keys) - {"samples_ns_per_op", "command"})
     keys += ["command"]
     with open(os.path.join(out, "results.csv"), "w", newline="") as f:
@@ -484,8 +600,8 @@ def main(argv=None):
     print("compare.py: %d workloads x %d allocators x %d repetitions (%s mode)"
           % (len(wls), len(allocs), args.reps, "quick" if args.quick else "full"), file=sys.stderr)
     samples, failures, reference = measure(args, allocs, wls)
-    os_calls = os_call_counts(args, wls, reference, failures) if "hakmem" in allocs else {}
-    rows = summarize(allocs, wls, samples, os_calls, failures)
+    counters = hakmem_counters(args, wls, reference, failures) if "hakmem" in allocs else {}
+    rows = summarize(allocs, wls, samples, counters, failures)
     wnames = [w for w, _ in wls]
     report = tables(rows, list(allocs), wnames, failures)
     charts = []

@@ -7,8 +7,10 @@ Two checks, both against bench/thresholds.json:
    small program with hakmem linked in statically, runs fixed scenarios under
    `valgrind --tool=callgrind`, counting only inside the measured function. Instructions
    per operation (Ir/op) above the baseline by more than the tolerance fail; so do more
-   OS calls (mmap + munmap + madvise) per operation than the baseline allows. The same
-   program built with glibc's malloc is counted too, for reference only.
+   OS calls (mmap + munmap + madvise + mremap) per operation than the baseline allows,
+   or than os_calls_max_per_op (a policy: after warm-up, no scenario may need the OS;
+   --update cannot raise it). The same program built with glibc's malloc is counted
+   too, for reference only.
 2. Time ratios to glibc (a sanity check with a generous margin). A few workloads run
    interleaved under glibc and hakmem (LD_PRELOAD) on this machine; the median time of
    hakmem divided by glibc's must stay below each workload's limit. A ratio over its
@@ -80,6 +82,7 @@ def check_callgrind(args, th):
     cfg = th["callgrind"]
     tol = cfg["tolerance_pct"] / 100.0
     os_tol = cfg.get("os_calls_tolerance_per_op", 0.01)
+    os_max = cfg.get("os_calls_max_per_op")
     results, failed = [], False
     for name, base in cfg["scenarios"].items():
         ops = base["ops"]
@@ -109,6 +112,11 @@ def check_callgrind(args, th):
         if ob is not None and r["os_calls_per_op"] > ob * (1 + tol) + os_tol:
             r["status"] = "FAIL"
             r["notes"].append("%.3f OS calls/op, baseline %.3f" % (r["os_calls_per_op"], ob))
+        if os_max is not None and r["os_calls_per_op"] > os_max:
+            r["status"] = "FAIL"
+            r["over_os_limit"] = True
+            r["notes"].append("%.4f OS calls/op, over the limit of %g for every scenario"
+                              % (r["os_calls_per_op"], os_max))
         failed |= r["status"] != "ok"
         results.append(r)
     print("Instruction counts (valgrind --tool=callgrind, inside gate_measured_*; tolerance %g%%):"
@@ -117,10 +125,10 @@ def check_callgrind(args, th):
     print("| scenario | ops | Ir/op | baseline | change | limit | OS calls/op | baseline | glibc Ir/op | result |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
-        print("| %s | %d | %.1f | %s | %s | %s | %.3f | %s | %.1f | %s |" % (
+        print("| %s | %d | %.1f | %s | %s | %s | %.4f | %s | %.1f | %s |" % (
             r["scenario"], r["ops"], r["ir_per_op"], compare.fmt(r["baseline_ir_per_op"], "%.1f"),
             compare.fmt(r.get("change_pct"), "%+.1f%%"), compare.fmt(r.get("limit_ir_per_op"), "%.1f"),
-            r["os_calls_per_op"], compare.fmt(r["baseline_os_calls_per_op"], "%.3f"), r["glibc_ir_per_op"],
+            r["os_calls_per_op"], compare.fmt(r["baseline_os_calls_per_op"], "%.4f"), r["glibc_ir_per_op"],
             r["status"] + ("" if not r["notes"] else ": " + "; ".join(r["notes"]))))
     print()
     return results, failed
@@ -225,9 +233,12 @@ def main(argv=None):
             sys.exit("gate.py: valgrind not installed (run ci/setup.sh)")
         cg, f = check_callgrind(args, th)
         report["callgrind"] = cg
-        if args.update:  # a new baseline on purpose: only wrong results still fail
-            update_baseline(args, th, cg)
-            f = any(r.get("wrong_results") for r in cg)
+        if args.update:  # a new baseline on purpose: only wrong results and the OS-call policy still fail
+            f = any(r.get("wrong_results") or r.get("over_os_limit") for r in cg)
+            if f:
+                print("gate.py: baseline not updated: a scenario gave wrong results or broke the OS-call limit")
+            else:
+                update_baseline(args, th, cg)
         failed |= f
     if not args.skip_time and not args.update:
         tr, f = check_time(args, th)

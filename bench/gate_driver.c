@@ -13,12 +13,15 @@
  *   tiny_burst   allocate 10000 blocks of 16..256 B, then free them all; ops counts
  *                both calls (200000), so fresh pages, full pages and page frees show
  *   mid_pairs    malloc/free pairs of 4..32 KiB through a ring of 16 (100000)
- *   whale        malloc/free of one 4 MiB block, the whale-cache hit once that cache
- *                exists (2000)
+ *   l25_pairs    malloc/free pairs of 72..900 KiB through a ring of 4: the L2.5 pool
+ *                (64 KiB..1 MiB size classes) (50000)
+ *   big_pairs    malloc/free of one 2 MiB block: a big block, the BigCache hit (20000)
+ *   whale        malloc/free of one 8 MiB block: a whale (above 4032 KiB), the whale
+ *                ring hit (20000)
  * Prints "GATE scenario=<name> ops=<n> checksum=<c> os_calls=<k>"; os_calls is the
- * number of mmap + munmap + madvise calls hakmem made in the measured round (from
- * hak_stats_get, which counts them in every variant; -1 in the glibc build). Exits 1
- * if a block is bad.
+ * number of mmap + munmap + madvise + mremap calls hakmem made in the measured round
+ * (from hak_stats_get, which counts them in every variant; -1 in the glibc build).
+ * Exits 1 if a block is bad.
  */
 #include "bench_util.h"
 
@@ -28,7 +31,7 @@
 static int64_t os_calls_now(void) {
   hak_stats_t s;
   hak_stats_get(&s);
-  return (int64_t)(s.os_mmap.count + s.os_munmap.count + s.os_madvise.count);
+  return (int64_t)(s.os_mmap.count + s.os_munmap.count + s.os_madvise.count + s.os_mremap.count);
 }
 #else
 static int64_t os_calls_now(void) {
@@ -38,7 +41,14 @@ static int64_t os_calls_now(void) {
 
 #define NOINLINE __attribute__((noinline, used))
 
-static unsigned char* g_ring[64];
+/* Live blocks of the pairs scenarios (powers of two: the slot is i & (ring - 1)). */
+#define TINY_RING 64
+#define MID_RING 16
+#define L25_RING 4
+#define PAIRS_WARMUP 10000
+#define BURST_BLOCKS 10000
+
+static unsigned char* g_ring[TINY_RING];
 
 static void pairs_loop(const uint32_t* sizes, uint64_t ops, unsigned ring, uint64_t* sum) {
   for (uint64_t i = 0; i < ops; i++) {
@@ -71,23 +81,36 @@ static void burst_loop(unsigned char** blocks, const uint32_t* sizes, uint64_t n
   }
 }
 
-static void whale_loop(uint64_t ops, uint64_t* sum) {
+#define BIG_BYTES ((size_t)2 << 20)   /* above the pools (1 MiB), a big block */
+#define WHALE_BYTES ((size_t)8 << 20) /* above the big blocks (4032 KiB), a whale */
+
+/* One block of `size` allocated and freed over and over: after the first round every
+ * malloc should be a cache hit. The first and last bytes are written, so a block that
+ * is not really there faults. */
+static void large_loop(size_t size, uint64_t ops, uint64_t* sum) {
   for (uint64_t i = 0; i < ops; i++) {
-    unsigned char* p = malloc((size_t)4 << 20);
-    if (p == NULL) BENCH_FAIL("malloc of 4 MiB failed");
+    unsigned char* p = malloc(size);
+    if (p == NULL) BENCH_FAIL("malloc of %zu bytes failed", size);
+    p[0] = (unsigned char)i;
+    p[size - 1] = (unsigned char)(i >> 8);
     *sum += ((uintptr_t)p & 15) == 0;
     free(p);
   }
 }
 
 NOINLINE void gate_measured_tiny_pairs(const uint32_t* sizes, uint64_t ops, uint64_t* sum) {
-  pairs_loop(sizes, ops, 64, sum);
-  ring_clear(64);
+  pairs_loop(sizes, ops, TINY_RING, sum);
+  ring_clear(TINY_RING);
 }
 
 NOINLINE void gate_measured_mid_pairs(const uint32_t* sizes, uint64_t ops, uint64_t* sum) {
-  pairs_loop(sizes, ops, 16, sum);
-  ring_clear(16);
+  pairs_loop(sizes, ops, MID_RING, sum);
+  ring_clear(MID_RING);
+}
+
+NOINLINE void gate_measured_l25_pairs(const uint32_t* sizes, uint64_t ops, uint64_t* sum) {
+  pairs_loop(sizes, ops, L25_RING, sum);
+  ring_clear(L25_RING);
 }
 
 NOINLINE void gate_measured_tiny_burst(unsigned char** blocks, const uint32_t* sizes, uint64_t n, uint64_t rounds,
@@ -95,8 +118,12 @@ NOINLINE void gate_measured_tiny_burst(unsigned char** blocks, const uint32_t* s
   for (uint64_t r = 0; r < rounds; r++) burst_loop(blocks, sizes, n, sum);
 }
 
+NOINLINE void gate_measured_big_pairs(uint64_t ops, uint64_t* sum) {
+  large_loop(BIG_BYTES, ops, sum);
+}
+
 NOINLINE void gate_measured_whale(uint64_t ops, uint64_t* sum) {
-  whale_loop(ops, sum);
+  large_loop(WHALE_BYTES, ops, sum);
 }
 
 static uint32_t* draw_sizes(uint64_t n, uint32_t lo, uint32_t hi) {
@@ -106,52 +133,113 @@ static uint32_t* draw_sizes(uint64_t n, uint32_t lo, uint32_t hi) {
   return s;
 }
 
+/* What a scenario reports: operations counted, the checksum of the blocks it read,
+ * and hakmem's OS calls during the measured round only. */
+typedef struct gate_result_s {
+  uint64_t ops;
+  uint64_t sum;
+  int64_t os_calls;
+} gate_result_t;
+
+typedef void measured_pairs_fn(const uint32_t* sizes, uint64_t ops, uint64_t* sum);
+
+/* The warm-up runs the first PAIRS_WARMUP pairs, so every size class the measured
+ * round uses has had its pages set up once. */
+static gate_result_t run_pairs(uint64_t ops, uint32_t lo, uint32_t hi, unsigned ring, measured_pairs_fn* measured) {
+  gate_result_t res = {ops, 0, 0};
+  uint64_t warm = 0;
+  uint32_t* sizes = draw_sizes(ops, lo, hi);
+  pairs_loop(sizes, ops < PAIRS_WARMUP ? ops : PAIRS_WARMUP, ring, &warm);
+  ring_clear(ring);
+  int64_t before = os_calls_now();
+  measured(sizes, ops, &res.sum);
+  res.os_calls = os_calls_now() - before;
+  free(sizes);
+  return res;
+}
+
+static gate_result_t run_tiny_pairs(uint64_t ops) {
+  return run_pairs(ops, 16, 1024, TINY_RING, gate_measured_tiny_pairs);
+}
+
+static gate_result_t run_mid_pairs(uint64_t ops) {
+  return run_pairs(ops, 4 << 10, 32 << 10, MID_RING, gate_measured_mid_pairs);
+}
+
+static gate_result_t run_l25_pairs(uint64_t ops) {
+  return run_pairs(ops, 72 << 10, 900 << 10, L25_RING, gate_measured_l25_pairs);
+}
+
+/* ops counts both calls, rounded to whole bursts of BURST_BLOCKS. */
+static gate_result_t run_tiny_burst(uint64_t ops) {
+  uint64_t rounds = ops / (2 * BURST_BLOCKS) > 0 ? ops / (2 * BURST_BLOCKS) : 1;
+  gate_result_t res = {rounds * 2 * BURST_BLOCKS, 0, 0};
+  uint64_t warm = 0;
+  uint32_t* sizes = draw_sizes(BURST_BLOCKS, 16, 256);
+  unsigned char** blocks = bench_malloc(BURST_BLOCKS * sizeof(*blocks));
+  burst_loop(blocks, sizes, BURST_BLOCKS, &warm);
+  int64_t before = os_calls_now();
+  gate_measured_tiny_burst(blocks, sizes, BURST_BLOCKS, rounds, &res.sum);
+  res.os_calls = os_calls_now() - before;
+  free(blocks);
+  free(sizes);
+  return res;
+}
+
+/* The warm-up puts the block in its cache once (and a second time, in case the first
+ * free only set the cache up). */
+static gate_result_t run_large(uint64_t ops, size_t size, void (*measured)(uint64_t, uint64_t*)) {
+  gate_result_t res = {ops, 0, 0};
+  uint64_t warm = 0;
+  large_loop(size, 2, &warm);
+  int64_t before = os_calls_now();
+  measured(ops, &res.sum);
+  res.os_calls = os_calls_now() - before;
+  return res;
+}
+
+static gate_result_t run_big_pairs(uint64_t ops) {
+  return run_large(ops, BIG_BYTES, gate_measured_big_pairs);
+}
+
+static gate_result_t run_whale(uint64_t ops) {
+  return run_large(ops, WHALE_BYTES, gate_measured_whale);
+}
+
+static const struct {
+  const char* name;
+  uint64_t default_ops;
+  gate_result_t (*run)(uint64_t ops);
+} scenarios[] = {
+    {"tiny_pairs", 200000, run_tiny_pairs}, {"tiny_burst", 200000, run_tiny_burst},
+    {"mid_pairs", 100000, run_mid_pairs},   {"l25_pairs", 50000, run_l25_pairs},
+    {"big_pairs", 20000, run_big_pairs},    {"whale", 20000, run_whale},
+};
+#define SCENARIO_COUNT (sizeof(scenarios) / sizeof(scenarios[0]))
+
+static void usage(void) {
+  fprintf(stderr, "usage: gate_driver <scenario> [ops]; scenarios:");
+  for (size_t i = 0; i < SCENARIO_COUNT; i++) fprintf(stderr, " %s", scenarios[i].name);
+  fprintf(stderr, "\n");
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: gate_driver tiny_pairs|tiny_burst|mid_pairs|whale [ops]\n");
+    usage();
     return 2;
   }
-  const char* sc = argv[1];
   uint64_t ops = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
-  uint64_t sum = 0, warm = 0;
-  int64_t os_before = 0, os_calls = 0;
-  if (strcmp(sc, "tiny_pairs") == 0 || strcmp(sc, "mid_pairs") == 0) {
-    int tiny = sc[0] == 't';
-    if (ops == 0) ops = tiny ? 200000 : 100000;
-    uint32_t* sizes = tiny ? draw_sizes(ops, 16, 1024) : draw_sizes(ops, 4096, 32768);
-    pairs_loop(sizes, ops < 10000 ? ops : 10000, tiny ? 64 : 16, &warm); /* warm-up */
-    ring_clear(tiny ? 64 : 16);
-    os_before = os_calls_now();
-    if (tiny) gate_measured_tiny_pairs(sizes, ops, &sum);
-    else gate_measured_mid_pairs(sizes, ops, &sum);
-    os_calls = os_calls_now() - os_before;
-    free(sizes);
-  } else if (strcmp(sc, "tiny_burst") == 0) {
-    if (ops == 0) ops = 200000;
-    uint64_t n = 10000, rounds = ops / (2 * n) > 0 ? ops / (2 * n) : 1;
-    ops = rounds * 2 * n;
-    uint32_t* sizes = draw_sizes(n, 16, 256);
-    unsigned char** blocks = bench_malloc(n * sizeof(*blocks));
-    burst_loop(blocks, sizes, n, &warm); /* warm-up */
-    os_before = os_calls_now();
-    gate_measured_tiny_burst(blocks, sizes, n, rounds, &sum);
-    os_calls = os_calls_now() - os_before;
-    free(blocks);
-    free(sizes);
-  } else if (strcmp(sc, "whale") == 0) {
-    if (ops == 0) ops = 2000;
-    whale_loop(2, &warm); /* warm-up */
-    os_before = os_calls_now();
-    gate_measured_whale(ops, &sum);
-    os_calls = os_calls_now() - os_before;
-  } else {
-    fprintf(stderr, "gate_driver: unknown scenario %s\n", sc);
-    return 2;
-  }
+  for (size_t i = 0; i < SCENARIO_COUNT; i++) {
+    if (strcmp(argv[1], scenarios[i].name) != 0) continue;
+    gate_result_t res = scenarios[i].run(ops != 0 ? ops : scenarios[i].default_ops);
 #ifndef GATE_HAKMEM
-  os_calls = -1;
+    res.os_calls = -1; /* glibc's calls are not counted */
 #endif
-  printf("GATE scenario=%s ops=%llu checksum=%llu os_calls=%lld\n", sc, (unsigned long long)ops,
-         (unsigned long long)sum, (long long)os_calls);
-  return 0;
+    printf("GATE scenario=%s ops=%llu checksum=%llu os_calls=%lld\n", scenarios[i].name, (unsigned long long)res.ops,
+           (unsigned long long)res.sum, (long long)res.os_calls);
+    return 0;
+  }
+  fprintf(stderr, "gate_driver: unknown scenario %s\n", argv[1]);
+  usage();
+  return 2;
 }
