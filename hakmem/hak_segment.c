@@ -203,21 +203,25 @@ static bool hak_span_grow(hak_spans_t* spans, hak_page_t* page, size_t slices) {
 /* ---- Decay: free spans idle for the purge delay are purged ------------------------- */
 
 /* Purges the due slices of one segment (consecutive ones in one call); they read zero
- * afterwards (DONTNEED), which calloc then knows. The caller owns the spans, so no
- * slice is handed out meanwhile. */
+ * afterwards (DONTNEED), which calloc then knows. Runs shorter than
+ * HAKMEM_PURGE_MIN_BYTES are not worth a call: they stay resident. The caller owns the
+ * spans, so no slice is handed out meanwhile. */
 static void hak_segment_purge_slices(hak_segment_t* segment, uint64_t due) {
   hak_purge_batch_t batch;
   batch.count = 0;
+  uint64_t purged = 0;
   for (uint64_t d = due; d != 0;) {
     size_t start = (size_t)__builtin_ctzll(d);
     uint64_t rest = ~(d >> start); /* zeros where the run of set bits from start is */
     size_t len = rest == 0 ? 64 - start : (size_t)__builtin_ctzll(rest);
-    hak_purge_batch_add(&batch, (uint8_t*)segment + (start << HAK_SLICE_SHIFT), len << HAK_SLICE_SHIFT);
     d &= ~hak_slice_bits(start, len);
+    if ((len << HAK_SLICE_SHIFT) < hak_options.purge_min_bytes) continue;
+    hak_purge_batch_add(&batch, (uint8_t*)segment + (start << HAK_SLICE_SHIFT), len << HAK_SLICE_SHIFT);
+    purged |= hak_slice_bits(start, len);
   }
   bool zeroed = hak_purge_batch_flush(&batch);
   segment->decay_slices &= ~due;
-  if (zeroed) segment->zero_slices |= due;
+  if (zeroed) segment->zero_slices |= purged;
 }
 
 /* Purges the free slices of `spans` idle for the purge delay (every one with `all`). */
