@@ -111,6 +111,8 @@ def hak_library_variants(internal_visibility):
             name = "libhakmem" + v.suffix + ".so",
             deps = [":hakmem" + v.suffix],
             linkshared = 1,
-            linkopts = ["-Wl,-z,nodelete"],
+            # A malloc for every program must not drag in the C++ runtime: drop the
+            # libraries the toolchain links by default but nothing here uses.
+            linkopts = ["-Wl,-z,nodelete", "-Wl,--as-needed"],
             visibility = ["//visibility:public"],
         )
