@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
     recs[i].next = i + 1 < window ? (uint32_t)(i + 1) : UINT32_MAX;
   }
   uint64_t checksum = 0, freed = 0, live = 0, peak_live = 0;
+  uint64_t live_bytes = 0, peak_live_bytes = 0; /* requested bytes: RSS can be judged against it */
 
   uint64_t t0 = bench_now_ns();
   for (uint64_t t = 0; t < allocs + window; t++) {
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
       free(r->p);
       freed++;
       live--;
+      live_bytes -= r->size;
       *bucket = r->next;
       r->next = free_head;
       free_head = ri;
@@ -71,14 +73,17 @@ int main(int argc, char** argv) {
     r->next = *dest;
     *dest = ri;
     if (++live > peak_live) peak_live = live;
+    live_bytes += size;
+    if (live_bytes > peak_live_bytes) peak_live_bytes = live_bytes;
   }
   uint64_t ns = bench_now_ns() - t0;
   BENCH_CHECK(freed == allocs && live == 0, "freed %llu of %llu blocks", (unsigned long long)freed,
               (unsigned long long)allocs);
   free(recs);
   free(wheel);
-  char extra[64];
-  snprintf(extra, sizeof(extra), "peak_live_blocks=%llu", (unsigned long long)peak_live);
+  char extra[96];
+  snprintf(extra, sizeof(extra), "peak_live_blocks=%llu peak_live_kib=%llu", (unsigned long long)peak_live,
+           (unsigned long long)(peak_live_bytes >> 10));
   bench_report_extra("mixed", allocs, ns, checksum, extra);
   return 0;
 }

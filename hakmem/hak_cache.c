@@ -223,7 +223,7 @@ hak_segment_t* hak_whale_get(size_t need, size_t align, size_t align_offset) {
   if (found != NULL) hak_whales.hits++;
   else hak_whales.misses++;
   hak_unlock(&hak_whale_lock);
-  if (tail != NULL) hak_region_free(tail, tail_units, tail_idle);
+  if (tail != NULL) hak_region_free(tail, tail_units, tail_idle, false);
   return found;
 }
 

@@ -51,6 +51,9 @@
 #define HAK_MEDIUM_PAGE_SLICES 8
 #define HAK_MEDIUM_BLOCK_MAX ((size_t)128 * 1024)  /* blocks up to here: 8-slice pages */
 #define HAK_BIG_MAX ((HAK_SEGMENT_SLICES - 1) * HAK_SLICE_SIZE) /* 4032 KiB; above: whales */
+/* A whale that needs less than this of its last unit purges what a segment left there
+ * (hak_whale_trim_tail). */
+#define HAK_WHALE_TAIL_COLD ((size_t)1 << 20)
 
 /* Chunks of address space the region reserves: 64 units, the first of which holds the
  * chunk's own descriptor. Runs longer than a chunk can hold get a mapping of their own. */

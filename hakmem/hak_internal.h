@@ -323,6 +323,7 @@ typedef struct hak_purge_batch_s {
 uint64_t hak_purge_now_ms(void);                  /* coarse monotonic clock */
 bool hak_purge_batch_add(hak_purge_batch_t* batch, void* addr, size_t size); /* false: full */
 bool hak_purge_batch_flush(hak_purge_batch_t* batch); /* true: the ranges read zero now */
+void hak_purge_range_now(void* addr, size_t size);  /* one range at once, counted as a flush */
 void hak_purge_schedule(uint64_t due_ms);         /* something becomes purgeable then */
 void hak_purge_tick(void);                        /* slow paths: purge what is due */
 void hak_purge_stats_read(hak_stats_t* out);
@@ -332,11 +333,14 @@ void hak_purge_stats_read(hak_stats_t* out);
 typedef struct hak_run_state_s {
   bool is_zero;     /* every byte reads zero */
   bool is_resident; /* every unit was in use since its last purge: writes fault little */
+  uint64_t dense_units; /* bit i: unit i of the run came from a segment, mostly resident */
 } hak_run_state_t;
 
 void* hak_region_alloc(size_t units, size_t align, size_t align_offset, hak_run_state_t* state);
 bool hak_region_extend(void* run, size_t units, size_t extra_units); /* claim the next units */
-void hak_region_free(void* run, size_t units, uint64_t idle_since_ms); /* purge due a delay later */
+/* Purge due a delay later. dense: the units' pages were mostly written (a segment's),
+ * so a whale should not take them as the unit it barely enters. */
+void hak_region_free(void* run, size_t units, uint64_t idle_since_ms, bool dense);
 void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size); /* after mremap */
 typedef enum hak_region_purge_e {
   HAK_REGION_PURGE_DUE,       /* what is due; unmap idle chunks beyond HAKMEM_REGION_KEEP */

@@ -122,13 +122,29 @@ static void hak_whale_init_header(hak_segment_t* segment, size_t mapping_size, b
   atomic_store_explicit(&segment->thread_id, 0, memory_order_relaxed);
 }
 
+/* A last unit the block barely enters (a 4 MiB whale needs one page of its second)
+ * that a segment left full of resident pages would keep them, unused, for the block's
+ * life and its time in the whale ring: purged now, with one call. Whales' own units
+ * are not purged so (their tails are mostly untouched; reuse would pay a call each). */
+static void hak_whale_trim_tail(hak_segment_t* segment, size_t need, hak_run_state_t* state) {
+  size_t last = segment->units - 1;
+  size_t end = hak_align_up(need, hak_os_page_size());
+  if (last == 0 || end - (last << HAK_SEGMENT_SHIFT) >= HAK_WHALE_TAIL_COLD) return;
+  if (((state->dense_units >> last) & 1) == 0) return;
+  hak_purge_range_now((uint8_t*)segment + end, (segment->units << HAK_SEGMENT_SHIFT) - end);
+  state->is_resident = false;
+}
+
 /* Region units if the run fits in a chunk, else a mapping of its own (whose commit the
  * kernel checks against its overcommit policy). */
 static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place, hak_run_state_t* state) {
   size_t units = hak_whale_units(need);
   if (units <= HAK_CHUNK_RUN_MAX && place->run_align <= HAK_CHUNK_SIZE) {
     hak_segment_t* segment = hak_region_alloc(units, place->run_align, place->run_align_offset, state);
-    if (segment != NULL) hak_whale_init_header(segment, units << HAK_SEGMENT_SHIFT, false, state->is_zero);
+    if (segment != NULL) {
+      hak_whale_init_header(segment, units << HAK_SEGMENT_SHIFT, false, state->is_zero);
+      hak_whale_trim_tail(segment, need, state);
+    }
     return segment;
   }
   size_t mapping_size = hak_align_up(need, hak_os_page_size());
@@ -193,7 +209,7 @@ void hak_whale_release(hak_segment_t* segment, uint64_t idle_since_ms) {
   hak_segment_map_set(segment, false);
   hak_hardening_on_segment_release(segment);
   if (segment->is_dedicated) hak_os_unmap(segment, segment->mapping_size, HAK_OS_USER_HUGE);
-  else hak_region_free(segment, segment->units, idle_since_ms);
+  else hak_region_free(segment, segment->units, idle_since_ms, false);
 }
 
 static void hak_whale_free(hak_segment_t* segment) {
@@ -235,7 +251,7 @@ static void hak_whale_shrink(hak_segment_t* segment, size_t need) {
   }
   size_t keep = hak_whale_units(need);
   if (keep >= segment->units) return;
-  hak_region_free((uint8_t*)segment + (keep << HAK_SEGMENT_SHIFT), segment->units - keep, hak_purge_now_ms());
+  hak_region_free((uint8_t*)segment + (keep << HAK_SEGMENT_SHIFT), segment->units - keep, hak_purge_now_ms(), false);
   segment->units = keep;
   segment->mapping_size = keep << HAK_SEGMENT_SHIFT;
 }

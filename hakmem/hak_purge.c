@@ -49,6 +49,14 @@ bool hak_purge_batch_flush(hak_purge_batch_t* batch) {
   return zeroed;
 }
 
+/* For memory that is not free but will not be used either (the tail of a whale's
+ * run past its block): no delay, nothing reuses it before the block is freed. */
+void hak_purge_range_now(void* addr, size_t size) {
+  hak_purge_batch_t batch = {.count = 0};
+  hak_purge_batch_add(&batch, addr, size);
+  hak_purge_batch_flush(&batch);
+}
+
 void hak_purge_schedule(uint64_t due_ms) {
   uint64_t cur = atomic_load_explicit(&hak_purge_next_due, memory_order_relaxed);
   while (due_ms < cur &&

@@ -29,6 +29,7 @@ typedef struct hak_chunk_s {
   uint64_t dirty;
   uint64_t pending;
   uint64_t purging;
+  uint64_t dense;      /* dirty units a segment gave back: most of their pages are resident */
   uint64_t run_starts; /* free units where a freed run began */
   uint64_t expire[HAK_CHUNK_UNITS];
 } hak_chunk_t;
@@ -124,6 +125,8 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
   chunk->run_starts &= ~run;
   state->is_zero = (chunk->nonzero & run) == 0;
   state->is_resident = (chunk->dirty & run) == run;
+  state->dense_units = (chunk->dense & chunk->dirty & run) >> start;
+  chunk->dense &= ~run;
   chunk->used |= run;
   chunk->nonzero |= run;
   chunk->dirty |= run;
@@ -200,7 +203,7 @@ bool hak_region_extend(void* run, size_t units, size_t extra_units) {
 
 /* ---- Free -------------------------------------------------------------------------------- */
 
-void hak_region_free(void* run, size_t units, uint64_t idle_since_ms) {
+void hak_region_free(void* run, size_t units, uint64_t idle_since_ms, bool dense) {
   hak_chunk_t* chunk = hak_region_chunk_of(run);
   size_t start = hak_region_unit_index(chunk, run);
   uint64_t due = idle_since_ms + hak_options.purge_delay_ms;
@@ -208,6 +211,8 @@ void hak_region_free(void* run, size_t units, uint64_t idle_since_ms) {
   uint64_t bits = hak_bits_range(start, units);
   chunk->used &= ~bits;
   chunk->pending |= bits;
+  if (dense) chunk->dense |= bits;
+  else chunk->dense &= ~bits;
   chunk->run_starts |= (uint64_t)1 << start;
   for (size_t i = start; i < start + units; i++) chunk->expire[i] = due;
   hak_region_free_units += units;
@@ -227,6 +232,7 @@ void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size
   hak_lock(&hak_region_lock);
   chunk->used &= ~bits;
   chunk->dirty &= ~bits;
+  chunk->dense &= ~bits;
   chunk->nonzero &= ~bits | ((uint64_t)1 << start);
   hak_region_free_units += units;
   hak_unlock(&hak_region_lock);
@@ -281,6 +287,7 @@ static bool hak_region_collect_due(uint64_t now, bool force, hak_purge_batch_t* 
 static void hak_region_finish_purge(bool zeroed) {
   for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
     c->dirty &= ~c->purging;
+    c->dense &= ~c->purging;
     if (zeroed) c->nonzero &= ~c->purging;
     c->purging = 0;
   }

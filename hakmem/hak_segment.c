@@ -293,7 +293,9 @@ static void hak_segment_release(hak_spans_t* spans, hak_segment_t* segment) {
   hak_segment_live_add(-1);
   hak_stat_global_inc(segments_freed);
   atomic_store_explicit(&segment->thread_id, 0, memory_order_relaxed);
-  hak_region_free(segment, 1, hak_purge_now_ms());
+  /* dense unless decay purged most of it while it was in use */
+  bool dense = __builtin_popcountll(segment->zero_slices) < (int)HAK_SEGMENT_SLICES / 2;
+  hak_region_free(segment, 1, hak_purge_now_ms(), dense);
 }
 
 static hak_page_t* hak_segment_span_alloc(hak_spans_t* spans, hak_segment_kind_t kind, hak_heap_t* heap,
