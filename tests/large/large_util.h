@@ -102,37 +102,69 @@ inline int OvercommitMode() {
   return n == 1 && c >= '0' && c <= '2' ? c - '0' : -1;
 }
 
-// A byte pattern that differs between neighbouring offsets and between seeds.
+// A byte pattern that differs between neighbouring offsets and between seeds, periodic
+// with a prime period: no shift by whole pages (a page moved to the wrong place) maps it
+// onto itself within 256 MiB. The period lets fills and checks run as memcpy and memcmp,
+// which the sanitizers check per range instead of per byte.
+constexpr size_t kPatternPeriod = 65521;
+
 inline uint8_t PatternByte(size_t i, unsigned seed) {
-  return static_cast<uint8_t>((i * 131u + (i >> 8) * 7u + seed * 29u + 1u) & 0xff);
+  size_t j = i % kPatternPeriod;
+  return static_cast<uint8_t>((j * 131u + (j >> 8) * 7u + seed * 29u + 1u) & 0xff);
+}
+
+// Two periods of the pattern of `seed`, so that any window of one period is contiguous.
+inline const uint8_t* PatternPeriods(unsigned seed) {
+  static uint8_t buf[2 * kPatternPeriod];
+  static unsigned cached = ~0u;
+  if (cached != seed) {
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = PatternByte(i, seed);
+    cached = seed;
+  }
+  return buf;
 }
 
 inline void FillPattern(void* p, size_t from, size_t to, unsigned seed) {
+  const uint8_t* ref = PatternPeriods(seed);
   uint8_t* b = static_cast<uint8_t*>(p);
-  for (size_t i = from; i < to; i++) b[i] = PatternByte(i, seed);
+  for (size_t i = from; i < to;) {
+    size_t n = to - i < kPatternPeriod ? to - i : kPatternPeriod;
+    memcpy(b + i, ref + i % kPatternPeriod, n);
+    i += n;
+  }
 }
 
 // Index of the first byte of [from, to) that differs from the pattern, or `to`.
 inline size_t FirstPatternMismatch(const void* p, size_t from, size_t to, unsigned seed) {
+  const uint8_t* ref = PatternPeriods(seed);
   const uint8_t* b = static_cast<const uint8_t*>(p);
-  for (size_t i = from; i < to; i++) {
-    if (b[i] != PatternByte(i, seed)) return i;
+  for (size_t i = from; i < to;) {
+    size_t n = to - i < kPatternPeriod ? to - i : kPatternPeriod;
+    const uint8_t* r = ref + i % kPatternPeriod;
+    if (memcmp(b + i, r, n) != 0) {
+      for (size_t k = 0; k < n; k++) {
+        if (b[i + k] != r[k]) return i + k;
+      }
+    }
+    i += n;
   }
   return to;
 }
 
-// Index of the first non-zero byte of p[0, n), or n.
+// Index of the first non-zero byte of p[0, n), or n (memcmp against zeros, chunk by chunk).
 inline size_t FirstNonZero(const void* p, size_t n) {
+  static const uint8_t zeros[1 << 16] = {};
   const uint8_t* b = static_cast<const uint8_t*>(p);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    memcpy(&w, b + i, 8);
-    if (w != 0) break;
+  for (size_t i = 0; i < n;) {
+    size_t len = n - i < sizeof zeros ? n - i : sizeof zeros;
+    if (memcmp(b + i, zeros, len) != 0) {
+      for (size_t k = 0; k < len; k++) {
+        if (b[i + k] != 0) return i + k;
+      }
+    }
+    i += len;
   }
-  for (; i < n && b[i] == 0; i++) {
-  }
-  return i;
+  return n;
 }
 
 inline uintptr_t Addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }

@@ -14,11 +14,18 @@ namespace {
 // 800 MiB resident), allocated with malloc (hakmem's override; hak_malloc under
 // ASan/TSan, at a quarter of the count).
 constexpr size_t kBlocks = 100000;
+
+// ThreadSanitizer maps shadow memory of its own for each range the program maps (a few
+// mappings per region chunk) and keeps some of it after the range is unmapped: there,
+// /proc/self/maps counts TSan's mappings too, and does not fall back.
+constexpr bool kMapsCountsSanitizerShadow = HAK_TEST_TSAN;
+constexpr size_t kShadowMappingsPerChunk = kMapsCountsSanitizerShadow ? 4 : 1;
 constexpr size_t kBlockSize = 80 * kKiB;
 void* g_blocks[kBlocks];  // static: the bookkeeping must not allocate
 
 TEST(Mappings, HundredThousandBlocksOf80KiBStayInAFewMappings) {
   const size_t n = hak_test_env::Scaled(kBlocks, 10000);
+  free(malloc(16));  // this thread's heap exists (its first allocation maps it)
   hak_collect(true);
   const hak_stats_t s0 = Stats();
   const size_t vma0 = VmaCount();
@@ -66,7 +73,9 @@ TEST(Mappings, HundredThousandBlocksOf80KiBStayInAFewMappings) {
   EXPECT_LE(s2.segments_live, s0.segments_live);
   EXPECT_LE(s2.os_mapped_bytes, s0.os_mapped_bytes) << "hak_collect(true) left idle chunks mapped";
   EXPECT_LE(s2.region_chunks, s0.region_chunks);
-  EXPECT_LE(vma2, vma0 + 2) << "mappings did not fall back: " << vma0 << " -> " << vma_peak << " -> " << vma2;
+  if (!kMapsCountsSanitizerShadow) {
+    EXPECT_LE(vma2, vma0 + 2) << "mappings did not fall back: " << vma0 << " -> " << vma_peak << " -> " << vma2;
+  }
 }
 
 // posix_memalign of small blocks with alignments up to a slice (64 KiB) picks a size
@@ -105,7 +114,7 @@ TEST(Mappings, ThousandAlignedBlocksAddNoMappingPerBlock) {
       const uint64_t chunks = s1.region_chunks - s0.region_chunks;
       EXPECT_LE(chunks, kCount / 63 + 1);
       EXPECT_LE(mmaps, 3 * chunks + 8);
-      EXPECT_LT(vma1 - vma0, 40u);
+      EXPECT_LE(vma1 - vma0, kShadowMappingsPerChunk * chunks + 10);
     }
     for (size_t i = 0; i < kCount; i++) {
       const uint8_t* p = static_cast<const uint8_t*>(blocks[i]);

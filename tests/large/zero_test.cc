@@ -93,23 +93,26 @@ TEST(ZeroProvenance, CallocOfAnotherClassOnFreedPages) {
     size_t first, second;
   } pairs[] = {{48, 64}, {3000, 4000}, {20 * kKiB, 24 * kKiB}, {100 * kKiB, 128 * kKiB},
                {300 * kKiB, 900 * kKiB}, {kMiB + 1, 3 * kMiB}, {3 * kMiB, 2 * kMiB}};
-  constexpr size_t kCount = 64;
+  constexpr size_t kMaxCount = 64;
   for (const Pair& pr : pairs) {
     SCOPED_TRACE(pr.first);
-    void* blocks[kCount];
-    for (void*& b : blocks) {
-      b = malloc(pr.first);
-      ASSERT_NE(b, nullptr);
-      memset(b, 0xAA, pr.first);
+    // Enough blocks to empty whole pages, at most 32 MiB of them.
+    const size_t larger = pr.first > pr.second ? pr.first : pr.second;
+    const size_t count = larger * kMaxCount <= 32 * kMiB ? kMaxCount : 32 * kMiB / larger;
+    void* blocks[kMaxCount];
+    for (size_t i = 0; i < count; i++) {
+      blocks[i] = malloc(pr.first);
+      ASSERT_NE(blocks[i], nullptr);
+      memset(blocks[i], 0xAA, pr.first);
     }
-    for (void* b : blocks) free(b);
-    for (void*& b : blocks) {
-      b = calloc(1, pr.second);
-      ASSERT_NE(b, nullptr);
-      size_t bad = FirstNonZero(b, pr.second);
+    for (size_t i = 0; i < count; i++) free(blocks[i]);
+    for (size_t i = 0; i < count; i++) {
+      blocks[i] = calloc(1, pr.second);
+      ASSERT_NE(blocks[i], nullptr);
+      size_t bad = FirstNonZero(blocks[i], pr.second);
       EXPECT_EQ(bad, pr.second) << "calloc(" << pr.second << ") after " << pr.first << "-byte blocks: offset " << bad;
     }
-    for (void* b : blocks) free(b);
+    for (size_t i = 0; i < count; i++) free(blocks[i]);
   }
 }
 
