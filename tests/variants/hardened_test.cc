@@ -262,6 +262,113 @@ TEST_F(Hardened, DoubleFreeAfterTheBlocksMemoryWentBackIsNamedDoubleFree) {
       FaultAt(kDoubleFree));
 }
 
+// A freed block the caches hold, and a whale realloc moved, are free: a second free of
+// them is a double free, caught at the address freed. Each child checks the block took
+// the intended path (stats counters) before the second free, else exits with 3.
+namespace {
+
+constexpr size_t kMiB = (size_t)1 << 20;
+constexpr size_t kUnit = 4 * kMiB;
+
+hak_stats_t StatsNow() {
+  hak_stats_t s;
+  if (hak_stats_get(&s) != 0) _exit(4);
+  return s;
+}
+
+void Require(bool ok, const char* what) {
+  if (ok) return;
+  if (write(2, what, strlen(what)) < 0) {
+  }
+  _exit(3);
+}
+
+// A whale of 5 MiB (a run of two units) with another whale right after its run, so it
+// cannot grow in place. The other whales are left allocated.
+void* WhaleWithANeighbour() {
+  void* whales[64];
+  for (int i = 0; i < 64; i++) {
+    whales[i] = malloc(5 * kMiB);
+    Require(whales[i] != nullptr, "malloc failed\n");
+    uintptr_t run_i = (uintptr_t)whales[i] & ~(kUnit - 1);
+    for (int j = 0; j < i; j++) {
+      uintptr_t run_j = (uintptr_t)whales[j] & ~(kUnit - 1);
+      if (run_i == run_j + 2 * kUnit) return whales[j];
+      if (run_j == run_i + 2 * kUnit) return whales[i];
+    }
+  }
+  Require(false, "no two whales were neighbours\n");
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_F(Hardened, DoubleFreeOfCachedOrMovedHugeBlocks) {
+  // A big block sitting in the freeing thread's BigCache.
+  EXPECT_DEATH(
+      {
+        void* p = malloc(2 * kMiB);
+        uint64_t cached = StatsNow().bigcache.cached;
+        free(p);
+        Require(StatsNow().bigcache.cached == cached + 1, "the block did not go to the BigCache\n");
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kDoubleFree));
+  // A whale sitting in the whale ring.
+  EXPECT_DEATH(
+      {
+        void* p = malloc(8 * kMiB);
+        uint64_t cached = StatsNow().whale.cached;
+        free(p);
+        Require(StatsNow().whale.cached == cached + 1, "the whale did not go to the ring\n");
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kDoubleFree));
+  // A whale realloc moved by mremap into a mapping of its own (more than a 256 MiB
+  // region chunk holds): the old pointer, freed.
+  EXPECT_DEATH(
+      {
+        void* p = malloc(8 * kMiB);
+        uint64_t remaps = StatsNow().huge_moved_by_remap;
+        void* q = realloc(p, 260 * kMiB);
+        Require(q != nullptr && q != p && StatsNow().huge_moved_by_remap == remaps + 1, "not moved by mremap\n");
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kDoubleFree));
+  // A whale with a neighbour moved by mremap into cold region units.
+  EXPECT_DEATH(
+      {
+        hak_collect(true);  // every free unit clean, the ring empty: the new run is cold
+        void* p = WhaleWithANeighbour();
+        uint64_t remaps = StatsNow().huge_moved_by_remap;
+        void* q = realloc(p, 12 * kMiB);
+        Require(q != nullptr && q != p && StatsNow().huge_moved_by_remap == remaps + 1, "not moved by mremap\n");
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kDoubleFree));
+  // A whale with a neighbour moved by copy into a resident run from the ring (the old
+  // whale then goes to the ring itself).
+  EXPECT_DEATH(
+      {
+        hak_collect(true);
+        void* p = WhaleWithANeighbour();
+        void* resident = malloc(8 * kUnit - 4096);  // eight units: room for the move's 7
+        Require(resident != nullptr, "malloc failed\n");
+        memset(resident, 1, 8 * kUnit - 4096);
+        free(resident);
+        uint64_t copies = StatsNow().huge_moved_by_copy;
+        void* q = realloc(p, 12 * kMiB);
+        Require(q != nullptr && q != p && StatsNow().huge_moved_by_copy == copies + 1, "not moved by copy\n");
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kDoubleFree));
+}
+
 // ---- Invalid free ------------------------------------------------------------------
 
 TEST_F(Hardened, FreeOfAStackAddress) {
