@@ -218,6 +218,7 @@ hak_segment_t* hak_whale_get(size_t need, size_t align, size_t align_offset) {
       tail_units = found->units - units;
       found->units = units;
       found->mapping_size = units << HAK_SEGMENT_SHIFT;
+      if (found->data_end > found->mapping_size) found->data_end = found->mapping_size;
     }
   }
   if (found != NULL) hak_whales.hits++;

@@ -90,6 +90,9 @@ struct hak_segment_s {
   size_t units;                  /* huge: 4 MiB units of the run (or the mapping) */
   size_t mapping_size;           /* huge: bytes from the segment start to the run's end */
   size_t block_bytes;            /* huge: usable bytes of the block (the request, page-rounded) */
+  size_t data_end;               /* huge: bytes from the segment start that may hold data or
+                                    resident pages (the block's end, or more: what a larger
+                                    block or the run's earlier users left) */
   uint8_t* whale_block;          /* huge: where the block starts */
   hak_heap_t* heap;              /* pool: owner heap (NULL when abandoned, and for other kinds) */
   struct hak_segment_s* next;    /* in the owner heap's list, the abandoned list, a cache */
@@ -334,6 +337,7 @@ typedef struct hak_run_state_s {
   bool is_zero;     /* every byte reads zero */
   bool is_resident; /* every unit was in use since its last purge: writes fault little */
   uint64_t dense_units; /* bit i: unit i of the run came from a segment, mostly resident */
+  size_t resident_units; /* units from the run's start through its last one that may be resident */
 } hak_run_state_t;
 
 void* hak_region_alloc(size_t units, size_t align, size_t align_offset, hak_run_state_t* state);
@@ -341,7 +345,9 @@ bool hak_region_extend(void* run, size_t units, size_t extra_units); /* claim th
 /* Purge due a delay later. dense: the units' pages were mostly written (a segment's),
  * so a whale should not take them as the unit it barely enters. */
 void hak_region_free(void* run, size_t units, uint64_t idle_since_ms, bool dense);
-void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size); /* after mremap */
+/* After mremap moved [hole, hole + hole_size) out of the run; data_end: where what the
+ * run may still hold ends. */
+void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size, void* data_end);
 typedef enum hak_region_purge_e {
   HAK_REGION_PURGE_DUE,       /* what is due; unmap idle chunks beyond HAKMEM_REGION_KEEP */
   HAK_REGION_PURGE_ALL,       /* every pending unit too */

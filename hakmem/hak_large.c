@@ -133,6 +133,7 @@ static void hak_whale_trim_tail(hak_segment_t* segment, size_t need, hak_run_sta
   if (((state->dense_units >> last) & 1) == 0) return;
   hak_purge_range_now((uint8_t*)segment + end, (segment->units << HAK_SEGMENT_SHIFT) - end);
   state->is_resident = false;
+  if (segment->data_end > end) segment->data_end = end;
 }
 
 /* Region units if the run fits in a chunk, else a mapping of its own (whose commit the
@@ -143,6 +144,7 @@ static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place,
     hak_segment_t* segment = hak_region_alloc(units, place->run_align, place->run_align_offset, state);
     if (segment != NULL) {
       hak_whale_init_header(segment, units << HAK_SEGMENT_SHIFT, false, state->is_zero);
+      segment->data_end = state->resident_units << HAK_SEGMENT_SHIFT;
       hak_whale_trim_tail(segment, need, state);
     }
     return segment;
@@ -150,8 +152,11 @@ static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place,
   size_t mapping_size = hak_align_up(need, hak_os_page_size());
   hak_segment_t* segment =
       hak_os_map_aligned(mapping_size, place->run_align, place->run_align_offset, 0, HAK_OS_USER_HUGE);
-  *state = (hak_run_state_t){true, false, 0};
-  if (segment != NULL) hak_whale_init_header(segment, mapping_size, true, true);
+  *state = (hak_run_state_t){true, false, 0, 0};
+  if (segment != NULL) {
+    hak_whale_init_header(segment, mapping_size, true, true);
+    segment->data_end = 0;
+  }
   return segment;
 }
 
@@ -159,6 +164,7 @@ static void* hak_whale_hand_out(hak_segment_t* segment, size_t offset, size_t si
   hak_page_t* page = &segment->pages[0];
   segment->whale_block = (uint8_t*)segment + offset;
   segment->block_bytes = hak_align_up(size == 0 ? 1 : size, hak_os_page_size());
+  if (segment->data_end < offset + segment->block_bytes) segment->data_end = offset + segment->block_bytes;
   hak_asan_unpoison(segment->whale_block, segment->block_bytes); /* units may have held pool blocks */
   page->used = 1;
   atomic_store_explicit(&page->xthread_free, HAK_DELAYED_NEVER, memory_order_relaxed);
@@ -167,12 +173,12 @@ static void* hak_whale_hand_out(hak_segment_t* segment, size_t offset, size_t si
   return segment->whale_block;
 }
 
-/* A whale of `size` bytes; *resident says whether its memory was in use since its
- * last purge (a cached whale always was). */
-static void* hak_whale_alloc(size_t size, size_t align, bool* resident) {
+/* A whale of `size` bytes in a run with room for `room` (>= size) bytes; *resident
+ * says whether its memory was in use since its last purge (a cached whale always was). */
+static void* hak_whale_alloc(size_t size, size_t room, size_t align, bool* resident) {
   hak_whale_place_t place = hak_whale_place(align);
-  if (size > PTRDIFF_MAX - place.offset - HAK_SEGMENT_SIZE) return NULL;
-  size_t need = place.offset + hak_align_up(size == 0 ? 1 : size, hak_os_page_size());
+  if (room > PTRDIFF_MAX - place.offset - HAK_SEGMENT_SIZE) return NULL;
+  size_t need = place.offset + hak_align_up(room == 0 ? 1 : room, hak_os_page_size());
   hak_segment_t* segment = hak_whale_get(need, place.run_align, place.run_align_offset);
   if (segment != NULL) {
     segment->is_zero = false;
@@ -180,7 +186,7 @@ static void* hak_whale_alloc(size_t size, size_t align, bool* resident) {
   } else {
     hak_run_state_t state;
     hak_purge_tick();
-    if (!hak_os_can_back(size) || (segment = hak_whale_map(need, &place, &state)) == NULL) return NULL;
+    if (!hak_os_can_back(room) || (segment = hak_whale_map(need, &place, &state)) == NULL) return NULL;
     *resident = state.is_resident;
   }
   return hak_whale_hand_out(segment, place.offset, size);
@@ -194,7 +200,7 @@ void* hak_large_alloc(hak_heap_t* heap, size_t size, size_t align) {
   if (heap != NULL) {
     bool resident;
     if (size <= HAK_BIG_MAX && align <= HAK_POOL_ALIGN_MAX) p = hak_big_alloc(heap, size);
-    else p = hak_whale_alloc(size, align, &resident);
+    else p = hak_whale_alloc(size, size, align, &resident);
   }
   if (p == NULL) {
     errno = ENOMEM;
@@ -247,6 +253,7 @@ static void hak_whale_shrink(hak_segment_t* segment, size_t need) {
     if (!hak_os_shrink(segment, segment->mapping_size, keep, HAK_OS_USER_HUGE)) return;
     segment->mapping_size = keep;
     segment->units = hak_whale_units(keep);
+    if (segment->data_end > keep) segment->data_end = keep;
     return;
   }
   size_t keep = hak_whale_units(need);
@@ -254,6 +261,7 @@ static void hak_whale_shrink(hak_segment_t* segment, size_t need) {
   hak_region_free((uint8_t*)segment + (keep << HAK_SEGMENT_SHIFT), segment->units - keep, hak_purge_now_ms(), false);
   segment->units = keep;
   segment->mapping_size = keep << HAK_SEGMENT_SHIFT;
+  if (segment->data_end > segment->mapping_size) segment->data_end = segment->mapping_size;
 }
 
 static bool hak_whale_grow_in_place(hak_segment_t* segment, size_t need) {
@@ -280,7 +288,7 @@ static bool hak_whale_remap(hak_segment_t* from, void* p, size_t bytes, void* to
   hak_segment_map_set(from, false);
   hak_hardening_on_segment_release(from);
   if (from->is_dedicated) hak_os_unmap(from, (size_t)((uint8_t*)p - (uint8_t*)from), HAK_OS_USER_HUGE);
-  else hak_region_free_moved(from, from->units, p, bytes);
+  else hak_region_free_moved(from, from->units, p, bytes, (uint8_t*)from + from->data_end);
   return true;
 }
 
@@ -292,13 +300,12 @@ static void* hak_whale_move(hak_segment_t* segment, void* p, size_t size) {
   size_t usable = segment->block_bytes;
   size_t roomy = size <= PTRDIFF_MAX / 4 ? size * 2 : size;
   bool resident;
-  void* q = hak_whale_alloc(roomy, 0, &resident);
-  if (q == NULL) q = hak_whale_alloc(size, 0, &resident);
+  void* q = hak_whale_alloc(size, roomy, 0, &resident);
+  if (q == NULL) q = hak_whale_alloc(size, size, 0, &resident);
   if (q == NULL) {
     errno = ENOMEM;
     return NULL;
   }
-  hak_segment_of(q)->block_bytes = hak_align_up(size, hak_os_page_size());
   if (!resident && hak_whale_remap(segment, p, usable, q)) {
     hak_large_count(&hak_large_moved_by_remap);
     return q;
@@ -326,6 +333,7 @@ void* hak_whale_realloc(hak_segment_t* segment, void* p, size_t size) {
   size_t bytes = hak_align_up(size, hak_os_page_size());
   if (bytes > usable) hak_asan_unpoison((uint8_t*)p + usable, bytes - usable); /* see hak_whale_hand_out */
   segment->block_bytes = bytes;
+  if (segment->data_end < offset + bytes) segment->data_end = offset + bytes;
   return p;
 }
 void hak_large_stats_read(hak_stats_t* out) {

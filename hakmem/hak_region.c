@@ -126,6 +126,8 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
   state->is_zero = (chunk->nonzero & run) == 0;
   state->is_resident = (chunk->dirty & run) == run;
   state->dense_units = (chunk->dense & chunk->dirty & run) >> start;
+  uint64_t dirty = chunk->dirty & run;
+  state->resident_units = dirty == 0 ? 0 : (size_t)(64 - __builtin_clzll(dirty)) - start;
   chunk->dense &= ~run;
   chunk->used |= run;
   chunk->nonzero |= run;
@@ -221,35 +223,39 @@ void hak_region_free(void* run, size_t units, uint64_t idle_since_ms, bool dense
 }
 
 /* mremap moved the pages of [hole, hole + hole_size) away: map fresh pages there again
- * and free the run. Only units wholly inside the hole are clean and read zero now:
- * the others keep what the run held outside the block (the header in the first unit;
- * bytes past the block's end, left by a shrink in place or a reused run). If even that
- * fails, the units stay marked in use: address space lost, never memory handed out
- * twice. */
-void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size) {
+ * and free the run. Only units wholly inside the hole are clean and read zero now: the
+ * others keep what the run held outside the block (the header in the first unit; bytes
+ * past the block's end, up to data_end, left by a shrink in place or a larger block of
+ * the run). Units holding such bytes stay dirty and are purged after the delay; the
+ * header's page alone does not make its unit dirty. If even the new mapping fails, the
+ * units stay marked in use: address space lost, never memory handed out twice. */
+void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size, void* data_end) {
   if (!hak_os_map_fixed(hole, hole_size, HAK_OS_USER_REGION)) return;
   hak_chunk_t* chunk = hak_region_chunk_of(run);
   size_t start = hak_region_unit_index(chunk, run);
   uint64_t bits = hak_bits_range(start, units);
+  uintptr_t hole_end = (uintptr_t)hole + hole_size;
   size_t zero_first = (size_t)((uintptr_t)hole - (uintptr_t)chunk + HAK_SEGMENT_MASK) >> HAK_SEGMENT_SHIFT;
-  size_t zero_end = (size_t)((uintptr_t)hole + hole_size - (uintptr_t)chunk) >> HAK_SEGMENT_SHIFT;
+  size_t zero_end = (size_t)(hole_end - (uintptr_t)chunk) >> HAK_SEGMENT_SHIFT;
   uint64_t zeroed = zero_end > zero_first ? hak_bits_range(zero_first, zero_end - zero_first) : 0;
-  /* The rest may hold resident pages (the header's, bytes past the block's end): those
-   * units stay dirty and get purged after the delay like any freed unit. */
-  uint64_t kept = bits & ~zeroed, pending;
+  uint64_t kept = 0;
+  if ((uintptr_t)data_end > hole_end) {
+    size_t first = (size_t)(hole_end - (uintptr_t)chunk) >> HAK_SEGMENT_SHIFT;
+    size_t end = (size_t)((uintptr_t)data_end - (uintptr_t)chunk + HAK_SEGMENT_MASK) >> HAK_SEGMENT_SHIFT;
+    kept = hak_bits_range(first, end - first) & bits;
+  }
   uint64_t due = hak_purge_now_ms() + hak_options.purge_delay_ms;
   hak_lock(&hak_region_lock);
   chunk->used &= ~bits;
-  chunk->dirty &= ~(bits & zeroed);
+  chunk->dirty = (chunk->dirty & ~bits) | kept;
   chunk->dense &= ~bits;
   chunk->nonzero &= ~(bits & zeroed);
-  pending = kept & chunk->dirty;
-  chunk->pending |= pending;
-  for (uint64_t k = pending; k != 0; k &= k - 1) chunk->expire[__builtin_ctzll(k)] = due;
+  chunk->pending |= kept;
+  for (uint64_t k = kept; k != 0; k &= k - 1) chunk->expire[__builtin_ctzll(k)] = due;
   chunk->run_starts |= (uint64_t)1 << start;
   hak_region_free_units += units;
   hak_unlock(&hak_region_lock);
-  if (pending != 0) hak_purge_schedule(due);
+  if (kept != 0) hak_purge_schedule(due);
 }
 
 /* ---- Purge ------------------------------------------------------------------------------- */
