@@ -103,4 +103,13 @@ void* __libc_memalign(size_t alignment, size_t size) HAK_ALIAS_OF(hak_memalign);
 HAK_EXPORT size_t malloc_usable_size(void* p) {
   return hak_usable_size_inline(p);
 }
+
+/* glibc gives back the free memory at the top of its heaps, leaving `pad` bytes there;
+ * hakmem has no top to keep, so it gives back all it can at once (hak_collect(true)),
+ * whatever the pad. Returns 1 when memory went back to the OS, else 0, like glibc.
+ * Without this, the name would reach glibc's allocator, which holds nothing. */
+HAK_EXPORT int malloc_trim(size_t pad) {
+  (void)pad;
+  return hak_collect(true) > 0;
+}
 #endif
