@@ -19,9 +19,11 @@ __thread hak_heap_t* hak_heap_tls __attribute__((tls_model("initial-exec"))) = &
 
 static hak_lock_t hak_heap_pool_lock = HAK_LOCK_INIT;
 static hak_heap_t* hak_heap_pool;      /* every heap ever made, live or idle */
+static hak_heap_t* hak_heap_idle;      /* the idle ones: a new thread pops one, O(1) */
 static uint8_t* hak_heap_chunk;        /* carving area for new heap structs */
 static size_t hak_heap_chunk_left;
 #define HAK_HEAP_CHUNK_SIZE ((size_t)64 * 1024)
+_Static_assert(sizeof(hak_heap_t) + 64 <= HAK_HEAP_CHUNK_SIZE, "a carving area must hold a heap");
 
 void hak_heap_fork_lock(void) {
   hak_lock(&hak_heap_pool_lock);
@@ -42,33 +44,59 @@ static void hak_heap_reset(hak_heap_t* heap) {
   heap->spans.decay_due_ms = UINT64_MAX;
 }
 
+/* A new heap struct from the carving area (lock held); NULL when it is used up. */
+static hak_heap_t* hak_heap_carve(void) {
+  size_t size = hak_align_up(sizeof(hak_heap_t), 64);
+  if (hak_heap_chunk_left < size) return NULL;
+  hak_heap_t* heap = (hak_heap_t*)hak_heap_chunk;
+  hak_heap_chunk += size;
+  hak_heap_chunk_left -= size;
+  heap->next_in_pool = hak_heap_pool;
+  hak_heap_pool = heap;
+  return heap;
+}
+
 /* Takes an idle heap (or carves a new one) and makes it live, reset, in one critical
  * section: resetting it after the unlock would briefly show live == false to another
- * thread looking for an idle heap, and two threads would share it. */
+ * thread looking for an idle heap, and two threads would share it. A new carving area
+ * is mapped outside the lock (threads starting meanwhile need not wait on the kernel);
+ * if another thread installed one first, ours goes back. */
 static hak_heap_t* hak_heap_pool_take(void) {
-  hak_lock(&hak_heap_pool_lock);
-  hak_heap_t* heap = hak_heap_pool;
-  while (heap != NULL && heap->live) heap = heap->next_in_pool;
-  if (heap == NULL) {
-    size_t size = hak_align_up(sizeof(hak_heap_t), 64);
-    if (hak_heap_chunk_left < size) {
-      hak_heap_chunk = hak_os_map_aligned(HAK_HEAP_CHUNK_SIZE, HAK_OS_PAGE_SIZE, 0, 0, HAK_OS_USER_META);
-      hak_heap_chunk_left = hak_heap_chunk != NULL ? HAK_HEAP_CHUNK_SIZE : 0;
+  void* spare = NULL;
+  hak_heap_t* heap;
+  for (;;) {
+    hak_lock(&hak_heap_pool_lock);
+    heap = hak_heap_idle;
+    if (heap != NULL) {
+      hak_heap_idle = heap->next_idle;
+    } else {
+      heap = hak_heap_carve();
+      if (heap == NULL && spare != NULL) {
+        hak_heap_chunk = spare;
+        hak_heap_chunk_left = HAK_HEAP_CHUNK_SIZE;
+        spare = NULL;
+        heap = hak_heap_carve();
+      }
     }
-    if (hak_heap_chunk_left >= size) {
-      heap = (hak_heap_t*)hak_heap_chunk;
-      hak_heap_chunk += size;
-      hak_heap_chunk_left -= size;
-      heap->next_in_pool = hak_heap_pool;
-      hak_heap_pool = heap;
+    if (heap != NULL) {
+      hak_heap_reset(heap);
+      heap->live = true;
     }
+    hak_unlock(&hak_heap_pool_lock);
+    if (heap != NULL) break;
+    spare = hak_os_map_aligned(HAK_HEAP_CHUNK_SIZE, HAK_OS_PAGE_SIZE, 0, 0, HAK_OS_USER_META);
+    if (spare == NULL) return NULL;
   }
-  if (heap != NULL) {
-    hak_heap_reset(heap);
-    heap->live = true;
-  }
-  hak_unlock(&hak_heap_pool_lock);
+  if (spare != NULL) hak_os_unmap(spare, HAK_HEAP_CHUNK_SIZE, HAK_OS_USER_META);
   return heap;
+}
+
+size_t hak_heap_pool_count(void) {
+  size_t n = 0;
+  hak_lock(&hak_heap_pool_lock);
+  for (hak_heap_t* heap = hak_heap_pool; heap != NULL; heap = heap->next_in_pool) n++;
+  hak_unlock(&hak_heap_pool_lock);
+  return n;
 }
 
 void hak_heap_visit_all(hak_heap_visit_fn* fn, void* arg) {
@@ -440,5 +468,7 @@ void hak_heap_thread_done(hak_heap_t* heap) {
 #endif
   hak_lock(&hak_heap_pool_lock);
   heap->live = false;
+  heap->next_idle = hak_heap_idle;
+  hak_heap_idle = heap;
   hak_unlock(&hak_heap_pool_lock);
 }

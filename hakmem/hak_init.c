@@ -5,7 +5,6 @@
  * whose glibc implementation may itself call malloc (pthread_setspecific for keys past
  * the first 32), so such a call finds a working allocator. */
 #include <pthread.h>
-#include <sched.h>
 #include <sys/auxv.h>
 #include <time.h>
 
@@ -19,16 +18,35 @@ static _Atomic bool hak_hooks_claimed;
 static _Atomic bool hak_thread_key_ready;
 static pthread_key_t hak_thread_key;
 
-void hak_lock(hak_lock_t* lock) {
-  while (atomic_flag_test_and_set_explicit(&lock->flag, memory_order_acquire)) sched_yield();
+static void hak_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#else
+  atomic_signal_fence(memory_order_seq_cst);
+#endif
 }
 
 bool hak_trylock(hak_lock_t* lock) {
-  return !atomic_flag_test_and_set_explicit(&lock->flag, memory_order_acquire);
+  uint32_t free_state = 0;
+  return atomic_compare_exchange_strong_explicit(&lock->state, &free_state, 1, memory_order_acquire,
+                                                 memory_order_relaxed);
+}
+
+/* Spin a little (critical sections are short), then mark the lock contended and sleep
+ * until the holder's unlock wakes one sleeper (the classic three-state futex mutex). */
+void hak_lock(hak_lock_t* lock) {
+  if (hak_likely(hak_trylock(lock))) return;
+  for (int i = 0; i < HAK_LOCK_SPINS; i++) {
+    hak_cpu_relax();
+    if (atomic_load_explicit(&lock->state, memory_order_relaxed) == 0 && hak_trylock(lock)) return;
+  }
+  while (atomic_exchange_explicit(&lock->state, 2, memory_order_acquire) != 0) hak_os_wait(&lock->state, 2);
 }
 
 void hak_unlock(hak_lock_t* lock) {
-  atomic_flag_clear_explicit(&lock->flag, memory_order_release);
+  if (atomic_exchange_explicit(&lock->state, 0, memory_order_release) == 2) hak_os_wake_one(&lock->state);
 }
 
 /* Per-process secret for cookies: the kernel's AT_RANDOM bytes, mixed with addresses

@@ -157,6 +157,7 @@ struct hak_heap_s {
   uint8_t retired_min, retired_max;          /* classes that may hold a kept empty page */
   hak_bigcache_t bigcache;                   /* empty big pages kept for reuse */
   hak_heap_t* next_in_pool;                  /* global list of heaps (live and idle) */
+  hak_heap_t* next_idle;                     /* the idle heaps, ready for a new thread */
   bool live;
 #if HAK_STATS
   hak_heap_stats_t stats;
@@ -245,16 +246,23 @@ HAK_INLINE hak_delayed_t hak_thread_free_state(uintptr_t tf) {
 }
 
 /* Lock for the few global lists (short critical sections, no allocation inside);
- * fork handlers take every one of them. */
+ * fork handlers take every one of them. A futex lock: a waiter spins briefly, then
+ * sleeps in the kernel instead of burning its time slice in sched_yield (a purge holds
+ * the region's purge lock across madvise calls). state: 0 free, 1 held, 2 held with
+ * sleepers. */
 typedef struct hak_lock_s {
-  atomic_flag flag;
+  _Atomic uint32_t state;
 } hak_lock_t;
-#define HAK_LOCK_INIT {ATOMIC_FLAG_INIT}
+#define HAK_LOCK_INIT {0}
+#define HAK_LOCK_SPINS 100
 void hak_lock(hak_lock_t* lock);
 bool hak_trylock(hak_lock_t* lock);
 void hak_unlock(hak_lock_t* lock);
 
 /* ---- hak_os.c: the only file that calls mmap, munmap, mremap or madvise ------------ */
+
+void hak_os_wait(_Atomic uint32_t* word, uint32_t value); /* sleeps while *word == value (futex) */
+void hak_os_wake_one(_Atomic uint32_t* word);
 
 /* Who asked: every OS call is counted and timed per caller (hak_stats_t.os_by). */
 typedef enum hak_os_user_e {
@@ -422,6 +430,7 @@ void hak_heap_fork_unlock(void);
 void hak_heap_fork_child(void); /* repairs what threads absent in the child left midway */
 typedef void hak_heap_visit_fn(const hak_heap_t* heap, void* arg);
 void hak_heap_visit_all(hak_heap_visit_fn* fn, void* arg);
+size_t hak_heap_pool_count(void); /* heap structs ever made, live or idle (tests) */
 
 HAK_INLINE hak_heap_t* hak_heap_get(void) {
   return hak_heap_tls;

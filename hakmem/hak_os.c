@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/sysinfo.h>
@@ -19,6 +21,20 @@ typedef struct hak_os_counter_s {
 static hak_os_counter_t hak_os_calls[HAK_STATS_OS_USERS][HAK_STATS_OS_KINDS];
 static _Atomic uint64_t hak_os_mapped_bytes;
 static size_t hak_os_page = HAK_OS_PAGE_SIZE;
+
+/* ---- Sleeping locks: the futex behind hak_lock (not counted: not memory calls) ---- */
+
+void hak_os_wait(_Atomic uint32_t* word, uint32_t value) {
+  int saved_errno = errno;
+  syscall(SYS_futex, (uint32_t*)word, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+  errno = saved_errno;
+}
+
+void hak_os_wake_one(_Atomic uint32_t* word) {
+  int saved_errno = errno;
+  syscall(SYS_futex, (uint32_t*)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  errno = saved_errno;
+}
 
 /* ---- The kernel's primitives ----------------------------------------------------- */
 

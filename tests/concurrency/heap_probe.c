@@ -23,3 +23,9 @@ HAK_EXPORT size_t conc_probe_live_heaps(void) {
   hak_heap_visit_all(conc_probe_count, &n);
   return n;
 }
+
+/* Heap structs made so far, live or idle: exited threads' heaps are reused, so this
+ * stays near the most threads ever alive at once. */
+HAK_EXPORT size_t conc_probe_heaps_made(void) {
+  return hak_heap_pool_count();
+}
