@@ -137,25 +137,30 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
 }
 
 /* A run of n free units whose units may all be resident (reuse without page faults),
- * preferring one where a freed run began; or with !hot_only the lowest free run of any
- * chunk. Lock held. */
+ * preferring one where a freed run began; or with !hot_only any free run. Otherwise (and
+ * always for clean runs) the lowest run of the fullest chunk: packing what is in use into few chunks lets the
+ * others empty and go back to the OS (a stray segment pins its whole chunk's address
+ * space). Lock held. */
 static void* hak_region_find(size_t n, size_t align, size_t align_offset, bool hot_only, hak_run_state_t* state) {
-  hak_chunk_t* first = NULL;
-  uint64_t first_starts = 0;
+  hak_chunk_t* best = NULL;
+  uint64_t best_starts = 0;
+  int best_used = -1;
   for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
     uint64_t avail = ~(c->used | c->purging);
     if (hot_only) avail &= c->dirty;
     uint64_t starts = hak_bits_run_starts(avail, n) & hak_region_aligned_starts(c, align, align_offset);
     if (starts == 0) continue;
-    uint64_t old = starts & c->run_starts;
+    uint64_t old = hot_only ? starts & c->run_starts : 0;
     if (old != 0) return hak_region_take(c, (size_t)__builtin_ctzll(old), n, state);
-    if (first == NULL) {
-      first = c;
-      first_starts = starts;
+    int used = __builtin_popcountll(c->used);
+    if (used > best_used) {
+      best = c;
+      best_starts = starts;
+      best_used = used;
     }
   }
-  if (first == NULL) return NULL;
-  return hak_region_take(first, (size_t)__builtin_ctzll(first_starts), n, state);
+  if (best == NULL) return NULL;
+  return hak_region_take(best, (size_t)__builtin_ctzll(best_starts), n, state);
 }
 
 static void* hak_region_find_locked(size_t n, size_t align, size_t align_offset, bool hot_only,
