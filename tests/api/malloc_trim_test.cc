@@ -14,26 +14,13 @@
 #include <gtest/gtest.h>
 
 #include "hak_test_env.h"
+#include "hak_test_memory.h"
 #include "hakmem.h"
 #include "hak_test_names.h"  // last: see its rule
 
 namespace {
 
 constexpr size_t kMiB = (size_t)1 << 20;
-
-// Resident bytes (/proc/self/statm), read without allocating.
-uint64_t RssBytes() {
-  int fd = open("/proc/self/statm", O_RDONLY);
-  if (fd < 0) return 0;
-  char buf[128];
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  unsigned long size = 0, resident = 0;
-  if (sscanf(buf, "%lu %lu", &size, &resident) != 2) return 0;
-  return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
-}
 
 void* g_blocks[1 << 16];  // static: the bookkeeping must not allocate
 

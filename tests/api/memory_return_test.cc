@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "backends.h"
+#include "hak_test_memory.h"
 #include "hak_test_names.h"  // last: see its rule
 
 extern "C" {
@@ -47,20 +48,6 @@ hak_stats_t Stats() {
   hak_stats_t s;
   EXPECT_EQ(hak_stats_get(&s), 0);
   return s;
-}
-
-// Resident bytes of this process (/proc/self/statm; read without allocating).
-uint64_t RssBytes() {
-  int fd = open("/proc/self/statm", O_RDONLY);
-  if (fd < 0) return 0;
-  char buf[128];
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  unsigned long size = 0, resident = 0;
-  if (sscanf(buf, "%lu %lu", &size, &resident) != 2) return 0;
-  return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
 struct Summary {

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "hak_test_env.h"
+#include "hak_test_memory.h"
 #include "hakmem.h"
 #include "hak_test_names.h"  // last: see its rule
 
@@ -29,16 +30,6 @@ hak_stats_t Stats() {
   hak_stats_t s;
   EXPECT_EQ(hak_stats_get(&s), 0);
   return s;
-}
-
-// Resident pages of [p, p + len) (mincore), or -1.
-long ResidentPages(void* p, size_t len) {
-  static unsigned char vec[kUnit / 4096];
-  size_t page = (size_t)sysconf(_SC_PAGESIZE);
-  if (len / page > sizeof(vec) || mincore(p, len, vec) != 0) return -1;
-  long n = 0;
-  for (size_t i = 0; i < len / page; i++) n += vec[i] & 1;
-  return n;
 }
 
 TEST(WhaleTail, ALastUnitASegmentLeftResidentIsPurged) {
