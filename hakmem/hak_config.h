@@ -79,6 +79,7 @@
 #define HAK_CLASS_HUGE HAK_CLASS_COUNT             /* pseudo-class for stats */
 
 #define HAK_RETIRE_CREDIT_MAX 4                    /* an empty page is kept for up to 2 << 4 fresh pages */
+#define HAK_ADOPT_MAX 4                            /* abandoned segments adopted per slow path */
 #define HAK_BIGCACHE_SLOTS_MAX 16                  /* per heap (HAKMEM_BIGCACHE_SLOTS) */
 
 #if HAK_SMALL_LIMITS

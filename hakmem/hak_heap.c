@@ -194,9 +194,15 @@ static void hak_heap_page_unfull(hak_heap_t* heap, hak_page_t* page) {
   hak_heap_page_queue_push(heap, page);
 }
 
-/* An adopted page with live blocks (already in HAK_DELAYED_USE), whose frees must wake
- * the heap: see hak_segment_adopt_one. */
-void hak_heap_page_push_full(hak_heap_t* heap, hak_page_t* page) {
+/* An adopted page with live blocks (already in HAK_DELAYED_USE, so the frees of its
+ * blocks wake this heap): behind the current page of its class when it has room, so
+ * the adopter fills it before taking fresh pages; else in the full queue. */
+void hak_heap_page_adopted(hak_heap_t* heap, hak_page_t* page) {
+  if (page->free != NULL || page->capacity < page->reserved) {
+    page->in_full = 0; /* it may have been in its last owner's full queue */
+    hak_heap_page_queue_push(heap, page);
+    return;
+  }
   page->in_full = 1;
   hak_page_queue_push_back(&heap->full, page);
 }
@@ -215,11 +221,11 @@ static void hak_heap_page_release(hak_heap_t* heap, hak_page_t* page) {
  * page of its class. That one is kept until the heap has taken a few fresh pages for
  * other classes (hak_heap_collect_retired), so alloc/free of one block does not churn
  * pages, yet a class no longer used does not hold its page while the heap grows
- * elsewhere. */
+ * elsewhere. A page adopted from an exited thread is never kept: nothing here used it. */
 static void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page) {
   if (page->in_full) hak_heap_page_unfull(heap, page);
   hak_page_queue_t* q = &heap->queues[page->class_index];
-  if (HAK_RETAIN_EMPTY_PAGE && q->first == page && page->next == NULL) {
+  if (HAK_RETAIN_EMPTY_PAGE && !page->no_retain && q->first == page && page->next == NULL) {
     /* Kept longer each time it proves useful: a class in steady use keeps its page, a
      * class used once (a burst of one size) gives its page back soon. */
     page->retire_expire = (uint8_t)((page->block_size <= HAK_SMALL_PAGE_BLOCK_MAX ? 2 : 1) << page->retire_credit);
@@ -253,19 +259,36 @@ static void hak_heap_collect_retired(hak_heap_t* heap, bool force) {
   heap->retired_max = new_hi;
 }
 
-/* Local free that found the page full or empty (page->used already decremented). */
-HAK_NOINLINE void hak_heap_local_free_slow(hak_page_t* page) {
-  hak_heap_t* heap = hak_segment_of(page)->heap;
+/* A local free left the page empty or took it off the full list (page->used already
+ * decremented). */
+static void hak_heap_page_after_free(hak_heap_t* heap, hak_page_t* page) {
   if (page->used == 0) hak_heap_page_retire(heap, page);
   else if (page->in_full) hak_heap_page_unfull(heap, page);
 }
 
 static void hak_heap_free_local(hak_page_t* page, hak_block_t* block) {
+  hak_asan_poison(block, page->block_size);
   hak_block_set_next(block, page->free);
   page->free = block;
   page->free_is_zero = 0;
   page->used--;
-  if (page->used == 0 || page->in_full) hak_heap_local_free_slow(page);
+  if (page->used == 0 || page->in_full) hak_heap_page_after_free(hak_segment_of(page)->heap, page);
+}
+
+static void hak_heap_collect_delayed(hak_heap_t* heap);
+static void hak_heap_decay(hak_heap_t* heap);
+
+/* Local free that found the page full or empty. Every 256th time (the counter wraps)
+ * it also takes in the blocks other threads handed over and lets idle memory decay:
+ * a thread that only frees, or only allocates from the pages it has, never reaches the
+ * malloc slow path that otherwise does both. */
+HAK_NOINLINE void hak_heap_local_free_slow(hak_page_t* page) {
+  hak_heap_t* heap = hak_segment_of(page)->heap;
+  hak_heap_page_after_free(heap, page);
+  if (hak_unlikely(++heap->free_slow_ticks == 0)) {
+    hak_heap_collect_delayed(heap);
+    hak_heap_decay(heap);
+  }
 }
 
 /* Blocks other threads freed onto full pages of this heap. */
@@ -319,11 +342,15 @@ static hak_page_t* hak_heap_fresh_page(hak_heap_t* heap, size_t cls) {
   return page;
 }
 
+/* Before a fresh page would need a new segment, memory that exited threads left behind
+ * is taken over: a few segments at most, stopping as soon as a free span fits, so a
+ * slow path never walks the whole abandoned list (and a thread about to exit does not
+ * take everything over only to abandon it again). */
 static hak_page_t* hak_heap_find_page(hak_heap_t* heap, size_t cls) {
-  for (;;) {
+  for (size_t adopted = 0;; adopted++) {
     hak_page_t* page = hak_heap_scan_queue(heap, cls);
     if (page != NULL) return page;
-    /* Before asking the OS, take over memory that exited threads left behind. */
+    if (adopted == HAK_ADOPT_MAX || hak_segment_has_span(heap, hak_class_page_slices(cls))) break;
     if (!hak_segment_adopt_one(heap)) break;
   }
   return hak_heap_fresh_page(heap, cls);
@@ -387,9 +414,14 @@ HAK_NOINLINE void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page
     return;
   }
   hak_heap_t* heap = hak_heap_get();
-  hak_stat_inc_any(heap, free_remote);
   hak_stat_inc_any(heap, class_frees[page->class_index]);
-  (void)heap;
+  if (atomic_load_explicit(&segment->thread_id, memory_order_acquire) == 0 && heap != &hak_heap_empty &&
+      hak_segment_reclaim(heap, segment)) { /* its owner exited: the segment is ours now */
+    hak_stat_inc(heap, free_local);
+    hak_heap_free_local(page, block);
+    return;
+  }
+  hak_stat_inc_any(heap, free_remote);
   hak_page_free_remote(page, block);
 }
 

@@ -70,6 +70,7 @@ typedef struct hak_page_s {
   uint8_t retire_expire;         /* empty page kept: fresh pages of other classes left */
   uint8_t retire_credit;         /* times it was kept empty and used again: keep it longer */
   uint8_t is_zero;               /* span memory untouched since it came zero from the OS */
+  uint8_t no_retain;             /* adopted with live blocks: given back when it empties */
 } hak_page_t;
 
 /* 64 bytes: free() indexes the descriptors with a shift. Blocks start at the page's
@@ -102,6 +103,7 @@ struct hak_segment_s {
   uint64_t freed_ms[HAK_SEGMENT_SLICES]; /* when each decay slice went free */
   uint8_t is_zero;               /* huge: the block's memory is known zero */
   uint8_t is_dedicated;          /* huge: a mapping of its own, not region units */
+  uint8_t is_abandoned;          /* pool: on the abandoned list (under its lock) */
   /* Slice i belongs to the span starting at slice i - slice_offset[i]. Entry 64 serves
    * huge blocks aligned to 4 MiB, which start one unit after their header. */
   uint8_t slice_offset[HAK_SEGMENT_SLICES + 1];
@@ -155,6 +157,7 @@ struct hak_heap_s {
   hak_page_queue_t full;                     /* pages with none, woken by delayed frees */
   hak_spans_t spans;                         /* owned pool segments and their free spans */
   uint8_t retired_min, retired_max;          /* classes that may hold a kept empty page */
+  uint8_t free_slow_ticks;                   /* local free slow paths, wrapping at 256 */
   hak_bigcache_t bigcache;                   /* empty big pages kept for reuse */
   hak_heap_t* next_in_pool;                  /* global list of heaps (live and idle) */
   hak_heap_t* next_idle;                     /* the idle heaps, ready for a new thread */
@@ -407,6 +410,9 @@ void hak_segment_big_free(hak_page_t* page, uint64_t idle_since_ms);
 bool hak_segment_big_resize(hak_page_t* page, size_t slices); /* grow into the next span, or shrink */
 void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment);
 bool hak_segment_adopt_one(hak_heap_t* heap);
+bool hak_segment_reclaim(hak_heap_t* heap, hak_segment_t* segment); /* adopt this one, on free */
+bool hak_segment_has_span(const hak_heap_t* heap, size_t slices);
+size_t hak_segment_abandoned_size(void);
 void hak_segment_fork_lock(void);   /* the abandoned list and the big segments */
 void hak_segment_fork_unlock(void);
 uint64_t hak_segment_live_count(void);
@@ -424,7 +430,7 @@ void hak_heap_local_free_slow(hak_page_t* page);
 void hak_heap_thread_done(hak_heap_t* heap);
 void hak_heap_collect(void); /* the calling thread: delayed frees, kept empty pages */
 hak_heap_t* hak_heap_acquire(void); /* the calling thread's heap, made on first use; NULL: OOM */
-void hak_heap_page_push_full(hak_heap_t* heap, hak_page_t* page);
+void hak_heap_page_adopted(hak_heap_t* heap, hak_page_t* page);
 void hak_heap_fork_lock(void);
 void hak_heap_fork_unlock(void);
 void hak_heap_fork_child(void); /* repairs what threads absent in the child left midway */

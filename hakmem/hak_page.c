@@ -23,6 +23,7 @@ void hak_page_init(hak_page_t* page, hak_heap_t* heap, size_t class_index) {
   page->in_full = 0;
   page->retire_expire = 0;
   page->retire_credit = 0;
+  page->no_retain = 0;
   page->next = page->prev = NULL;
   atomic_store_explicit(&page->xthread_free, HAK_DELAYED_NONE, memory_order_relaxed);
   atomic_store_explicit(&page->xheap, heap, memory_order_relaxed);

@@ -385,33 +385,49 @@ bool hak_segment_big_resize(hak_page_t* page, size_t slices) {
 
 /* Called by an exiting heap for a segment that still has blocks in use. Its pages are
  * already in HAK_DELAYED_NEVER, so remote frees only touch the pages themselves; its
- * free spans leave the heap's bins (the adopter puts them in its own). */
+ * free spans leave the heap's bins (the adopter puts them in its own). The abandoned
+ * list is doubly linked so that a free into one of its segments can take that segment
+ * out in O(1) (hak_segment_reclaim). */
 void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
   for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
     if (!segment->pages[i].in_use) hak_span_bin_remove(&heap->spans, &segment->pages[i]);
   }
   hak_segment_list_remove(&heap->spans, segment);
   segment->heap = NULL;
-  atomic_store_explicit(&segment->thread_id, 0, memory_order_release);
   hak_lock(&hak_segment_lock);
+  segment->prev = NULL;
   segment->next = hak_segment_abandoned;
+  if (segment->next != NULL) segment->next->prev = segment;
   hak_segment_abandoned = segment;
+  segment->is_abandoned = 1;
   atomic_fetch_add_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
+  /* last: a free that sees thread id 0 may try to reclaim it, and finds it listed */
+  atomic_store_explicit(&segment->thread_id, 0, memory_order_release);
   hak_unlock(&hak_segment_lock);
   hak_stat_global_inc(segments_abandoned);
+}
+
+/* Lock held. */
+static void hak_segment_abandoned_unlink(hak_segment_t* segment) {
+  if (segment->prev != NULL) segment->prev->next = segment->next;
+  else hak_segment_abandoned = segment->next;
+  if (segment->next != NULL) segment->next->prev = segment->prev;
+  segment->next = segment->prev = NULL;
+  segment->is_abandoned = 0;
+  atomic_fetch_sub_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
 }
 
 static hak_segment_t* hak_segment_abandoned_pop(void) {
   if (atomic_load_explicit(&hak_segment_abandoned_count, memory_order_relaxed) == 0) return NULL;
   hak_lock(&hak_segment_lock);
   hak_segment_t* segment = hak_segment_abandoned;
-  if (segment != NULL) {
-    hak_segment_abandoned = segment->next;
-    segment->next = NULL;
-    atomic_fetch_sub_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
-  }
+  if (segment != NULL) hak_segment_abandoned_unlink(segment);
   hak_unlock(&hak_segment_lock);
   return segment;
+}
+
+size_t hak_segment_abandoned_size(void) {
+  return atomic_load_explicit(&hak_segment_abandoned_count, memory_order_relaxed);
 }
 
 /* Collects an abandoned page's remote frees and, unless that emptied it (returns true),
@@ -424,13 +440,12 @@ static bool hak_segment_adopt_page_collect(hak_page_t* page) {
   }
 }
 
-/* Takes over one abandoned segment: its free spans join the heap's bins, empty pages
- * are freed, pages with live blocks join the heap's full queue with delayed frees on,
- * so that the frees of their remaining blocks reach the new owner even if it never
- * allocates those classes again. Returns false when there was no abandoned segment. */
-bool hak_segment_adopt_one(hak_heap_t* heap) {
-  hak_segment_t* segment = hak_segment_abandoned_pop();
-  if (segment == NULL) return false;
+/* Takes over an abandoned segment (already off the list): its free spans join the
+ * heap's bins, empty pages are freed, pages with live blocks join the heap's queues
+ * (hak_heap_page_adopted) with delayed frees on, so that the frees of their remaining
+ * blocks reach the new owner even if it never allocates those classes again. Such
+ * pages are not kept when they empty (no_retain): their maker did not come back. */
+static void hak_segment_adopt(hak_heap_t* heap, hak_segment_t* segment) {
   segment->heap = heap;
   hak_segment_list_push(&heap->spans, segment);
   atomic_store_explicit(&segment->thread_id, heap->thread_id, memory_order_release);
@@ -447,7 +462,8 @@ bool hak_segment_adopt_one(hak_heap_t* heap) {
     }
     atomic_store_explicit(&page->xheap, heap, memory_order_release);
     if (!hak_segment_adopt_page_collect(page)) {
-      hak_heap_page_push_full(heap, page);
+      page->no_retain = 1;
+      hak_heap_page_adopted(heap, page);
       i += page->slice_count;
       continue;
     }
@@ -457,5 +473,30 @@ bool hak_segment_adopt_one(hak_heap_t* heap) {
     hak_page_t* span = &segment->pages[i - segment->slice_offset[i]]; /* merged backwards? */
     i = (size_t)span->slice_index + span->slice_count;
   }
+}
+
+/* Adopts the most recently abandoned segment; false when there is none. */
+bool hak_segment_adopt_one(hak_heap_t* heap) {
+  hak_segment_t* segment = hak_segment_abandoned_pop();
+  if (segment == NULL) return false;
+  hak_segment_adopt(heap, segment);
   return true;
+}
+
+/* A free into an abandoned segment: the freeing thread adopts that very segment, so
+ * the frees of its blocks become local and its pages go back as they empty, instead
+ * of waiting on the abandoned list until some thread runs out of pages. False if
+ * another thread took it first (the caller frees remotely then). */
+bool hak_segment_reclaim(hak_heap_t* heap, hak_segment_t* segment) {
+  hak_lock(&hak_segment_lock);
+  bool listed = segment->is_abandoned;
+  if (listed) hak_segment_abandoned_unlink(segment);
+  hak_unlock(&hak_segment_lock);
+  if (listed) hak_segment_adopt(heap, segment);
+  return listed;
+}
+
+/* Does the heap have a free span of at least `slices`? (No need to adopt for a page.) */
+bool hak_segment_has_span(const hak_heap_t* heap, size_t slices) {
+  return (heap->spans.nonempty & (~(uint64_t)0 << slices)) != 0;
 }

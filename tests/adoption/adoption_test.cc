@@ -5,9 +5,11 @@
 // frees were never collected, and every cycle pinned more segments.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <thread>
 #include <vector>
 
+#include "hak_test_env.h"
 #include "hakmem.h"
 #include "hak_test_names.h"  // last: see its rule
 
@@ -62,6 +64,73 @@ TEST(Adoption, SegmentsOfExitedThreadsComeBackWhenAnotherThreadFreesTheirBlocks)
   // Each cycle needs about 4 segments; an adopter that collects what it adopted keeps
   // the total near that, a leak grows it by a few segments per cycle (450+ here).
   EXPECT_LE(peak, start + 24) << "segments pinned by adopted pages that were never collected";
+}
+
+// A worker fills about 10 MiB with small blocks and exits; this thread frees them all
+// and allocates nothing. The first free into each abandoned segment adopts it, so the
+// frees become local and the segments go back as they empty. Before, they stayed
+// abandoned (and resident) until some thread ran out of pages.
+TEST(Adoption, FreeingAnExitedThreadsBlocksGivesItsSegmentsBackWithoutAnyMalloc) {
+  void* mine = hak_malloc(16);
+  ASSERT_NE(mine, nullptr);
+  uint64_t start = LiveSegments();
+  std::vector<void*> left;
+  std::thread worker([&left] {
+    size_t total = 0;
+    for (size_t i = 0; total < (size_t)10 << 20; i++) {
+      size_t size = 16 + (i * 7919) % 4000;
+      void* p = hak_malloc(size);
+      ASSERT_NE(p, nullptr);
+      memset(p, 0x5a, size);
+      left.push_back(p);
+      total += size;
+    }
+  });
+  worker.join();
+  // (It may also have adopted what earlier tests left, so count only that it grew.)
+  ASSERT_GT(LiveSegments(), start) << "the worker's blocks should need segments of their own";
+  for (void* p : left) hak_free(p);
+  EXPECT_LE(LiveSegments(), start) << "segments of the exited thread still held after all their blocks were freed";
+  hak_free(mine);
+}
+
+// Threads that each leave 4 blocks behind (of 4 classes) and exit: the next thread
+// adopts one abandoned segment, allocates from its pages that have room and leaves its
+// own blocks there. Before, a new thread adopted every abandoned segment but filled
+// only fresh pages, so each thread pinned 4 more slices: about 130 segments for 2,000
+// threads, and every exit abandoned all of them again.
+TEST(Adoption, ThreadsThatLeaveBlocksBehindShareFewSegments) {
+  void* mine = hak_malloc(16);
+  ASSERT_NE(mine, nullptr);
+  uint64_t start = LiveSegments();
+  const size_t threads = hak_test_env::Scaled(2000, 200);
+  const size_t wave = 8;
+  std::vector<void*> left(threads * 4, nullptr);
+  for (size_t first = 0; first < threads; first += wave) {
+    std::vector<std::thread> running;
+    for (size_t t = first; t < first + wave && t < threads; t++) {
+      running.emplace_back([&left, t] {
+        for (size_t k = 0; k < 4; k++) {
+          void* p = hak_malloc(64 + 100 * k);
+          ASSERT_NE(p, nullptr);
+          memset(p, (int)t, 64 + 100 * k);
+          left[t * 4 + k] = p;
+        }
+        void* scratch[64];
+        for (void*& p : scratch) p = hak_malloc(100);
+        for (void* p : scratch) hak_free(p);
+      });
+    }
+    for (std::thread& t : running) t.join();
+  }
+  // 8,000 blocks of at most 364 B: well under one segment of pages if they are shared.
+  EXPECT_LE(LiveSegments(), start + 8) << "threads left their blocks on fresh pages instead of adopted ones";
+  for (size_t i = 0; i < left.size(); i++) {
+    ASSERT_EQ(static_cast<unsigned char*>(left[i])[0], (unsigned char)(i / 4)) << "block " << i;
+    hak_free(left[i]);
+  }
+  EXPECT_LE(LiveSegments(), start) << "segments still held after every block was freed";
+  hak_free(mine);
 }
 
 }  // namespace
