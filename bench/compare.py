@@ -78,6 +78,9 @@ HAKMEM_COUNTER_KEYS = (["os_" + c for c in OS_CALLS] + ["os_calls_per_op"]
 # chosen so that a full run of a workload takes about a second under most allocators
 # (and a few seconds under the slowest), a quick run about a fifth of that.
 # tiny_pairs: 10M malloc/free pairs per thread, as its issue asks.
+# abandon, thread_churn, rss_over_time (issue 8, memory return over time): their point
+# is the RSS columns more than the time; thread_churn's time is
+# mostly thread creation, and each allocator's per-thread set-up and tear-down.
 # realloc_grow: its size is fixed (1 to 32 MiB in 64 KiB steps), so only whole rounds
 # can be dropped; a round takes ~0.15 s under glibc on this project's machines (virtual
 # machines with slow page faults) and ~2 s under mimalloc, which moves the block into
@@ -103,6 +106,11 @@ def workload_table(threads):
         ("realloc", "realloc", ["--rounds", "10"], ["--rounds", "3"]),
         ("realloc_grow", "realloc_grow", ["--rounds", "2"], ["--rounds", "1"]),
         ("rss", "rss", ["--objs", "150000"], ["--objs", "50000"]),
+        ("abandon", "abandon", ["--mib", "10", "--pairs", "2000000", "--rounds", "4"],
+         ["--mib", "10", "--pairs", "1000000", "--rounds", "2"]),
+        ("thread_churn", "thread_churn", ["--threads-total", "2000", "--alive", "8", "--blocks", "256"],
+         ["--threads-total", "600", "--alive", "8", "--blocks", "256"]),
+        ("rss_over_time", "rss_over_time", ["--cycles", "16", "--blocks", "6000"], ["--cycles", "8", "--blocks", "2000"]),
     ]
 
 
@@ -396,6 +404,24 @@ def counters_table(by_key, wnames):
     return out
 
 
+# Workloads whose extra RESULT fields are RSS at their phases: (workload, the key a
+# row must have, title, columns of (header, key in the row, in KiB)).
+PHASE_TABLES = (
+    ("rss", "sparse_rss_kib", "rss workload, MiB: live set filled / 1 in 16 blocks left (scattered) / everything freed:",
+     [("live data", "live_bytes_kib"), ("RSS live", "live_rss_kib"), ("RSS 1/16 left", "sparse_rss_kib"),
+      ("RSS all freed", "end_rss_kib")]),
+    ("abandon", "freed_rss_kib", "abandon workload, MiB (last round): the exited thread's blocks live / freed by the main "
+     "thread / after the 64 B pairs:",
+     [("abandoned data", "abandoned_kib"), ("RSS live", "live_rss_kib"), ("RSS freed", "freed_rss_kib"),
+      ("RSS at the end", "end_rss_kib"), ("peak RSS", "peak_rss_kib")]),
+    ("thread_churn", "left_rss_kib", "thread_churn workload, MiB: 4 blocks of every thread left / everything freed:",
+     [("peak RSS", "peak_rss_kib"), ("RSS blocks left", "left_rss_kib"), ("RSS all freed", "end_rss_kib")]),
+    ("rss_over_time", "final_rss_kib", "rss_over_time workload, MiB:",
+     [("peak RSS", "peak_rss_kib"), ("residue data", "residue_kib"),
+      ("RSS end (residue live)", "final_rss_kib"), ("RSS all freed", "end_rss_kib")]),
+)
+
+
 def tables(rows, allocs, wnames, failures):
     """The Markdown report, as a list of lines."""
     out = []
@@ -437,16 +463,18 @@ def tables(rows, allocs, wnames, failures):
         out.append("| **geomean** | %s |" % " | ".join(
             fmt(geomean([by_key.get((w, a), {}).get(key) for w in wnames]), "%.2f") for a in allocs))
         out.append("")
-    rss_rows = [r for r in rows if r["workload"] == "rss" and "sparse_rss_kib" in r]
-    if rss_rows:
-        out.append("rss workload, MiB: live set filled / 1 in 16 blocks left (scattered) / everything freed:")
+    for workload, need, title, columns in PHASE_TABLES:
+        have = [r for r in rows if r["workload"] == workload and need in r]
+        if not have:
+            continue
+        out.append(title)
         out.append("")
-        out.append("| allocator | live data | RSS live | RSS 1/16 left | RSS all freed |")
-        out.append("|---|---:|---:|---:|---:|")
-        for r in rss_rows:
-            out.append("| %s | %.1f | %.1f | %.1f | %.1f |" % (
-                r["allocator"], r.get("live_bytes_kib", 0) / 1024.0, r.get("live_rss_kib", 0) / 1024.0,
-                r["sparse_rss_kib"] / 1024.0, r["end_rss_kib"] / 1024.0))
+        out.append("| allocator | " + " | ".join(c[0] for c in columns) + " |")
+        out.append("|---|" + "---:|" * len(columns))
+        for r in have:
+            out.append("| %s | %s |" % (r["allocator"], " | ".join(
+                fmt(r.get(key) / 1024.0 if isinstance(r.get(key), (int, float)) else None, "%.1f")
+                for _, key in columns)))
         out.append("")
     behind = sorted(((r["time_ratio_to_mimalloc"], r["workload"]) for r in rows
                      if r["allocator"] == "hakmem" and r.get("time_ratio_to_mimalloc", 0) > 1.1), reverse=True)
