@@ -19,7 +19,9 @@ batcher, and how realloc grew huge blocks.
 Output (in --out, default bench-out/): the Markdown tables on stdout and in
 results.md, results.csv and results.json (one row per workload and allocator),
 meta.json, and the charts ratios.svg (time / mimalloc) and rss_ratios.svg
-(peak RSS / mimalloc), drawn with gnuplot.
+(peak RSS / mimalloc), drawn with gnuplot, and rss_over_time.svg (the RSS samples of
+the rss_over_time workload, one line per allocator, from each allocator's run of
+median time), written as SVG text by this script.
 """
 import argparse
 import csv
@@ -35,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from xml.sax.saxutils import escape
 
 SYSTEM_LIBS = "/usr/lib/x86_64-linux-gnu"
 PEERS = {
@@ -78,6 +81,9 @@ HAKMEM_COUNTER_KEYS = (["os_" + c for c in OS_CALLS] + ["os_calls_per_op"]
 # chosen so that a full run of a workload takes about a second under most allocators
 # (and a few seconds under the slowest), a quick run about a fifth of that.
 # tiny_pairs: 10M malloc/free pairs per thread, as its issue asks.
+# abandon, thread_churn, rss_over_time (issue 8, memory return over time): their point
+# is the RSS columns and rss_over_time.svg more than the time; thread_churn's time is
+# mostly thread creation, and each allocator's per-thread set-up and tear-down.
 # realloc_grow: its size is fixed (1 to 32 MiB in 64 KiB steps), so only whole rounds
 # can be dropped; a round takes ~0.15 s under glibc on this project's machines (virtual
 # machines with slow page faults) and ~2 s under mimalloc, which moves the block into
@@ -103,6 +109,11 @@ def workload_table(threads):
         ("realloc", "realloc", ["--rounds", "10"], ["--rounds", "3"]),
         ("realloc_grow", "realloc_grow", ["--rounds", "2"], ["--rounds", "1"]),
         ("rss", "rss", ["--objs", "150000"], ["--objs", "50000"]),
+        ("abandon", "abandon", ["--mib", "10", "--pairs", "2000000", "--rounds", "4"],
+         ["--mib", "10", "--pairs", "1000000", "--rounds", "2"]),
+        ("thread_churn", "thread_churn", ["--threads-total", "2000", "--alive", "8", "--blocks", "256"],
+         ["--threads-total", "600", "--alive", "8", "--blocks", "256"]),
+        ("rss_over_time", "rss_over_time", ["--cycles", "16", "--blocks", "6000"], ["--cycles", "8", "--blocks", "2000"]),
     ]
 
 
@@ -303,6 +314,23 @@ def hakmem_counters(args, wls, reference, failures, log=sys.stderr):
     return counts
 
 
+def median_run(runs):
+    """The run of median time (the lower middle one of an even number): a real run,
+    whose per-run fields (such as RSS samples) belong together."""
+    return sorted(runs, key=lambda x: x["ns"] / max(x["ops"], 1))[(len(runs) - 1) // 2]
+
+
+def rss_samples(run):
+    """A run's RSS samples in KiB (the samples=k1,k2,... field of rss_over_time), or None."""
+    text = run["extra"].get("samples")
+    if text is None:
+        return None
+    text = str(text)
+    if not re.fullmatch(r"\d+(,\d+)*", text):
+        return None
+    return [int(v) for v in text.split(",")]
+
+
 def summarize(allocs, wls, samples, counters, failures):
     """One row per (workload, allocator); an allocator that failed a workload in any
     repetition gets no row there (the tables show FAILED)."""
@@ -333,6 +361,10 @@ def summarize(allocs, wls, samples, counters, failures):
                 vals = [x["extra"].get(key) for x in s]
                 if all(isinstance(v, int) for v in vals):
                     row[key] = statistics.median(vals)
+            samples_kib = rss_samples(median_run(s))
+            if samples_kib:
+                row["rss_samples_kib"] = samples_kib
+                row["mean_rss_kib"] = statistics.mean(samples_kib)
             if aname == "hakmem":
                 row.update(counters.get(wname, {}))
             block.append(row)
@@ -396,6 +428,25 @@ def counters_table(by_key, wnames):
     return out
 
 
+# Workloads whose extra RESULT fields are RSS at their phases: (workload, the key a
+# row must have, title, columns of (header, key in the row, in KiB)).
+# rss_over_time's mean_rss_kib is the mean of the samples of its median run.
+PHASE_TABLES = (
+    ("rss", "sparse_rss_kib", "rss workload, MiB: live set filled / 1 in 16 blocks left (scattered) / everything freed:",
+     [("live data", "live_bytes_kib"), ("RSS live", "live_rss_kib"), ("RSS 1/16 left", "sparse_rss_kib"),
+      ("RSS all freed", "end_rss_kib")]),
+    ("abandon", "freed_rss_kib", "abandon workload, MiB (last round): the exited thread's blocks live / freed by the main "
+     "thread / after the 64 B pairs:",
+     [("abandoned data", "abandoned_kib"), ("RSS live", "live_rss_kib"), ("RSS freed", "freed_rss_kib"),
+      ("RSS at the end", "end_rss_kib"), ("peak RSS", "peak_rss_kib")]),
+    ("thread_churn", "left_rss_kib", "thread_churn workload, MiB: 4 blocks of every thread left / everything freed:",
+     [("peak RSS", "peak_rss_kib"), ("RSS blocks left", "left_rss_kib"), ("RSS all freed", "end_rss_kib")]),
+    ("rss_over_time", "final_rss_kib", "rss_over_time workload, MiB (rss_over_time.svg draws the samples):",
+     [("peak RSS", "peak_rss_kib"), ("mean of samples", "mean_rss_kib"), ("residue data", "residue_kib"),
+      ("RSS end (residue live)", "final_rss_kib"), ("RSS all freed", "end_rss_kib")]),
+)
+
+
 def tables(rows, allocs, wnames, failures):
     """The Markdown report, as a list of lines."""
     out = []
@@ -437,16 +488,18 @@ def tables(rows, allocs, wnames, failures):
         out.append("| **geomean** | %s |" % " | ".join(
             fmt(geomean([by_key.get((w, a), {}).get(key) for w in wnames]), "%.2f") for a in allocs))
         out.append("")
-    rss_rows = [r for r in rows if r["workload"] == "rss" and "sparse_rss_kib" in r]
-    if rss_rows:
-        out.append("rss workload, MiB: live set filled / 1 in 16 blocks left (scattered) / everything freed:")
+    for workload, need, title, columns in PHASE_TABLES:
+        have = [r for r in rows if r["workload"] == workload and need in r]
+        if not have:
+            continue
+        out.append(title)
         out.append("")
-        out.append("| allocator | live data | RSS live | RSS 1/16 left | RSS all freed |")
-        out.append("|---|---:|---:|---:|---:|")
-        for r in rss_rows:
-            out.append("| %s | %.1f | %.1f | %.1f | %.1f |" % (
-                r["allocator"], r.get("live_bytes_kib", 0) / 1024.0, r.get("live_rss_kib", 0) / 1024.0,
-                r["sparse_rss_kib"] / 1024.0, r["end_rss_kib"] / 1024.0))
+        out.append("| allocator | " + " | ".join(c[0] for c in columns) + " |")
+        out.append("|---|" + "---:|" * len(columns))
+        for r in have:
+            out.append("| %s | %s |" % (r["allocator"], " | ".join(
+                fmt(r.get(key) / 1024.0 if isinstance(r.get(key), (int, float)) else None, "%.1f")
+                for _, key in columns)))
         out.append("")
     behind = sorted(((r["time_ratio_to_mimalloc"], r["workload"]) for r in rows
                      if r["allocator"] == "hakmem" and r.get("time_ratio_to_mimalloc", 0) > 1.1), reverse=True)
@@ -465,7 +518,7 @@ def tables(rows, allocs, wnames, failures):
 def write_outputs(out, rows, meta, report_lines):
     keys = ["workload", "allocator", "ns_per_op", "spread_pct", "reps", "ops", "peak_rss_kib", "end_rss_kib",
             "time_ratio_to_glibc", "time_ratio_to_mimalloc", "rss_ratio_to_mimalloc"] + HAKMEM_COUNTER_KEYS
-    keys += sorted({k for r in rows for k in r} - set(keys) - {"samples_ns_per_op", "command"})
+    keys += sorted({k for r in rows for k in r} - set(keys) - {"samples_ns_per_op", "rss_samples_kib", "command"})
     keys += ["command"]
     with open(os.path.join(out, "results.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -566,6 +619,74 @@ def plot(out, rows, allocs, wnames, key, stem, title, ylabel, log=sys.stderr):
     return os.path.join(out, stem + ".svg")
 
 
+def nice_step(span, ticks):
+    """A tick step of 1, 2 or 5 times a power of ten giving about `ticks` ticks over span."""
+    raw = max(span, 1e-9) / ticks
+    power = 10.0 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * power >= raw:
+            return m * power
+    return 10 * power
+
+
+def plot_rss_over_time(out, rows, allocs, title, workload="rss_over_time"):
+    """Writes <out>/rss_over_time.svg: one polyline per allocator, RSS in MiB over the
+    sample index, from the rows' rss_samples_kib (each allocator's run of median time).
+    Plain SVG text, no gnuplot needed. Returns the path, or None without samples."""
+    series = [(a, r["rss_samples_kib"]) for a in allocs for r in rows
+              if r["workload"] == workload and r["allocator"] == a and r.get("rss_samples_kib")]
+    if not series:
+        return None
+    every = next((r.get("samples_every") for r in rows if r["workload"] == workload and r.get("samples_every")), None)
+    width, height = 960, 540
+    left, right, top, bottom = 80, 230, 50, 70
+    pw, ph = width - left - right, height - top - bottom
+    n = max(len(s) for _, s in series)
+    ymax_mib = max(max(s) for _, s in series) / 1024.0
+    ystep = nice_step(ymax_mib, 6)
+    ytop = ystep * max(1, math.ceil(ymax_mib / ystep))
+    xstep = max(1, int(nice_step(max(n - 1, 1), 10)))
+
+    def x(i):
+        return left + pw * (i / float(max(n - 1, 1)))
+
+    def y(mib_value):
+        return top + ph * (1.0 - mib_value / ytop)
+
+    svg = ['<?xml version="1.0" encoding="UTF-8"?>',
+           '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
+           'font-family="sans-serif" font-size="12">' % (width, height, width, height),
+           '<rect width="100%" height="100%" fill="white"/>',
+           '<text x="%d" y="28" font-size="15" text-anchor="middle">%s</text>' % (left + pw // 2, escape(title))]
+    v = 0.0
+    while v <= ytop + 1e-9:  # horizontal grid and y tick labels
+        svg.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#dddddd"/>' % (left, y(v), left + pw, y(v)))
+        svg.append('<text x="%d" y="%.1f" text-anchor="end">%g</text>' % (left - 8, y(v) + 4, round(v, 6)))
+        v += ystep
+    for i in range(0, n, xstep):  # x ticks
+        svg.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#333333"/>' % (x(i), top + ph, x(i), top + ph + 5))
+        svg.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (x(i), top + ph + 19, i))
+    svg.append('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#333333"/>' % (left, top, pw, ph))
+    xlabel = "sample (every %s steps of the workload; the last one at its end)" % every if every else "sample"
+    svg.append('<text x="%d" y="%d" text-anchor="middle">%s</text>' % (left + pw // 2, height - 22, escape(xlabel)))
+    svg.append('<text x="20" y="%d" text-anchor="middle" transform="rotate(-90 20 %d)">RSS (MiB)</text>'
+               % (top + ph // 2, top + ph // 2))
+    for j, (a, s) in enumerate(series):
+        colour = ALLOC_COLOURS.get(a, "#17becf")
+        points = " ".join("%.1f,%.1f" % (x(i), y(kib / 1024.0)) for i, kib in enumerate(s))
+        svg.append('<polyline fill="none" stroke="%s" stroke-width="2" stroke-linejoin="round" points="%s">'
+                   '<title>%s</title></polyline>' % (colour, points, escape(a)))
+        ly = top + 10 + 22 * j  # legend entry: line, name, RSS at the end
+        svg.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"/>'
+                   % (left + pw + 15, ly, left + pw + 40, ly, colour))
+        svg.append('<text x="%d" y="%d">%s (end %.1f MiB)</text>' % (left + pw + 46, ly + 4, escape(a), s[-1] / 1024.0))
+    svg.append("</svg>")
+    path = os.path.join(out, "rss_over_time.svg")
+    with open(path, "w") as f:
+        f.write("\n".join(svg) + "\n")
+    return path
+
+
 def sha256(path):
     if path is None:
         return None
@@ -616,6 +737,10 @@ def main(argv=None):
                 svg = plot(args.out, rows, list(allocs), wnames, key, stem, title, ylabel)
                 if svg:
                     charts.append(svg)
+        svg = plot_rss_over_time(args.out, rows, list(allocs), "RSS of rss_over_time over its run (each allocator's "
+                                 "run of median time of %d, %s mode)" % (args.reps, "quick" if args.quick else "full"))
+        if svg:
+            charts.append(svg)
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",

@@ -2,9 +2,10 @@
 # The main job: benchmarks hakmem against glibc, mimalloc, jemalloc and tcmalloc on
 # the same machine in one interleaved run and prints the tables of time and RSS ratios.
 # Results land in bench-out/: results.md, results.csv, results.json, meta.json, and the
-# charts ratios.svg (time / mimalloc) and rss_ratios.svg (peak RSS / mimalloc).
-#   ci/bench.sh            full run: 14 workloads x 7 allocators (all three hakmem
-#                          variants) x 5 repetitions; about 8 minutes
+# charts ratios.svg (time / mimalloc), rss_ratios.svg (peak RSS / mimalloc) and
+# rss_over_time.svg (RSS over the run of the rss_over_time workload).
+#   ci/bench.sh            full run: 17 workloads x 7 allocators (all three hakmem
+#                          variants) x 5 repetitions; about 9 minutes
 #   ci/bench.sh --quick    CI-sized: smaller workloads x 5 allocators (glibc, hakmem,
 #                          mimalloc, jemalloc, tcmalloc) x 5 repetitions; about 2 minutes
 #   ci/bench.sh --all      every allocator, also with --quick
