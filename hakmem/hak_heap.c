@@ -198,6 +198,7 @@ static void hak_heap_page_unfull(hak_heap_t* heap, hak_page_t* page) {
  * blocks wake this heap): behind the current page of its class when it has room, so
  * the adopter fills it before taking fresh pages; else in the full queue. */
 void hak_heap_page_adopted(hak_heap_t* heap, hak_page_t* page) {
+  page->retire_expire = 0; /* its last owner's bookkeeping (kept_slices restarts at 0) */
   if (page->free != NULL || page->capacity < page->reserved) {
     page->in_full = 0; /* it may have been in its last owner's full queue */
     hak_heap_page_queue_push(heap, page);
@@ -207,7 +208,15 @@ void hak_heap_page_adopted(hak_heap_t* heap, hak_page_t* page) {
   hak_page_queue_push_back(&heap->full, page);
 }
 
-static void hak_heap_page_release(hak_heap_t* heap, hak_page_t* page) {
+/* The page is no longer kept empty for its class (used again, or given back). */
+static void hak_heap_page_unkeep(hak_page_t* page) {
+  if (page->retire_expire == 0) return;
+  page->retire_expire = 0;
+  hak_segment_of(page)->kept_slices -= page->slice_count;
+}
+
+static void hak_heap_page_give_back(hak_heap_t* heap, hak_page_t* page) {
+  hak_heap_page_unkeep(page);
   hak_heap_queue_remove(heap, page);
   /* used == 0 does not mean no remote thread is still on the page: one that handed its
    * block over through the delayed list ends its hand-off with a CAS on the page after
@@ -217,21 +226,78 @@ static void hak_heap_page_release(hak_heap_t* heap, hak_page_t* page) {
   hak_segment_page_free(heap, page);
 }
 
+/* An empty page kept for its class (hak_heap_page_retire), not used since. */
+static bool hak_heap_page_is_kept(const hak_page_t* page) {
+  return page->used == 0 && page->retire_expire != 0;
+}
+
+/* Keeping empty pages is worth it in a heap's one segment (a thread bouncing one block
+ * must not take and give back a segment each time); elsewhere, pages kept for their
+ * classes must not be all that holds a segment, or a heap that freed everything would
+ * keep a segment per class it used. Gives back such pages; returns whether it did. */
+static bool hak_heap_release_kept_pages_of(hak_heap_t* heap, hak_segment_t* segment) {
+  if (segment->kept_slices != segment->used_slices) return false; /* cheap: some page is not kept */
+  if (heap->spans.segments == NULL || heap->spans.segments->next == NULL) return false;
+  for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
+    const hak_page_t* page = &segment->pages[i];
+    if (page->in_use && !hak_heap_page_is_kept(page)) return false;
+  }
+  /* Only if the heap's other segments could take these pages and stay at most half
+   * full: the heap clearly shrank. Else these classes, when used again, would take a
+   * new segment, and a few blocks cycling through many classes would take and give
+   * back segments all the time. */
+  size_t others_used = 0, others_capacity = 0;
+  for (const hak_segment_t* s = heap->spans.segments; s != NULL; s = s->next) {
+    if (s == segment) continue;
+    others_used += s->used_slices;
+    others_capacity += HAK_SEGMENT_SLICES - 1;
+  }
+  if ((others_used + segment->used_slices) * 2 > others_capacity) return false;
+  for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
+    hak_page_t* page = &segment->pages[i];
+    size_t next = i + page->slice_count;
+    bool last = page->in_use && segment->used_slices == page->slice_count;
+    if (page->in_use) {
+      hak_heap_page_give_back(heap, page);
+      if (last) break; /* the segment went back to the region */
+      next = (size_t)segment->pages[i - segment->slice_offset[i]].slice_index +
+             segment->pages[i - segment->slice_offset[i]].slice_count; /* merged backwards? */
+    }
+    i = next;
+  }
+  return true;
+}
+
+HAK_NOINLINE static void hak_heap_page_release(hak_heap_t* heap, hak_page_t* page) {
+  hak_segment_t* segment = hak_segment_of(page);
+  bool last = segment->used_slices == page->slice_count;
+  hak_heap_page_give_back(heap, page);
+  if (!last) hak_heap_release_kept_pages_of(heap, segment);
+}
+
 /* A page whose last block came back: give it to its segment, unless it is the only
  * page of its class. That one is kept until the heap has taken a few fresh pages for
  * other classes (hak_heap_collect_retired), so alloc/free of one block does not churn
  * pages, yet a class no longer used does not hold its page while the heap grows
- * elsewhere. A page adopted from an exited thread is never kept: nothing here used it. */
+ * elsewhere. Not kept: a page of one block (above 128 KiB: taking its span again costs
+ * little next to using the block), a page adopted from an exited thread (nothing here
+ * used it).
+ * Nor are kept pages all that holds a segment (hak_heap_release_kept_pages_of), checked
+ * when a page is newly kept: one bouncing between kept and in use is not rechecked. */
 static void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page) {
   if (page->in_full) hak_heap_page_unfull(heap, page);
   hak_page_queue_t* q = &heap->queues[page->class_index];
-  if (HAK_RETAIN_EMPTY_PAGE && !page->no_retain && q->first == page && page->next == NULL) {
+  if (HAK_RETAIN_EMPTY_PAGE && !page->no_retain && q->first == page && page->next == NULL &&
+      page->block_size <= HAK_MEDIUM_BLOCK_MAX) {
+    bool newly_kept = page->retire_expire == 0;
+    if (newly_kept) hak_segment_of(page)->kept_slices += page->slice_count;
     /* Kept longer each time it proves useful: a class in steady use keeps its page, a
      * class used once (a burst of one size) gives its page back soon. */
     page->retire_expire = (uint8_t)((page->block_size <= HAK_SMALL_PAGE_BLOCK_MAX ? 2 : 1) << page->retire_credit);
     if (page->retire_credit < HAK_RETIRE_CREDIT_MAX) page->retire_credit++;
     if (page->class_index < heap->retired_min) heap->retired_min = page->class_index;
     if (page->class_index > heap->retired_max) heap->retired_max = page->class_index;
+    if (newly_kept) hak_heap_release_kept_pages_of(heap, hak_segment_of(page));
     return;
   }
   hak_heap_page_release(heap, page);
@@ -246,11 +312,11 @@ static void hak_heap_collect_retired(hak_heap_t* heap, bool force) {
     hak_page_t* page = heap->queues[cls].first;
     if (page == NULL || page->retire_expire == 0) continue;
     if (page->used != 0) {
-      page->retire_expire = 0;
-    } else if (force || --page->retire_expire == 0) {
-      page->retire_expire = 0;
+      hak_heap_page_unkeep(page);
+    } else if (force || page->retire_expire == 1) {
       hak_heap_page_release(heap, page);
     } else {
+      page->retire_expire--;
       if (new_lo == UINT8_MAX) new_lo = (uint8_t)cls;
       new_hi = (uint8_t)cls;
     }
@@ -415,13 +481,12 @@ HAK_NOINLINE void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page
   }
   hak_heap_t* heap = hak_heap_get();
   hak_stat_inc_any(heap, class_frees[page->class_index]);
-  if (atomic_load_explicit(&segment->thread_id, memory_order_acquire) == 0 && heap != &hak_heap_empty &&
-      hak_segment_reclaim(heap, segment)) { /* its owner exited: the segment is ours now */
-    hak_stat_inc(heap, free_local);
-    hak_heap_free_local(page, block);
-    return;
-  }
   hak_stat_inc_any(heap, free_remote);
+  (void)heap;
+  if (atomic_load_explicit(&segment->thread_id, memory_order_acquire) == 0 &&
+      hak_segment_free_abandoned(segment, page, block)) {
+    return; /* its owner exited: freed into the segment directly */
+  }
   hak_page_free_remote(page, block);
 }
 

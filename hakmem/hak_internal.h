@@ -88,6 +88,8 @@ struct hak_segment_s {
   uintptr_t cookie;              /* segment address ^ process secret: a validity check */
   hak_segment_kind_t kind;
   uint32_t used_slices;          /* pool: slices in pages in use (0: the segment is free) */
+  uint32_t kept_slices;          /* pool: of those, slices of pages kept empty for their class
+                                    (may count a kept page that got blocks again) */
   size_t units;                  /* huge: 4 MiB units of the run (or the mapping) */
   size_t mapping_size;           /* huge: bytes from the segment start to the run's end */
   size_t block_bytes;            /* huge: usable bytes of the block (the request, page-rounded) */
@@ -314,6 +316,7 @@ typedef struct hak_options_s {
   hak_purge_mode_t purge_mode;
   size_t purge_batch_bytes, purge_batch_ranges, purge_min_bytes;
   size_t region_keep_bytes;    /* free address space kept mapped before chunks are unmapped */
+  size_t region_dirty_bytes;   /* free units waiting out the purge delay, at least (see hak_region.c) */
   bool stats_report;           /* HAKMEM_STATS=1: report at exit (stats variant) */
 } hak_options_t;
 
@@ -410,7 +413,7 @@ void hak_segment_big_free(hak_page_t* page, uint64_t idle_since_ms);
 bool hak_segment_big_resize(hak_page_t* page, size_t slices); /* grow into the next span, or shrink */
 void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment);
 bool hak_segment_adopt_one(hak_heap_t* heap);
-bool hak_segment_reclaim(hak_heap_t* heap, hak_segment_t* segment); /* adopt this one, on free */
+bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_block_t* block);
 bool hak_segment_has_span(const hak_heap_t* heap, size_t slices);
 size_t hak_segment_abandoned_size(void);
 void hak_segment_fork_lock(void);   /* the abandoned list and the big segments */

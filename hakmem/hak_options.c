@@ -27,6 +27,7 @@ extern char** environ;
 #define HAK_DEF_PURGE_BATCH_BYTES (64 * KiB)
 #define HAK_DEF_PURGE_BATCH_RANGES 4
 #define HAK_DEF_REGION_KEEP 0
+#define HAK_DEF_REGION_DIRTY (8 * MiB)
 #else
 #define HAK_DEF_BIGCACHE_SLOTS 4
 #define HAK_DEF_BIGCACHE_BYTES (16 * MiB)
@@ -36,6 +37,7 @@ extern char** environ;
 #define HAK_DEF_PURGE_BATCH_BYTES (4 * MiB)
 #define HAK_DEF_PURGE_BATCH_RANGES 256
 #define HAK_DEF_REGION_KEEP (1 * GiB)
+#define HAK_DEF_REGION_DIRTY (16 * MiB)
 #endif
 
 hak_options_t hak_options = {
@@ -50,6 +52,7 @@ hak_options_t hak_options = {
     .purge_batch_ranges = HAK_DEF_PURGE_BATCH_RANGES,
     .purge_min_bytes = 64 * KiB,
     .region_keep_bytes = HAK_DEF_REGION_KEEP,
+    .region_dirty_bytes = HAK_DEF_REGION_DIRTY,
     .stats_report = false,
 };
 
@@ -80,6 +83,7 @@ static const hak_option_t hak_option_table[] = {
     {"PURGE_BATCH_RANGES", HAK_OPT_COUNT, 1, 65536, &hak_options.purge_batch_ranges},
     {"PURGE_MIN_BYTES", HAK_OPT_BYTES, 4 * KiB, HAK_SEGMENT_SIZE, &hak_options.purge_min_bytes},
     {"REGION_KEEP", HAK_OPT_BYTES, 0, (size_t)1 << 46, &hak_options.region_keep_bytes},
+    {"REGION_DIRTY", HAK_OPT_BYTES, 0, (size_t)1 << 46, &hak_options.region_dirty_bytes},
     {"STATS", HAK_OPT_BOOL, 0, 1, &hak_options.stats_report},
 };
 #define HAK_OPTION_COUNT (sizeof(hak_option_table) / sizeof(hak_option_table[0]))

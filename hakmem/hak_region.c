@@ -210,6 +210,35 @@ bool hak_region_extend(void* run, size_t units, size_t extra_units) {
 
 /* ---- Free -------------------------------------------------------------------------------- */
 
+/* Free units wait out the purge delay, resident, for reuse; but not without bound: at
+ * most HAKMEM_REGION_DIRTY of them, or a quarter of the units in use if that is more.
+ * Beyond it the units freed longest ago come due at once, so a heap that just shrank
+ * a lot (a phase that freed most of its data, an exited thread's memory freed) gives
+ * the memory back now instead of after the delay, while one that churns at a steady
+ * size keeps reusing its memory without page faults. Lock held; returns whether any
+ * unit came due. */
+static bool hak_region_limit_pending(uint64_t now) {
+  size_t waiting = 0, in_use = 0;
+  for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
+    in_use += (size_t)__builtin_popcountll(c->used) - 1;
+    for (uint64_t p = c->pending; p != 0; p &= p - 1) waiting += c->expire[__builtin_ctzll(p)] > now;
+  }
+  size_t budget = hak_options.region_dirty_bytes >> HAK_SEGMENT_SHIFT;
+  if (in_use / 4 > budget) budget = in_use / 4;
+  if (waiting <= budget) return false;
+  for (size_t n = waiting - budget; n > 0; n--) {
+    uint64_t* oldest = NULL;
+    for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
+      for (uint64_t p = c->pending; p != 0; p &= p - 1) {
+        uint64_t* e = &c->expire[__builtin_ctzll(p)];
+        if (*e > now && (oldest == NULL || *e < *oldest)) oldest = e;
+      }
+    }
+    *oldest = now;
+  }
+  return true;
+}
+
 void hak_region_free(void* run, size_t units, uint64_t idle_since_ms, bool dense) {
   hak_chunk_t* chunk = hak_region_chunk_of(run);
   size_t start = hak_region_unit_index(chunk, run);
@@ -223,6 +252,7 @@ void hak_region_free(void* run, size_t units, uint64_t idle_since_ms, bool dense
   chunk->run_starts |= (uint64_t)1 << start;
   for (size_t i = start; i < start + units; i++) chunk->expire[i] = due;
   hak_region_free_units += units;
+  if (hak_region_limit_pending(idle_since_ms)) due = idle_since_ms;
   hak_unlock(&hak_region_lock);
   hak_purge_schedule(due);
 }

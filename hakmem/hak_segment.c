@@ -383,17 +383,7 @@ bool hak_segment_big_resize(hak_page_t* page, size_t slices) {
 
 /* ---- Abandonment and adoption ---------------------------------------------------- */
 
-/* Called by an exiting heap for a segment that still has blocks in use. Its pages are
- * already in HAK_DELAYED_NEVER, so remote frees only touch the pages themselves; its
- * free spans leave the heap's bins (the adopter puts them in its own). The abandoned
- * list is doubly linked so that a free into one of its segments can take that segment
- * out in O(1) (hak_segment_reclaim). */
-void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
-  for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
-    if (!segment->pages[i].in_use) hak_span_bin_remove(&heap->spans, &segment->pages[i]);
-  }
-  hak_segment_list_remove(&heap->spans, segment);
-  segment->heap = NULL;
+static void hak_segment_abandoned_push(hak_segment_t* segment) {
   hak_lock(&hak_segment_lock);
   segment->prev = NULL;
   segment->next = hak_segment_abandoned;
@@ -401,9 +391,22 @@ void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
   hak_segment_abandoned = segment;
   segment->is_abandoned = 1;
   atomic_fetch_add_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
-  /* last: a free that sees thread id 0 may try to reclaim it, and finds it listed */
-  atomic_store_explicit(&segment->thread_id, 0, memory_order_release);
   hak_unlock(&hak_segment_lock);
+}
+
+/* Called by an exiting heap for a segment that still has blocks in use. Its pages are
+ * already in HAK_DELAYED_NEVER, so remote frees only touch the pages themselves; its
+ * free spans leave the heap's bins (the adopter puts them in its own). The abandoned
+ * list is doubly linked so that a free into one of its segments can take that segment
+ * out in O(1) (hak_segment_free_abandoned). */
+void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
+  for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
+    if (!segment->pages[i].in_use) hak_span_bin_remove(&heap->spans, &segment->pages[i]);
+  }
+  hak_segment_list_remove(&heap->spans, segment);
+  segment->heap = NULL;
+  atomic_store_explicit(&segment->thread_id, 0, memory_order_release);
+  hak_segment_abandoned_push(segment);
   hak_stat_global_inc(segments_abandoned);
 }
 
@@ -447,6 +450,7 @@ static bool hak_segment_adopt_page_collect(hak_page_t* page) {
  * pages are not kept when they empty (no_retain): their maker did not come back. */
 static void hak_segment_adopt(hak_heap_t* heap, hak_segment_t* segment) {
   segment->heap = heap;
+  segment->kept_slices = 0; /* no page is kept for this heap's classes yet */
   hak_segment_list_push(&heap->spans, segment);
   atomic_store_explicit(&segment->thread_id, heap->thread_id, memory_order_release);
   hak_stat_global_inc(segments_adopted);
@@ -483,17 +487,37 @@ bool hak_segment_adopt_one(hak_heap_t* heap) {
   return true;
 }
 
-/* A free into an abandoned segment: the freeing thread adopts that very segment, so
- * the frees of its blocks become local and its pages go back as they empty, instead
- * of waiting on the abandoned list until some thread runs out of pages. False if
- * another thread took it first (the caller frees remotely then). */
-bool hak_segment_reclaim(hak_heap_t* heap, hak_segment_t* segment) {
+
+/* A free into an abandoned segment by a thread that does not own it. Rather than wait
+ * for an adopter, the block goes back to its page at once (with the page's other remote
+ * frees), a page that empties goes back to the segment and a segment that empties to
+ * the region. Ownership does not change: a thread that only frees (a consumer, a
+ * main thread joining workers) must not end up owning memory it never allocates from.
+ * While this thread works on the segment it is off the abandoned list, so no adopter
+ * or other freer touches its pages (their frees go to the pages' remote lists as
+ * usual). False if it was not on the list: the caller frees remotely then. */
+bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_block_t* block) {
   hak_lock(&hak_segment_lock);
   bool listed = segment->is_abandoned;
   if (listed) hak_segment_abandoned_unlink(segment);
   hak_unlock(&hak_segment_lock);
-  if (listed) hak_segment_adopt(heap, segment);
-  return listed;
+  if (!listed) return false;
+  hak_page_collect_thread_free(page);
+  hak_asan_poison(block, page->block_size);
+  hak_block_set_next(block, page->free);
+  page->free = block;
+  page->free_is_zero = 0;
+  if (--page->used == 0) {
+    /* The segment's free spans are in no heap's bins while it is abandoned: merging
+     * goes through a scratch set of bins, and the adopter re-bins every free span. */
+    hak_spans_t scratch = {.nonempty = 0, .segments = NULL, .decay_due_ms = UINT64_MAX};
+    if (hak_segment_span_free(&scratch, page, hak_purge_now_ms())) {
+      hak_purge_tick();
+      return true;
+    }
+  }
+  hak_segment_abandoned_push(segment);
+  return true;
 }
 
 /* Does the heap have a free span of at least `slices`? (No need to adopt for a page.) */

@@ -66,6 +66,7 @@ HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
   hak_purge_stats_read(out);
   out->purge_delay_ms = hak_options.purge_delay_ms;
   out->region_keep_bytes = hak_options.region_keep_bytes;
+  out->region_dirty_bytes_max = hak_options.region_dirty_bytes;
   hak_cache_stats_read(out);
   hak_large_stats_read(out);
   out->segments_live = hak_segment_live_count();
@@ -199,6 +200,7 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_line(&r, "used bytes", s.region_used_bytes);
   hak_report_line(&r, "free dirty bytes", s.region_dirty_bytes);
   hak_report_line(&r, "purge pending bytes", s.region_pending_bytes);
+  hak_report_line(&r, "dirty budget bytes", s.region_dirty_bytes_max);
   hak_report_line(&r, "free clean bytes", s.region_clean_bytes);
   hak_report_str(&r, "Purge batcher:\n");
   hak_report_line(&r, "delay ms", s.purge_delay_ms);

@@ -96,6 +96,7 @@ typedef struct hak_stats_s {
    * force for it and the region (docs/OPTIONS.md). */
   uint64_t purge_delay_ms;         /* HAKMEM_PURGE_DELAY_MS */
   uint64_t region_keep_bytes;      /* HAKMEM_REGION_KEEP */
+  uint64_t region_dirty_bytes_max; /* HAKMEM_REGION_DIRTY */
   uint64_t purge_flushes;          /* batches issued */
   uint64_t purge_ranges;           /* madvise calls they made (adjacent ranges merged) */
   uint64_t purge_bytes;            /* bytes advised */

@@ -6,7 +6,9 @@
 // Cache entries also leave once unused for the purge delay (100 ms by default), which a
 // loaded machine can exceed between two lines of a test. So each test body runs in a
 // fresh process of this binary started with HAKMEM_PURGE_DELAY_MS=600000 (options are
-// read once, at start): nothing ages out while it runs. The body is a DISABLED_ test;
+// read once, at start) and HAKMEM_REGION_DIRTY=1g (evicted whales stay pending, not
+// purged beyond the region's default 16 MiB budget): nothing ages out while it runs,
+// and what the caches evict stays countable in the region. The body is a DISABLED_ test;
 // the test of the same name without the prefix starts it and checks it passed.
 #include <sys/wait.h>
 #include <time.h>
@@ -72,7 +74,9 @@ std::string RunSelf(const std::string& name, const std::vector<std::string>& ext
   TEST(suite, test) {                                                                                \
     int status;                                                                                      \
     std::string out = RunSelf(#suite ".DISABLED_" #test,                                            \
-                              {"HAKMEM_PURGE_DELAY_MS=" + std::to_string(kLongDelayMs)}, &status);   \
+                              {"HAKMEM_PURGE_DELAY_MS=" + std::to_string(kLongDelayMs),           \
+                               "HAKMEM_REGION_DIRTY=1g"},                                           \
+                              &status);                                                             \
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status << ":\n" \
                                                                << out;                              \
     EXPECT_NE(out.find("[  PASSED  ] 1 test."), std::string::npos) << out;                          \
