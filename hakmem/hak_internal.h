@@ -298,6 +298,10 @@ bool hak_os_purge(void* addr, size_t size, hak_os_user_t user); /* true: reads z
 bool hak_os_move(void* old_addr, size_t size, void* new_addr, hak_os_user_t user);
 bool hak_os_grow(void* addr, size_t old_size, size_t new_size, hak_os_user_t user);
 bool hak_os_shrink(void* addr, size_t old_size, size_t new_size, hak_os_user_t user);
+/* Transparent huge pages for [addr, +size): MADV_HUGEPAGE if huge, else MADV_NOHUGEPAGE.
+ * Counted as a madvise of `user`; callers say when (HAKMEM_THP), once per mapping or
+ * per run whose role changed, never per allocation. */
+bool hak_os_advise_thp(void* addr, size_t size, bool huge, hak_os_user_t user);
 bool hak_os_can_back(size_t size);                 /* the overcommit policy would allow it */
 void hak_os_stats_read(hak_stats_t* out);
 
@@ -308,6 +312,12 @@ typedef enum hak_purge_mode_e {
   HAK_PURGE_FREE = 1,     /* MADV_FREE: the kernel takes pages under pressure only */
 } hak_purge_mode_t;
 
+typedef enum hak_thp_mode_e {
+  HAK_THP_LEAN = 0,   /* no huge pages in hakmem's memory: MADV_NOHUGEPAGE on its mappings */
+  HAK_THP_WHALES = 1, /* lean for segments; whales MADV_HUGEPAGE */
+  HAK_THP_SYSTEM = 2, /* no advice: the kernel's setting decides */
+} hak_thp_mode_t;
+
 typedef struct hak_options_s {
   size_t bigcache_slots, bigcache_bytes;
   size_t whale_slots, whale_bytes;
@@ -317,6 +327,7 @@ typedef struct hak_options_s {
   size_t purge_batch_bytes, purge_batch_ranges, purge_min_bytes;
   size_t region_keep_bytes;    /* free address space kept mapped before chunks are unmapped */
   size_t region_dirty_bytes;   /* free units waiting out the purge delay, at least (see hak_region.c) */
+  hak_thp_mode_t thp_mode;     /* HAKMEM_THP */
   bool stats_report;           /* HAKMEM_STATS=1: report at exit (stats variant) */
 } hak_options_t;
 
@@ -356,6 +367,10 @@ typedef struct hak_run_state_s {
 
 void* hak_region_alloc(size_t units, size_t align, size_t align_offset, hak_run_state_t* state);
 bool hak_region_extend(void* run, size_t units, size_t extra_units); /* claim the next units */
+/* Before a run taken from the region is used: its units get the THP advice of their
+ * role (HAKMEM_THP: huge only for whales in `whales` mode). One madvise over the run
+ * when a unit's last advice differs, none when it was already so (the usual reuse). */
+void hak_region_thp_prepare(void* run, size_t units, bool whale);
 /* Purge due a delay later. dense: the units' pages were mostly written (a segment's),
  * so a whale should not take them as the unit it barely enters. */
 void hak_region_free(void* run, size_t units, uint64_t idle_since_ms, bool dense);

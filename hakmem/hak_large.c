@@ -136,6 +136,13 @@ static void hak_whale_trim_tail(hak_segment_t* segment, size_t need, hak_run_sta
   if (segment->data_end > end) segment->data_end = end;
 }
 
+/* A whale's own mapping, or pages mremap brought into a whale from another mapping
+ * (they keep the advice of where they came from): the huge-page advice of whales. */
+static void hak_whale_thp_advise(void* addr, size_t size) {
+  if (hak_options.thp_mode == HAK_THP_SYSTEM) return;
+  hak_os_advise_thp(addr, size, hak_options.thp_mode == HAK_THP_WHALES, HAK_OS_USER_HUGE);
+}
+
 /* Region units if the run fits in a chunk, else a mapping of its own (whose commit the
  * kernel checks against its overcommit policy). */
 static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place, hak_run_state_t* state) {
@@ -143,6 +150,7 @@ static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place,
   if (units <= HAK_CHUNK_RUN_MAX && place->run_align <= HAK_CHUNK_SIZE) {
     hak_segment_t* segment = hak_region_alloc(units, place->run_align, place->run_align_offset, state);
     if (segment != NULL) {
+      hak_region_thp_prepare(segment, units, true);
       hak_whale_init_header(segment, units << HAK_SEGMENT_SHIFT, false, state->is_zero);
       segment->data_end = state->resident_units << HAK_SEGMENT_SHIFT;
       hak_whale_trim_tail(segment, need, state);
@@ -154,6 +162,7 @@ static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place,
       hak_os_map_aligned(mapping_size, place->run_align, place->run_align_offset, 0, HAK_OS_USER_HUGE);
   *state = (hak_run_state_t){true, false, 0, 0};
   if (segment != NULL) {
+    hak_whale_thp_advise(segment, mapping_size);
     hak_whale_init_header(segment, mapping_size, true, true);
     segment->data_end = 0;
   }
@@ -274,6 +283,7 @@ static bool hak_whale_grow_in_place(hak_segment_t* segment, size_t need) {
   }
   size_t units = hak_whale_units(need);
   if (units > HAK_CHUNK_RUN_MAX || !hak_region_extend(segment, segment->units, units - segment->units)) return false;
+  hak_region_thp_prepare((uint8_t*)segment + (segment->units << HAK_SEGMENT_SHIFT), units - segment->units, true);
   segment->units = units;
   segment->mapping_size = units << HAK_SEGMENT_SHIFT;
   return true;
@@ -284,6 +294,7 @@ static bool hak_whale_grow_in_place(hak_segment_t* segment, size_t need) {
  * the run goes back (not to the ring: it holds nothing). */
 static bool hak_whale_remap(hak_segment_t* from, void* p, size_t bytes, void* to) {
   if (!hak_os_move(p, bytes, to, HAK_OS_USER_HUGE)) return false;
+  hak_whale_thp_advise(to, bytes);
   hak_segment_live_add(-1);
   hak_segment_map_set(from, false);
   hak_hardening_on_segment_release(from);

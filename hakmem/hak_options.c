@@ -53,6 +53,7 @@ hak_options_t hak_options = {
     .purge_min_bytes = 64 * KiB,
     .region_keep_bytes = HAK_DEF_REGION_KEEP,
     .region_dirty_bytes = HAK_DEF_REGION_DIRTY,
+    .thp_mode = HAK_THP_LEAN,
     .stats_report = false,
 };
 
@@ -62,13 +63,14 @@ typedef enum hak_option_kind_e {
   HAK_OPT_MILLIS,  /* milliseconds, optionally with an "ms" or "s" suffix */
   HAK_OPT_BOOL,    /* 0 or 1 */
   HAK_OPT_MADVISE, /* dontneed or free */
+  HAK_OPT_THP,     /* lean, whales or system */
 } hak_option_kind_t;
 
 typedef struct hak_option_s {
   const char* name; /* after the HAKMEM_ prefix */
   hak_option_kind_t kind;
   size_t min, max;
-  void* target;     /* size_t, or bool / hak_purge_mode_t for those kinds */
+  void* target;     /* size_t, or bool / hak_purge_mode_t / hak_thp_mode_t for those kinds */
 } hak_option_t;
 
 static const hak_option_t hak_option_table[] = {
@@ -85,8 +87,11 @@ static const hak_option_t hak_option_table[] = {
     {"REGION_KEEP", HAK_OPT_BYTES, 0, (size_t)1 << 46, &hak_options.region_keep_bytes},
     {"REGION_DIRTY", HAK_OPT_BYTES, 0, (size_t)1 << 46, &hak_options.region_dirty_bytes},
     {"STATS", HAK_OPT_BOOL, 0, 1, &hak_options.stats_report},
+    {"THP", HAK_OPT_THP, 0, 2, &hak_options.thp_mode},
 };
 #define HAK_OPTION_COUNT (sizeof(hak_option_table) / sizeof(hak_option_table[0]))
+
+static const char* const hak_thp_mode_names[] = {"lean", "whales", "system"};
 
 /* ---- Warnings, without stdio ------------------------------------------------------- */
 
@@ -128,6 +133,9 @@ static void hak_options_warn_value(const char* entry, size_t entry_len, const ha
   if (opt->kind == HAK_OPT_MADVISE) {
     hak_options_say(" (dontneed or free); keeping ");
     hak_options_say(hak_options.purge_mode == HAK_PURGE_FREE ? "free" : "dontneed");
+  } else if (opt->kind == HAK_OPT_THP) {
+    hak_options_say(" (lean, whales or system); keeping ");
+    hak_options_say(hak_thp_mode_names[hak_options.thp_mode]);
   } else {
     hak_options_say(" (range ");
     hak_options_say_u64(opt->min);
@@ -191,6 +199,16 @@ static void hak_options_apply(const hak_option_t* opt, const char* entry, size_t
     if (hak_options_equal(value, "dontneed")) hak_options.purge_mode = HAK_PURGE_DONTNEED;
     else if (hak_options_equal(value, "free")) hak_options.purge_mode = HAK_PURGE_FREE;
     else hak_options_warn_value(entry, entry_len, opt, "not a madvise mode");
+    return;
+  }
+  if (opt->kind == HAK_OPT_THP) {
+    for (int m = HAK_THP_LEAN; m <= HAK_THP_SYSTEM; m++) {
+      if (hak_options_equal(value, hak_thp_mode_names[m])) {
+        hak_options.thp_mode = (hak_thp_mode_t)m;
+        return;
+      }
+    }
+    hak_options_warn_value(entry, entry_len, opt, "not a huge-page mode");
     return;
   }
   size_t v;

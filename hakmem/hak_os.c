@@ -232,7 +232,7 @@ bool hak_os_map_fixed(void* addr, size_t size, hak_os_user_t user) {
   return p == addr;
 }
 
-/* ---- Purge and remap ---------------------------------------------------------------- */
+/* ---- Purge, huge-page advice and remap ---------------------------------------------------------------- */
 
 bool hak_os_purge(void* addr, size_t size, hak_os_user_t user) {
   if (size == 0) return true;
@@ -249,6 +249,16 @@ bool hak_os_purge(void* addr, size_t size, hak_os_user_t user) {
   }
   errno = saved_errno;
   return rc == 0 && dontneed;
+}
+
+bool hak_os_advise_thp(void* addr, size_t size, bool huge, hak_os_user_t user) {
+  if (size == 0) return true;
+  int saved_errno = errno;
+  uint64_t t0 = hak_os_now_ns();
+  int rc = hak_os_current()->advise(addr, size, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+  hak_os_count(user, HAK_STATS_OS_MADVISE, t0, rc != 0);
+  errno = saved_errno;
+  return rc == 0; /* fails (EINVAL) on kernels built without THP: nothing to avoid then */
 }
 
 static void* hak_os_remap(void* old_addr, size_t old_size, size_t new_size, int flags, void* new_addr,

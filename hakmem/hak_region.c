@@ -14,8 +14,15 @@
  * pending (free, purge scheduled; expire[] says when), purging (in a purge call right
  * now: neither free nor handed out), run_starts (where freed runs began: a new run
  * placed there follows the old layout, so a block growing by realloc finds the room
- * its predecessor had). One lock guards every descriptor; purge calls and mmap/munmap
- * run outside it.
+ * its predecessor had), thp_lean / thp_huge (the unit's pages are all advised
+ * MADV_NOHUGEPAGE / MADV_HUGEPAGE; neither: unknown or mixed). One lock guards every
+ * descriptor; purge calls, madvise and mmap/munmap run outside it.
+ *
+ * Transparent huge pages (HAKMEM_THP): under the kernel's `always` setting a 4 MiB
+ * segment holding a few small blocks would fault in a 2 MiB huge page. Unless the mode
+ * is `system`, a new chunk is advised MADV_NOHUGEPAGE as a whole (one call); a run then
+ * keeps that advice whatever it serves, except whales in `whales` mode, advised
+ * MADV_HUGEPAGE when taken (and back to NOHUGEPAGE when a segment takes the units).
  *
  * Under AddressSanitizer, units may come back still poisoned by the pool blocks that
  * lived there: whoever takes them unpoisons what it uses (segment headers, whale
@@ -31,6 +38,8 @@ typedef struct hak_chunk_s {
   uint64_t purging;
   uint64_t dense;      /* dirty units a segment gave back: most of their pages are resident */
   uint64_t run_starts; /* free units where a freed run began */
+  uint64_t thp_lean;   /* units wholly advised MADV_NOHUGEPAGE */
+  uint64_t thp_huge;   /* units wholly advised MADV_HUGEPAGE */
   uint64_t expire[HAK_CHUNK_UNITS];
 } hak_chunk_t;
 
@@ -97,10 +106,14 @@ static uint64_t hak_region_aligned_starts(hak_chunk_t* chunk, size_t align, size
 static hak_chunk_t* hak_region_chunk_new(void) {
   hak_chunk_t* chunk = hak_os_map_aligned(HAK_CHUNK_SIZE, HAK_CHUNK_SIZE, 0, HAK_OS_MAP_NORESERVE, HAK_OS_USER_REGION);
   if (chunk == NULL) return NULL;
+  /* before the first write: writing the descriptor would fault in a huge page */
+  bool lean = hak_options.thp_mode != HAK_THP_SYSTEM && hak_os_advise_thp(chunk, HAK_CHUNK_SIZE, false, HAK_OS_USER_REGION);
   chunk->next = NULL;
   chunk->used = 1;
   chunk->nonzero = chunk->dirty = 1;
   chunk->pending = chunk->purging = chunk->run_starts = 0;
+  chunk->thp_lean = lean ? ~(uint64_t)0 : 0;
+  chunk->thp_huge = 0;
   return chunk;
 }
 
@@ -208,6 +221,26 @@ bool hak_region_extend(void* run, size_t units, size_t extra_units) {
   return ok;
 }
 
+/* ---- Huge pages ------------------------------------------------------------------------ */
+
+void hak_region_thp_prepare(void* run, size_t units, bool whale) {
+  if (hak_options.thp_mode == HAK_THP_SYSTEM) return;
+  bool huge = whale && hak_options.thp_mode == HAK_THP_WHALES;
+  hak_chunk_t* chunk = hak_region_chunk_of(run);
+  uint64_t bits = hak_bits_range(hak_region_unit_index(chunk, run), units);
+  hak_lock(&hak_region_lock);
+  bool advised = ((huge ? chunk->thp_huge : chunk->thp_lean) & bits) == bits;
+  hak_unlock(&hak_region_lock);
+  if (advised) return;
+  bool ok = hak_os_advise_thp(run, units << HAK_SEGMENT_SHIFT, huge, HAK_OS_USER_REGION);
+  hak_lock(&hak_region_lock);
+  chunk->thp_lean &= ~bits;
+  chunk->thp_huge &= ~bits;
+  if (ok && huge) chunk->thp_huge |= bits;
+  else if (ok) chunk->thp_lean |= bits;
+  hak_unlock(&hak_region_lock);
+}
+
 /* ---- Free -------------------------------------------------------------------------------- */
 
 /* Free units wait out the purge delay, resident, for reuse; but not without bound: at
@@ -285,6 +318,12 @@ void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size
   chunk->dirty = (chunk->dirty & ~bits) | kept;
   chunk->dense &= ~bits;
   chunk->nonzero &= ~(bits & zeroed);
+  /* the fresh mapping in the hole has the kernel's default advice: unknown from now */
+  size_t hole_first = (size_t)((uintptr_t)hole - (uintptr_t)chunk) >> HAK_SEGMENT_SHIFT;
+  size_t hole_units_end = (size_t)(hole_end - (uintptr_t)chunk + HAK_SEGMENT_MASK) >> HAK_SEGMENT_SHIFT;
+  uint64_t advice_lost = hak_bits_range(hole_first, hole_units_end - hole_first);
+  chunk->thp_lean &= ~advice_lost;
+  chunk->thp_huge &= ~advice_lost;
   chunk->pending |= kept;
   for (uint64_t k = kept; k != 0; k &= k - 1) chunk->expire[__builtin_ctzll(k)] = due;
   chunk->run_starts |= (uint64_t)1 << start;

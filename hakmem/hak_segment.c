@@ -52,6 +52,8 @@ static _Atomic(uint64_t)* hak_segment_map_get(void) {
   _Atomic(uint64_t)* fresh =
       hak_os_map_aligned(HAK_SEGMENT_MAP_UNITS / 8, HAK_OS_PAGE_SIZE, 0, HAK_OS_MAP_NORESERVE, HAK_OS_USER_META);
   if (fresh == NULL) hak_fault(HAK_FAULT_INVALID_FREE, NULL); /* cannot check: refuse */
+  /* touched a few bytes apart: a huge page would make each touch 2 MiB */
+  if (hak_options.thp_mode != HAK_THP_SYSTEM) hak_os_advise_thp(fresh, HAK_SEGMENT_MAP_UNITS / 8, false, HAK_OS_USER_META);
   if (!atomic_compare_exchange_strong(&hak_segment_map, &map, fresh)) {
     hak_os_unmap(fresh, HAK_SEGMENT_MAP_UNITS / 8, HAK_OS_USER_META);
     return map;
@@ -264,6 +266,7 @@ static hak_segment_t* hak_segment_alloc(hak_spans_t* spans, hak_segment_kind_t k
   hak_run_state_t state;
   hak_segment_t* segment = hak_region_alloc(1, HAK_SEGMENT_SIZE, 0, &state);
   if (segment == NULL) return NULL;
+  hak_region_thp_prepare(segment, 1, false); /* a huge page would inflate a sparse segment */
   hak_asan_unpoison(segment, sizeof(*segment));
   if (!state.is_zero) memset(segment, 0, sizeof(*segment));
   segment->kind = kind;

@@ -136,12 +136,14 @@ const Values kReleaseOptions = {
     {"bigcache_bytes", "16777216"}, {"whale_slots", "8"},                {"whale_bytes", "67108864"},
     {"whale_waste_pct", "25"},      {"madvise", "dontneed"},             {"purge_batch_bytes", "4194304"},
     {"purge_batch_ranges", "256"},  {"purge_min_bytes", "65536"},        {"stats", "0"},
+    {"thp", "lean"},
 };
 const Values kSmallOptions = {
     {"purge_delay_ms", "1"},       {"region_keep_bytes", "0"},  {"bigcache_slots", "1"},
     {"bigcache_bytes", "4194304"}, {"whale_slots", "2"},        {"whale_bytes", "33554432"},
     {"whale_waste_pct", "25"},     {"madvise", "dontneed"},     {"purge_batch_bytes", "65536"},
     {"purge_batch_ranges", "4"},   {"purge_min_bytes", "65536"}, {"stats", "0"},
+    {"thp", "lean"},
 };
 
 // What the default options do to the workload (with the long delay: nothing ages out).
@@ -252,6 +254,9 @@ TEST(Options, ValidDelaysAndSizesTakeEffectQuietly) {
       {{"HAKMEM_MADVISE=DontNeed"}, {}},
       {{"HAKMEM_STATS=1"}, {{"stats", "1"}}},
       {{"HAKMEM_STATS=0"}, {}},
+      {{"HAKMEM_THP=whales"}, {{"thp", "whales"}}},
+      {{"HAKMEM_THP=System"}, {{"thp", "system"}}},
+      {{"HAKMEM_THP=lean"}, {}},
   });
 }
 
@@ -338,6 +343,8 @@ TEST(Options, BadValuesDrawOneWarningAndKeepTheDefault) {
       {"HAKMEM_MADVISE=", "not a madvise mode"},
       {"HAKMEM_STATS=2", "out of range"},
       {"HAKMEM_STATS=yes", "not a number"},
+      {"HAKMEM_THP=always", "not a huge-page mode"},
+      {"HAKMEM_THP=", "not a huge-page mode"},
   };
   for (const BadCase& bc : cases) {
     SCOPED_TRACE(bc.entry);
