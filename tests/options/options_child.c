@@ -50,6 +50,7 @@ static void print_options(void) {
   if (hak_stats_get(&s) != 0) exit(2);
   printf("purge_delay_ms=%llu\n", (unsigned long long)s.purge_delay_ms);
   printf("region_keep_bytes=%llu\n", (unsigned long long)s.region_keep_bytes);
+  printf("region_dirty_bytes=%llu\n", (unsigned long long)s.region_dirty_bytes_max);
   printf("bigcache_slots=%llu\n", (unsigned long long)s.bigcache.slots);
   printf("bigcache_bytes=%llu\n", (unsigned long long)s.bigcache.bytes_limit);
   printf("whale_slots=%llu\n", (unsigned long long)s.whale.slots);

@@ -136,14 +136,14 @@ const Values kReleaseOptions = {
     {"bigcache_bytes", "16777216"}, {"whale_slots", "8"},                {"whale_bytes", "67108864"},
     {"whale_waste_pct", "25"},      {"madvise", "dontneed"},             {"purge_batch_bytes", "4194304"},
     {"purge_batch_ranges", "256"},  {"purge_min_bytes", "65536"},        {"stats", "0"},
-    {"thp", "lean"},
+    {"thp", "lean"},                {"region_dirty_bytes", "16777216"},
 };
 const Values kSmallOptions = {
     {"purge_delay_ms", "1"},       {"region_keep_bytes", "0"},  {"bigcache_slots", "1"},
     {"bigcache_bytes", "4194304"}, {"whale_slots", "2"},        {"whale_bytes", "33554432"},
     {"whale_waste_pct", "25"},     {"madvise", "dontneed"},     {"purge_batch_bytes", "65536"},
     {"purge_batch_ranges", "4"},   {"purge_min_bytes", "65536"}, {"stats", "0"},
-    {"thp", "lean"},
+    {"thp", "lean"},               {"region_dirty_bytes", "8388608"},
 };
 
 // What the default options do to the workload (with the long delay: nothing ages out).
@@ -247,6 +247,8 @@ TEST(Options, ValidDelaysAndSizesTakeEffectQuietly) {
       {{"HAKMEM_REGION_KEEP=2GiB"}, {{"region_keep_bytes", "2147483648"}}},
       {{"HAKMEM_REGION_KEEP=0"}, {{"region_keep_bytes", "0"}}},
       {{"HAKMEM_REGION_KEEP=65536g"}, {{"region_keep_bytes", "70368744177664"}}},
+      {{"HAKMEM_REGION_DIRTY=64m"}, {{"region_dirty_bytes", "67108864"}}},
+      {{"HAKMEM_REGION_DIRTY=0"}, {{"region_dirty_bytes", "0"}}},
       {{"HAKMEM_PURGE_BATCH_BYTES=1m"}, {{"purge_batch_bytes", "1048576"}}},
       {{"HAKMEM_PURGE_BATCH_RANGES=7"}, {{"purge_batch_ranges", "7"}}},
       {{"HAKMEM_PURGE_MIN_BYTES=128k"}, {{"purge_min_bytes", "131072"}}},
