@@ -62,6 +62,7 @@ HAK_EXPORT size_t hak_collect(bool force) {
   hak_purge_stats_read(&before);
   hak_heap_collect();
   hak_segment_big_decay(true);
+  hak_segment_abandoned_decay(true);
   hak_whale_trim(true);
   hak_region_purge(force ? HAK_REGION_PURGE_ALL_UNMAP : HAK_REGION_PURGE_ALL);
   hak_os_stats_read(&after);

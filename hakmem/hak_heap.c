@@ -430,6 +430,7 @@ static void hak_heap_decay(hak_heap_t* heap) {
   if (heap->bigcache.count > 0) hak_bigcache_trim(heap, hak_purge_now_ms());
   hak_segment_decay(heap, false);
   hak_segment_big_decay(false);
+  hak_segment_abandoned_decay(false);
 }
 
 hak_heap_t* hak_heap_acquire(void) {
@@ -556,7 +557,10 @@ void hak_heap_thread_done(hak_heap_t* heap) {
     block = next;
   }
   hak_heap_for_each_page(heap, hak_heap_page_release_if_empty);
-  hak_segment_decay(heap, true); /* nobody may use these free spans for a while */
+  /* What is due goes now; the rest decays on the abandoned list (or in an adopter's
+   * heap), for a new thread is likely to adopt these segments at once: purging all of
+   * it here made every short-lived thread fault its successor's pages in again. */
+  hak_segment_decay(heap, false);
   while (heap->spans.segments != NULL) hak_segment_abandon(heap, heap->spans.segments);
   hak_purge_tick();
 #if HAK_STATS

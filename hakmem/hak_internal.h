@@ -106,6 +106,7 @@ struct hak_segment_s {
   uint8_t is_zero;               /* huge: the block's memory is known zero */
   uint8_t is_dedicated;          /* huge: a mapping of its own, not region units */
   uint8_t is_abandoned;          /* pool: on the abandoned list (under its lock) */
+  uint8_t listed_idle_slices;    /* pool: its idle free slices when it was listed */
   /* Slice i belongs to the span starting at slice i - slice_offset[i]. Entry 64 serves
    * huge blocks aligned to 4 MiB, which start one unit after their header. */
   uint8_t slice_offset[HAK_SEGMENT_SLICES + 1];
@@ -431,6 +432,7 @@ bool hak_segment_adopt_one(hak_heap_t* heap);
 bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_block_t* block);
 bool hak_segment_has_span(const hak_heap_t* heap, size_t slices);
 size_t hak_segment_abandoned_size(void);
+void hak_segment_abandoned_decay(bool all); /* purge abandoned segments' idle free spans */
 void hak_segment_fork_lock(void);   /* the abandoned list and the big segments */
 void hak_segment_fork_unlock(void);
 uint64_t hak_segment_live_count(void);

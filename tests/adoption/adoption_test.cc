@@ -5,6 +5,7 @@
 // frees were never collected, and every cycle pinned more segments.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -130,6 +131,44 @@ TEST(Adoption, ThreadsThatLeaveBlocksBehindShareFewSegments) {
     hak_free(left[i]);
   }
   EXPECT_LE(LiveSegments(), start) << "segments still held after every block was freed";
+  hak_free(mine);
+}
+
+// A worker allocates 8 MiB of small blocks, frees all but one per 64 (so its pages stay
+// in use with free room, and many spans go free) and exits: its segments are
+// abandoned with idle free spans. Nobody adopts them; once the purge delay has passed,
+// the next slow path of any thread purges those spans. Before, they stayed resident
+// until adopted; and thread exit purged all of them at once, which made every
+// short-lived thread fault its successor's memory in again.
+TEST(Adoption, IdleFreeSpansOfAbandonedSegmentsArePurgedAfterTheDelay) {
+  hak_stats_t opts;
+  ASSERT_EQ(hak_stats_get(&opts), 0);
+  void* mine = hak_malloc(16);
+  ASSERT_NE(mine, nullptr);
+  std::vector<void*> kept;
+  std::thread worker([&kept] {
+    std::vector<void*> all;
+    for (size_t total = 0; total < (size_t)8 << 20; total += 2048) {
+      void* p = hak_malloc(2048);
+      ASSERT_NE(p, nullptr);
+      memset(p, 0x6b, 2048);
+      all.push_back(p);
+    }
+    for (size_t i = 0; i < all.size(); i++) {
+      if (i % 64 == 0) kept.push_back(all[i]);
+      else hak_free(all[i]);
+    }
+  });
+  worker.join();
+  hak_stats_t before;
+  ASSERT_EQ(hak_stats_get(&before), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(opts.purge_delay_ms + 20));
+  hak_free(hak_malloc(300 * 1024));  // a slow path: it ticks the purges that came due
+  hak_stats_t after;
+  ASSERT_EQ(hak_stats_get(&after), 0);
+  EXPECT_GE(after.purge_bytes - before.purge_bytes, (uint64_t)2 << 20)
+      << "the abandoned segments' idle free spans were not purged";
+  for (void* p : kept) hak_free(p);
   hak_free(mine);
 }
 
