@@ -21,7 +21,7 @@ static hak_spans_t hak_big_spans = {.decay_due_ms = UINT64_MAX};
  * from the tail (the oldest first, so every one gets refilled, not only the newest). */
 static hak_segment_t* hak_segment_abandoned;
 static hak_segment_t* hak_segment_abandoned_tail;
-static size_t hak_segment_abandoned_idle_slices; /* free slices on the list not yet purged */
+static _Atomic size_t hak_segment_abandoned_idle_slices; /* free slices on the list not yet purged */
 static _Atomic size_t hak_segment_abandoned_count;
 static _Atomic uint64_t hak_segment_abandoned_due_ms = UINT64_MAX; /* first free slice of theirs to purge */
 static _Atomic int64_t hak_segment_live;
@@ -413,7 +413,7 @@ static void hak_segment_abandoned_push(hak_segment_t* segment) {
   hak_segment_abandoned = segment;
   segment->is_abandoned = 1;
   segment->listed_idle_slices = (uint8_t)__builtin_popcountll(segment->decay_slices);
-  hak_segment_abandoned_idle_slices += segment->listed_idle_slices;
+  atomic_fetch_add_explicit(&hak_segment_abandoned_idle_slices, segment->listed_idle_slices, memory_order_relaxed);
   atomic_fetch_add_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
   hak_unlock(&hak_segment_lock);
 }
@@ -437,7 +437,8 @@ void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
    * exit cost 8,800 madvise calls and a third of the run; a 16 MiB budget 3,700 calls
    * (41 MiB peak RSS, 1.6x glibc's time); 32 MiB about 1.1x glibc's time, 51 MiB. */
   size_t idle = (size_t)__builtin_popcountll(segment->decay_slices);
-  if (((hak_segment_abandoned_idle_slices + idle) << HAK_SLICE_SHIFT) > 2 * hak_options.region_dirty_bytes) {
+  size_t listed = atomic_load_explicit(&hak_segment_abandoned_idle_slices, memory_order_relaxed);
+  if (((listed + idle) << HAK_SLICE_SHIFT) > 2 * hak_options.region_dirty_bytes) {
     uint64_t next_unused = UINT64_MAX;
     hak_segment_decay_slices(segment, true, 0, 0, &next_unused);
   }
@@ -459,7 +460,7 @@ static void hak_segment_abandoned_unlink(hak_segment_t* segment) {
   else hak_segment_abandoned_tail = segment->prev;
   segment->next = segment->prev = NULL;
   segment->is_abandoned = 0;
-  hak_segment_abandoned_idle_slices -= segment->listed_idle_slices;
+  atomic_fetch_sub_explicit(&hak_segment_abandoned_idle_slices, segment->listed_idle_slices, memory_order_relaxed);
   atomic_fetch_sub_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
 }
 
@@ -481,7 +482,7 @@ void hak_segment_abandoned_decay(bool all) {
   hak_lock(&hak_segment_lock);
   hak_segment_t* taken = hak_segment_abandoned;
   hak_segment_abandoned = hak_segment_abandoned_tail = NULL;
-  hak_segment_abandoned_idle_slices = 0;
+  atomic_store_explicit(&hak_segment_abandoned_idle_slices, 0, memory_order_relaxed);
   for (hak_segment_t* s = taken; s != NULL; s = s->next) {
     s->is_abandoned = 0;
     atomic_fetch_sub_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
