@@ -70,6 +70,19 @@ HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
   hak_cache_stats_read(out);
   hak_large_stats_read(out);
   out->segments_live = hak_segment_live_count();
+  hak_usage_t usage;
+  hak_region_usage(&usage);
+  out->region_used_bytes = usage.unit_bytes; /* the walk's: consistent with in_use_bytes */
+  out->region_used_max_bytes = usage.unit_max_bytes;
+  out->in_use_bytes = usage.in_use_bytes;
+  out->in_use_blocks = usage.in_use_blocks;
+  out->cached_bytes = out->bigcache.cached_bytes + out->whale.cached_bytes;
+  out->free_dirty_bytes = usage.free_dirty_bytes;
+  out->dedicated_count = usage.dedicated_count;
+  out->dedicated_bytes = usage.dedicated_bytes;
+  out->dedicated_in_use_bytes = usage.dedicated_in_use_bytes;
+  out->dedicated_max_count = usage.dedicated_max_count;
+  out->dedicated_max_bytes = usage.dedicated_max_bytes;
   return 0;
 }
 
@@ -214,6 +227,15 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_line(&r, "realloc grown in place", s.huge_grow_in_place);
   hak_report_line(&r, "realloc moved by mremap", s.huge_moved_by_remap);
   hak_report_line(&r, "realloc moved by copy", s.huge_moved_by_copy);
+  hak_report_str(&r, "In use (a walk of the segments now):\n");
+  hak_report_line(&r, "in use bytes", s.in_use_bytes);
+  hak_report_line(&r, "in use blocks", s.in_use_blocks);
+  hak_report_line(&r, "cached bytes", s.cached_bytes);
+  hak_report_line(&r, "free dirty slice bytes", s.free_dirty_bytes);
+  hak_report_line(&r, "units used max bytes", s.region_used_max_bytes);
+  hak_report_line(&r, "own mappings", s.dedicated_count);
+  hak_report_line(&r, "own mapping bytes", s.dedicated_bytes);
+  hak_report_line(&r, "own mappings in use bytes", s.dedicated_in_use_bytes);
   if (!s.counters_enabled) {
     hak_report_str(&r, "(per-class counters need the stats variant)\n");
     hak_report_flush(&r);
