@@ -540,6 +540,25 @@ extern uintptr_t hak_process_secret;
 #endif
 void hak_stats_global_add(const hak_heap_t* heap); /* fold an exiting heap's counters */
 
+/* hakmem's figures on the fields of glibc's struct mallinfo2, for the replacing
+ * libraries' mallinfo2, mallinfo, malloc_stats and malloc_info (hak_api.c). glibc's
+ * "arena" (its heaps) becomes the region's units in use, its mmapped chunks the whales
+ * in mappings of their own. */
+typedef struct hak_glibc_info_s {
+  uint64_t arena;        /* bytes of region units in use: segments, whales, cached whales */
+  uint64_t uordblks;     /* bytes of blocks in use in them (in_use_bytes - dedicated_in_use_bytes) */
+  uint64_t fordblks;     /* arena - uordblks: free slices and blocks, cached blocks, headers */
+  uint64_t hblks;        /* whales in mappings of their own (in use or cached) */
+  uint64_t hblkhd;       /* their mapped bytes */
+  uint64_t keepcost;     /* at most what malloc_trim would give back now: free units and free
+                            slices that may be resident, cached blocks */
+  uint64_t in_use_total; /* uordblks + the blocks in mappings of their own */
+  uint64_t arena_max;    /* the most bytes of units in use at once */
+  uint64_t hblks_max, hblkhd_max;
+  uint64_t address_space; /* reserved chunks + mappings of their own */
+} hak_glibc_info_t;
+void hak_stats_glibc(const hak_stats_t* stats, hak_glibc_info_t* out); /* stats: from hak_stats_get */
+void hak_stats_print_glibc(int fd); /* malloc_stats' report: glibc's format, no stdio */
 void hak_stats_count_global(size_t field_offset);  /* counters with no heap at hand */
 void hak_stats_atexit(void);
 

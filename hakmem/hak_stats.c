@@ -86,6 +86,25 @@ HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
   return 0;
 }
 
+/* glibc's fields from hakmem's figures (see hak_glibc_info_t). The walk reads units in
+ * use and blocks in use under one hold of the region's lock, so uordblks <= arena
+ * holds but for the racy snapshot of other threads' pages: clamped. */
+void hak_stats_glibc(const hak_stats_t* s, hak_glibc_info_t* out) {
+  *out = (hak_glibc_info_t){0};
+  out->arena = s->region_used_bytes;
+  uint64_t in_region = s->in_use_bytes - s->dedicated_in_use_bytes;
+  out->uordblks = in_region < out->arena ? in_region : out->arena;
+  out->fordblks = out->arena - out->uordblks;
+  out->hblks = s->dedicated_count;
+  out->hblkhd = s->dedicated_bytes;
+  out->keepcost = s->region_dirty_bytes + s->free_dirty_bytes + s->cached_bytes;
+  out->in_use_total = out->uordblks + s->dedicated_in_use_bytes;
+  out->arena_max = s->region_used_max_bytes > out->arena ? s->region_used_max_bytes : out->arena;
+  out->hblks_max = s->dedicated_max_count;
+  out->hblkhd_max = s->dedicated_max_bytes;
+  out->address_space = (s->region_chunks << HAK_CHUNK_SHIFT) + s->dedicated_bytes;
+}
+
 /* ---- Report ------------------------------------------------------------------------ */
 
 typedef struct hak_report_s {
@@ -268,6 +287,31 @@ HAK_EXPORT void hak_stats_print(int fd) {
     hak_report_u64(&r, s.class_frees[i], 14);
     hak_report_str(&r, "\n");
   }
+  hak_report_flush(&r);
+}
+
+/* glibc's malloc_stats report, line for line (one "arena": the region; its mmapped
+ * chunks: whales in mappings of their own), 64-bit figures where glibc truncates to
+ * unsigned int. Written with write(2) from a stack buffer: no malloc, no stdio. */
+void hak_stats_print_glibc(int fd) {
+  hak_stats_t s;
+  hak_stats_get(&s);
+  hak_glibc_info_t g;
+  hak_stats_glibc(&s, &g);
+  hak_report_t r = {.fd = fd, .len = 0};
+  hak_report_str(&r, "Arena 0:\nsystem bytes     = ");
+  hak_report_u64(&r, g.arena, 10);
+  hak_report_str(&r, "\nin use bytes     = ");
+  hak_report_u64(&r, g.uordblks, 10);
+  hak_report_str(&r, "\nTotal (incl. mmap):\nsystem bytes     = ");
+  hak_report_u64(&r, g.arena + g.hblkhd, 10);
+  hak_report_str(&r, "\nin use bytes     = ");
+  hak_report_u64(&r, g.in_use_total, 10);
+  hak_report_str(&r, "\nmax mmap regions = ");
+  hak_report_u64(&r, g.hblks_max, 10);
+  hak_report_str(&r, "\nmax mmap bytes   = ");
+  hak_report_u64(&r, g.hblkhd_max, 10);
+  hak_report_str(&r, "\n");
   hak_report_flush(&r);
 }
 
