@@ -3,7 +3,10 @@
  * rest as aliases of them, replacing the C library's allocator for the whole process
  * (glibc routes its own internal allocations through these symbols too). The __libc_*
  * aliases catch the few programs that call glibc's internal names. */
+#include <errno.h>
+#include <limits.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "hak_alloc.h"
@@ -112,5 +115,104 @@ HAK_EXPORT size_t malloc_usable_size(void* p) {
 HAK_EXPORT int malloc_trim(size_t pad) {
   (void)pad;
   return hak_collect(true) > 0;
+}
+
+/* glibc's statistics calls answer with hakmem's figures (hak_glibc_info_t in
+ * hak_internal.h, filled by hak_stats_glibc): glibc's heap ("arena") is the region's
+ * units in use, its mmapped chunks the whales in mappings of their own. Without these,
+ * the names would reach glibc's allocator, which reports its own empty heap. Each call
+ * walks every segment in use (a snapshot, see hak_region_usage): cheap enough for
+ * monitoring, not for a hot loop.
+ *   arena     bytes of region units in use (segments, whales, whales in the ring)
+ *   ordblks, smblks, fsmblks, usmblks   0 (no bins, no fastbins; usmblks is 0 in glibc too)
+ *   hblks     whales in mappings of their own (in use or cached)
+ *   hblkhd    their mapped bytes
+ *   uordblks  bytes of blocks in use in the units (usable sizes: the size class, whole
+ *             slices for big blocks, page-rounded whales)
+ *   fordblks  arena - uordblks: free slices and blocks inside segments, blocks in the
+ *             BigCache and the whale ring, headers
+ *   keepcost  at most what malloc_trim would give back now: free units and free slices
+ *             that may be resident, cached blocks */
+HAK_EXPORT struct mallinfo2 mallinfo2(void) {
+  hak_stats_t s;
+  hak_stats_get(&s);
+  hak_glibc_info_t g;
+  hak_stats_glibc(&s, &g);
+  struct mallinfo2 mi = {0};
+  mi.arena = (size_t)g.arena;
+  mi.hblks = (size_t)g.hblks;
+  mi.hblkhd = (size_t)g.hblkhd;
+  mi.uordblks = (size_t)g.uordblks;
+  mi.fordblks = (size_t)g.fordblks;
+  mi.keepcost = (size_t)g.keepcost;
+  return mi;
+}
+
+static int hak_clamp_int(size_t v) {
+  return v > (size_t)INT_MAX ? INT_MAX : (int)v;
+}
+
+/* The same with glibc's int fields, each clamped to INT_MAX (glibc lets them wrap). */
+HAK_EXPORT struct mallinfo mallinfo(void) {
+  struct mallinfo2 m = mallinfo2();
+  struct mallinfo mi = {0};
+  mi.arena = hak_clamp_int(m.arena);
+  mi.hblks = hak_clamp_int(m.hblks);
+  mi.hblkhd = hak_clamp_int(m.hblkhd);
+  mi.uordblks = hak_clamp_int(m.uordblks);
+  mi.fordblks = hak_clamp_int(m.fordblks);
+  mi.keepcost = hak_clamp_int(m.keepcost);
+  return mi;
+}
+
+/* glibc's report on stderr, line for line ("Arena 0:", "system bytes     = ", ...,
+ * "max mmap bytes   = "), written without malloc or stdio (hak_stats_print_glibc). */
+HAK_EXPORT void malloc_stats(void) {
+  hak_stats_print_glibc(2);
+}
+
+/* glibc's XML document with hakmem's figures in its elements: one heap (the region),
+ * no bins ("fast" and "rest" hold no free chunks; "rest" has the free bytes of
+ * fordblks), "mmap": the mappings of their own; then an element of hakmem's own with
+ * the bytes and blocks in use and what is cached. options must be 0 (EINVAL, -1
+ * otherwise, as glibc). The figures are read first, then printed with stdio, which may
+ * allocate: no lock of hakmem's is held by then. */
+HAK_EXPORT int malloc_info(int options, FILE* fp) {
+  if (options != 0 || fp == NULL) {
+    errno = EINVAL;
+    return -1;
+  }
+  hak_stats_t s;
+  hak_stats_get(&s);
+  hak_glibc_info_t g;
+  hak_stats_glibc(&s, &g);
+  unsigned long long arena = g.arena, free_bytes = g.fordblks, arena_max = g.arena_max;
+  unsigned long long total = g.arena + g.hblkhd, total_max = g.arena_max + g.hblkhd_max;
+  unsigned long long space = g.address_space, region_space = s.region_chunks << HAK_CHUNK_SHIFT;
+  int n = fprintf(fp,
+                  "<malloc version=\"1\">\n"
+                  "<heap nr=\"0\">\n<sizes>\n</sizes>\n"
+                  "<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
+                  "<total type=\"rest\" count=\"0\" size=\"%llu\"/>\n"
+                  "<system type=\"current\" size=\"%llu\"/>\n"
+                  "<system type=\"max\" size=\"%llu\"/>\n"
+                  "<aspace type=\"total\" size=\"%llu\"/>\n"
+                  "<aspace type=\"mprotect\" size=\"%llu\"/>\n"
+                  "</heap>\n"
+                  "<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
+                  "<total type=\"rest\" count=\"0\" size=\"%llu\"/>\n"
+                  "<total type=\"mmap\" count=\"%llu\" size=\"%llu\"/>\n"
+                  "<system type=\"current\" size=\"%llu\"/>\n"
+                  "<system type=\"max\" size=\"%llu\"/>\n"
+                  "<aspace type=\"total\" size=\"%llu\"/>\n"
+                  "<aspace type=\"mprotect\" size=\"%llu\"/>\n"
+                  "<hakmem variant=\"%s\" in_use_bytes=\"%llu\" in_use_blocks=\"%llu\" "
+                  "cached_bytes=\"%llu\" mapped_bytes=\"%llu\"/>\n"
+                  "</malloc>\n",
+                  free_bytes, arena, arena_max, region_space, arena, free_bytes, (unsigned long long)g.hblks,
+                  (unsigned long long)g.hblkhd, total, total_max, space, total, HAK_VARIANT_NAME,
+                  (unsigned long long)s.in_use_bytes, (unsigned long long)s.in_use_blocks,
+                  (unsigned long long)s.cached_bytes, (unsigned long long)s.os_mapped_bytes);
+  return n < 0 ? -1 : 0;
 }
 #endif

@@ -124,4 +124,14 @@
 #define HAK_ASAN 0
 #endif
 
+/* For the few functions that read other threads' metadata on purpose without their
+ * locks (the usage walk, hak_segment_usage): a racy snapshot by design, not a bug the
+ * sanitizers should report; they may also read headers of units just taken and not yet
+ * unpoisoned. Never on the allocation paths. */
+#if HAK_ASAN || HAK_TSAN
+#define HAK_NO_SANITIZE __attribute__((no_sanitize("address", "thread"), noinline))
+#else
+#define HAK_NO_SANITIZE
+#endif
+
 #endif /* HAK_CONFIG_H */

@@ -385,6 +385,28 @@ typedef enum hak_region_purge_e {
 } hak_region_purge_t;
 void hak_region_purge(hak_region_purge_t how);
 void hak_region_stats_read(hak_stats_t* out);
+/* Whales in mappings of their own (runs longer than a chunk) are listed here too, so
+ * the usage walk finds them: linked once mapped, unlinked before they are unmapped,
+ * resized (mapping_size set) under the same lock. */
+void hak_region_dedicated_link(hak_segment_t* segment);
+void hak_region_dedicated_unlink(hak_segment_t* segment);
+void hak_region_dedicated_resize(hak_segment_t* segment, size_t mapping_size);
+
+/* What is in use now: a walk of every unit in use and every dedicated whale, under the
+ * region's lock (hak_region_usage), on demand; nothing is counted on the fast paths. */
+typedef struct hak_usage_s {
+  uint64_t in_use_bytes;           /* blocks handed out: usable bytes (class sizes, whole slices, page-rounded whales) */
+  uint64_t in_use_blocks;
+  uint64_t unit_bytes;             /* region units in use (segments, whales, cached whales) */
+  uint64_t unit_max_bytes;         /* the most units ever in use at once */
+  uint64_t free_dirty_bytes;       /* free slices inside segments that may be resident (purge pending) */
+  uint64_t dedicated_count;        /* whales in mappings of their own, in use or cached */
+  uint64_t dedicated_bytes;        /* their mapped bytes */
+  uint64_t dedicated_in_use_bytes; /* of in_use_bytes, the blocks in them */
+  uint64_t dedicated_max_count;    /* peaks of the two */
+  uint64_t dedicated_max_bytes;
+} hak_usage_t;
+void hak_region_usage(hak_usage_t* out);
 void hak_region_fork_lock(void);
 void hak_region_fork_unlock(void);
 
@@ -433,6 +455,10 @@ bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_bl
 bool hak_segment_has_span(const hak_heap_t* heap, size_t slices);
 size_t hak_segment_abandoned_size(void);
 void hak_segment_abandoned_decay(bool all); /* purge abandoned segments' idle free spans */
+/* Adds what the unit at `segment` holds in use to *out and returns how many units it
+ * covers (a whale's run, at most units_left; else 1). Region lock held: see
+ * hak_region_usage. Headers not recognised (a unit being set up) count nothing. */
+size_t hak_segment_usage(const hak_segment_t* segment, size_t units_left, hak_usage_t* out);
 void hak_segment_fork_lock(void);   /* the abandoned list and the big segments */
 void hak_segment_fork_unlock(void);
 uint64_t hak_segment_live_count(void);
@@ -515,6 +541,26 @@ extern uintptr_t hak_process_secret;
 #define hak_stat_class_inc(heap, field, cls) ((void)0)
 #endif
 void hak_stats_global_add(const hak_heap_t* heap); /* fold an exiting heap's counters */
+
+/* hakmem's figures on the fields of glibc's struct mallinfo2, for the replacing
+ * libraries' mallinfo2, mallinfo, malloc_stats and malloc_info (hak_api.c). glibc's
+ * "arena" (its heaps) becomes the region's units in use, its mmapped chunks the whales
+ * in mappings of their own. */
+typedef struct hak_glibc_info_s {
+  uint64_t arena;        /* bytes of region units in use: segments, whales, cached whales */
+  uint64_t uordblks;     /* bytes of blocks in use in them (in_use_bytes - dedicated_in_use_bytes) */
+  uint64_t fordblks;     /* arena - uordblks: free slices and blocks, cached blocks, headers */
+  uint64_t hblks;        /* whales in mappings of their own (in use or cached) */
+  uint64_t hblkhd;       /* their mapped bytes */
+  uint64_t keepcost;     /* at most what malloc_trim would give back now: free units and free
+                            slices that may be resident, cached blocks */
+  uint64_t in_use_total; /* uordblks + the blocks in mappings of their own */
+  uint64_t arena_max;    /* the most bytes of units in use at once */
+  uint64_t hblks_max, hblkhd_max;
+  uint64_t address_space; /* reserved chunks + mappings of their own */
+} hak_glibc_info_t;
+void hak_stats_glibc(const hak_stats_t* stats, hak_glibc_info_t* out); /* stats: from hak_stats_get */
+void hak_stats_print_glibc(int fd); /* malloc_stats' report: glibc's format, no stdio */
 void hak_stats_count_global(size_t field_offset);  /* counters with no heap at hand */
 void hak_stats_atexit(void);
 

@@ -165,6 +165,7 @@ static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place,
     hak_whale_thp_advise(segment, mapping_size);
     hak_whale_init_header(segment, mapping_size, true, true);
     segment->data_end = 0;
+    hak_region_dedicated_link(segment); /* so the usage walk finds it */
   }
   return segment;
 }
@@ -223,13 +224,18 @@ void* hak_large_alloc(hak_heap_t* heap, size_t size, size_t align) {
 void hak_whale_release(hak_segment_t* segment, uint64_t idle_since_ms) {
   hak_segment_map_set(segment, false);
   hak_hardening_on_segment_release(segment);
-  if (segment->is_dedicated) hak_os_unmap(segment, segment->mapping_size, HAK_OS_USER_HUGE);
-  else hak_region_free(segment, segment->units, idle_since_ms, false);
+  if (segment->is_dedicated) {
+    hak_region_dedicated_unlink(segment);
+    hak_os_unmap(segment, segment->mapping_size, HAK_OS_USER_HUGE);
+  } else {
+    hak_region_free(segment, segment->units, idle_since_ms, false);
+  }
 }
 
 static void hak_whale_free(hak_segment_t* segment) {
   hak_segment_live_add(-1);
   segment->is_zero = false;
+  segment->pages[0].used = 0; /* in the ring or the region: not in use (hak_segment_usage) */
   /* Freed: the hardened variant names a second free of it a double free (it already
    * swapped this word in hak_hardening_on_free; realloc's copy path comes here too). */
   atomic_store_explicit(&segment->pages[0].xthread_free, 0, memory_order_relaxed);
@@ -260,7 +266,7 @@ static void hak_whale_shrink(hak_segment_t* segment, size_t need) {
     size_t keep = hak_align_up(need, hak_os_page_size());
     if (keep > segment->mapping_size / 2) return;
     if (!hak_os_shrink(segment, segment->mapping_size, keep, HAK_OS_USER_HUGE)) return;
-    segment->mapping_size = keep;
+    hak_region_dedicated_resize(segment, keep);
     segment->units = hak_whale_units(keep);
     if (segment->data_end > keep) segment->data_end = keep;
     return;
@@ -277,7 +283,7 @@ static bool hak_whale_grow_in_place(hak_segment_t* segment, size_t need) {
   if (segment->is_dedicated) {
     size_t mapping_size = hak_align_up(need, hak_os_page_size());
     if (!hak_os_grow(segment, segment->mapping_size, mapping_size, HAK_OS_USER_HUGE)) return false;
-    segment->mapping_size = mapping_size;
+    hak_region_dedicated_resize(segment, mapping_size);
     segment->units = hak_whale_units(mapping_size);
     return true;
   }
@@ -298,8 +304,13 @@ static bool hak_whale_remap(hak_segment_t* from, void* p, size_t bytes, void* to
   hak_segment_live_add(-1);
   hak_segment_map_set(from, false);
   hak_hardening_on_segment_release(from);
-  if (from->is_dedicated) hak_os_unmap(from, (size_t)((uint8_t*)p - (uint8_t*)from), HAK_OS_USER_HUGE);
-  else hak_region_free_moved(from, from->units, p, bytes, (uint8_t*)from + from->data_end);
+  from->pages[0].used = 0;
+  if (from->is_dedicated) {
+    hak_region_dedicated_unlink(from);
+    hak_os_unmap(from, (size_t)((uint8_t*)p - (uint8_t*)from), HAK_OS_USER_HUGE);
+  } else {
+    hak_region_free_moved(from, from->units, p, bytes, (uint8_t*)from + from->data_end);
+  }
   return true;
 }
 

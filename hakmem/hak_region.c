@@ -48,6 +48,11 @@ static hak_lock_t hak_region_purge_lock = HAK_LOCK_INIT; /* one purge pass at a 
 static hak_chunk_t* hak_region_chunks;
 static size_t hak_region_chunk_count;
 static size_t hak_region_free_units; /* free units in all chunks */
+static size_t hak_region_used_max_units; /* the most units in use at once */
+/* Whales in mappings of their own, linked through ->next/->prev (hak_region_usage). */
+static hak_segment_t* hak_region_dedicated;
+static size_t hak_region_dedicated_count, hak_region_dedicated_bytes;
+static size_t hak_region_dedicated_max_count, hak_region_dedicated_max_bytes;
 static _Atomic uint64_t hak_region_cancelled_units;
 
 void hak_region_fork_lock(void) {
@@ -146,6 +151,8 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
   chunk->nonzero |= run;
   chunk->dirty |= run;
   hak_region_free_units -= n;
+  size_t in_use = hak_region_chunk_count * (HAK_CHUNK_UNITS - 1) - hak_region_free_units;
+  if (in_use > hak_region_used_max_units) hak_region_used_max_units = in_use;
   return hak_region_unit_addr(chunk, start);
 }
 
@@ -445,6 +452,85 @@ void hak_region_purge(hak_region_purge_t how) {
   }
   hak_unlock(&hak_region_purge_lock);
   if (next_due != UINT64_MAX) hak_purge_schedule(next_due);
+}
+
+/* ---- Dedicated mappings ------------------------------------------------------------------- */
+
+static void hak_region_dedicated_peaks(void) {
+  if (hak_region_dedicated_count > hak_region_dedicated_max_count) {
+    hak_region_dedicated_max_count = hak_region_dedicated_count;
+  }
+  if (hak_region_dedicated_bytes > hak_region_dedicated_max_bytes) {
+    hak_region_dedicated_max_bytes = hak_region_dedicated_bytes;
+  }
+}
+
+void hak_region_dedicated_link(hak_segment_t* segment) {
+  hak_lock(&hak_region_lock);
+  segment->prev = NULL;
+  segment->next = hak_region_dedicated;
+  if (hak_region_dedicated != NULL) hak_region_dedicated->prev = segment;
+  hak_region_dedicated = segment;
+  hak_region_dedicated_count++;
+  hak_region_dedicated_bytes += segment->mapping_size;
+  hak_region_dedicated_peaks();
+  hak_unlock(&hak_region_lock);
+}
+
+void hak_region_dedicated_unlink(hak_segment_t* segment) {
+  hak_lock(&hak_region_lock);
+  if (segment->prev != NULL) segment->prev->next = segment->next;
+  else hak_region_dedicated = segment->next;
+  if (segment->next != NULL) segment->next->prev = segment->prev;
+  segment->next = segment->prev = NULL;
+  hak_region_dedicated_count--;
+  hak_region_dedicated_bytes -= segment->mapping_size;
+  hak_unlock(&hak_region_lock);
+}
+
+void hak_region_dedicated_resize(hak_segment_t* segment, size_t mapping_size) {
+  hak_lock(&hak_region_lock);
+  hak_region_dedicated_bytes += mapping_size - segment->mapping_size;
+  segment->mapping_size = mapping_size;
+  hak_region_dedicated_peaks();
+  hak_unlock(&hak_region_lock);
+}
+
+/* ---- Usage walk ------------------------------------------------------------------------------ */
+
+/* Every unit in use and every dedicated whale, under the lock: no chunk is unmapped and
+ * no dedicated whale unlinked (and unmapped) meanwhile. Their headers are read as a
+ * racy snapshot (hak_segment_usage). Runs of used units are visited header by header; a
+ * whale's header says how many units it covers. Costs a read of each segment's page
+ * descriptors: for mallinfo and the stats API, never on an allocation path. */
+void hak_region_usage(hak_usage_t* out) {
+  *out = (hak_usage_t){0};
+  hak_lock(&hak_region_lock);
+  for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
+    uint64_t used = c->used & ~(uint64_t)1;
+    out->unit_bytes += (uint64_t)__builtin_popcountll(used) << HAK_SEGMENT_SHIFT;
+    for (size_t i = 1; i < HAK_CHUNK_UNITS;) {
+      uint64_t rest = used >> i;
+      if (rest == 0) break;
+      i += (size_t)__builtin_ctzll(rest);
+      uint64_t gap = ~(used >> i);
+      size_t run = gap == 0 ? HAK_CHUNK_UNITS - i : (size_t)__builtin_ctzll(gap);
+      i += hak_segment_usage((const hak_segment_t*)hak_region_unit_addr(c, i), run, out);
+    }
+  }
+  out->unit_max_bytes = (uint64_t)hak_region_used_max_units << HAK_SEGMENT_SHIFT;
+  for (hak_segment_t* s = hak_region_dedicated; s != NULL; s = s->next) {
+    hak_usage_t one = {0};
+    hak_segment_usage(s, SIZE_MAX, &one);
+    out->in_use_bytes += one.in_use_bytes;
+    out->in_use_blocks += one.in_use_blocks;
+    out->dedicated_in_use_bytes += one.in_use_bytes;
+  }
+  out->dedicated_count = hak_region_dedicated_count;
+  out->dedicated_bytes = hak_region_dedicated_bytes;
+  out->dedicated_max_count = hak_region_dedicated_max_count;
+  out->dedicated_max_bytes = hak_region_dedicated_max_bytes;
+  hak_unlock(&hak_region_lock);
 }
 
 /* ---- Stats --------------------------------------------------------------------------------- */

@@ -603,3 +603,49 @@ bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_bl
 bool hak_segment_has_span(const hak_heap_t* heap, size_t slices) {
   return (heap->spans.nonempty & (~(uint64_t)0 << slices)) != 0;
 }
+
+/* ---- Usage walk --------------------------------------------------------------------- */
+
+/* Reads a field of another thread's metadata once (READ_ONCE): a volatile load, not a
+ * relaxed atomic, so that TSan, which instruments atomics even in HAK_NO_SANITIZE
+ * functions, leaves these racy reads alone. */
+#define hak_snap(field) (*(const volatile __typeof__(field)*)&(field))
+
+/* What one unit in use holds (hak_region_usage walks them under the region lock, which
+ * keeps every unit mapped). The header and page descriptors read here belong to their
+ * owners (a heap, the big segments' lock, whoever frees a whale), who write them
+ * without that lock: this is a racy snapshot by design, each field read once and not
+ * instrumented by the sanitizers (HAK_NO_SANITIZE). A figure may be off by what changes
+ * during the walk, and a pool page counts blocks other threads freed until its owner
+ * collects them; the walk itself stays in bounds whatever it reads: spans are clamped
+ * to the segment, a page's bytes to its span, and a header without its cookie (a unit
+ * being set up, a whale's tail) counts nothing. A block in the BigCache (its page's
+ * `used` is 0) or the whale ring (the whale's page too) is free, not in use. */
+HAK_NO_SANITIZE size_t hak_segment_usage(const hak_segment_t* segment, size_t units_left, hak_usage_t* out) {
+  if (hak_snap(segment->cookie) != ((uintptr_t)segment ^ hak_process_secret)) return 1;
+  hak_segment_kind_t kind = hak_snap(segment->kind);
+  if (kind == HAK_SEGMENT_HUGE) {
+    if (hak_snap(segment->pages[0].used) != 0) {
+      out->in_use_bytes += hak_snap(segment->block_bytes);
+      out->in_use_blocks++;
+    }
+    size_t units = hak_snap(segment->units);
+    if (units == 0) units = 1;
+    return units < units_left ? units : units_left;
+  }
+  if (kind != HAK_SEGMENT_POOL && kind != HAK_SEGMENT_BIG) return 1;
+  out->free_dirty_bytes += (uint64_t)__builtin_popcountll(hak_snap(segment->decay_slices)) << HAK_SLICE_SHIFT;
+  for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
+    const hak_page_t* page = &segment->pages[i];
+    size_t count = hak_snap(page->slice_count);
+    if (count == 0 || count > HAK_SEGMENT_SLICES - i) count = 1;
+    if (hak_snap(page->in_use)) {
+      uint64_t used = hak_snap(page->used);
+      uint64_t bytes = used * hak_snap(page->block_size), cap = (uint64_t)count << HAK_SLICE_SHIFT;
+      out->in_use_bytes += bytes < cap ? bytes : cap;
+      out->in_use_blocks += used;
+    }
+    i += count;
+  }
+  return 1;
+}

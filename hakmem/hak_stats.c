@@ -70,7 +70,39 @@ HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
   hak_cache_stats_read(out);
   hak_large_stats_read(out);
   out->segments_live = hak_segment_live_count();
+  hak_usage_t usage;
+  hak_region_usage(&usage);
+  out->region_used_bytes = usage.unit_bytes; /* the walk's: consistent with in_use_bytes */
+  out->region_used_max_bytes = usage.unit_max_bytes;
+  out->in_use_bytes = usage.in_use_bytes;
+  out->in_use_blocks = usage.in_use_blocks;
+  out->cached_bytes = out->bigcache.cached_bytes + out->whale.cached_bytes;
+  out->free_dirty_bytes = usage.free_dirty_bytes;
+  out->dedicated_count = usage.dedicated_count;
+  out->dedicated_bytes = usage.dedicated_bytes;
+  out->dedicated_in_use_bytes = usage.dedicated_in_use_bytes;
+  out->dedicated_max_count = usage.dedicated_max_count;
+  out->dedicated_max_bytes = usage.dedicated_max_bytes;
   return 0;
+}
+
+/* glibc's fields from hakmem's figures (see hak_glibc_info_t). The walk reads units in
+ * use and blocks in use under one hold of the region's lock, so uordblks <= arena
+ * holds but for the racy snapshot of other threads' pages: clamped. */
+void hak_stats_glibc(const hak_stats_t* s, hak_glibc_info_t* out) {
+  *out = (hak_glibc_info_t){0};
+  out->arena = s->region_used_bytes;
+  uint64_t in_region = s->in_use_bytes - s->dedicated_in_use_bytes;
+  out->uordblks = in_region < out->arena ? in_region : out->arena;
+  out->fordblks = out->arena - out->uordblks;
+  out->hblks = s->dedicated_count;
+  out->hblkhd = s->dedicated_bytes;
+  out->keepcost = s->region_dirty_bytes + s->free_dirty_bytes + s->cached_bytes;
+  out->in_use_total = out->uordblks + s->dedicated_in_use_bytes;
+  out->arena_max = s->region_used_max_bytes > out->arena ? s->region_used_max_bytes : out->arena;
+  out->hblks_max = s->dedicated_max_count;
+  out->hblkhd_max = s->dedicated_max_bytes;
+  out->address_space = (s->region_chunks << HAK_CHUNK_SHIFT) + s->dedicated_bytes;
 }
 
 /* ---- Report ------------------------------------------------------------------------ */
@@ -214,6 +246,15 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_line(&r, "realloc grown in place", s.huge_grow_in_place);
   hak_report_line(&r, "realloc moved by mremap", s.huge_moved_by_remap);
   hak_report_line(&r, "realloc moved by copy", s.huge_moved_by_copy);
+  hak_report_str(&r, "In use (a walk of the segments now):\n");
+  hak_report_line(&r, "in use bytes", s.in_use_bytes);
+  hak_report_line(&r, "in use blocks", s.in_use_blocks);
+  hak_report_line(&r, "cached bytes", s.cached_bytes);
+  hak_report_line(&r, "free dirty slice bytes", s.free_dirty_bytes);
+  hak_report_line(&r, "units used max bytes", s.region_used_max_bytes);
+  hak_report_line(&r, "own mappings", s.dedicated_count);
+  hak_report_line(&r, "own mapping bytes", s.dedicated_bytes);
+  hak_report_line(&r, "own mappings in use bytes", s.dedicated_in_use_bytes);
   if (!s.counters_enabled) {
     hak_report_str(&r, "(per-class counters need the stats variant)\n");
     hak_report_flush(&r);
@@ -246,6 +287,31 @@ HAK_EXPORT void hak_stats_print(int fd) {
     hak_report_u64(&r, s.class_frees[i], 14);
     hak_report_str(&r, "\n");
   }
+  hak_report_flush(&r);
+}
+
+/* glibc's malloc_stats report, line for line (one "arena": the region; its mmapped
+ * chunks: whales in mappings of their own), 64-bit figures where glibc truncates to
+ * unsigned int. Written with write(2) from a stack buffer: no malloc, no stdio. */
+void hak_stats_print_glibc(int fd) {
+  hak_stats_t s;
+  hak_stats_get(&s);
+  hak_glibc_info_t g;
+  hak_stats_glibc(&s, &g);
+  hak_report_t r = {.fd = fd, .len = 0};
+  hak_report_str(&r, "Arena 0:\nsystem bytes     = ");
+  hak_report_u64(&r, g.arena, 10);
+  hak_report_str(&r, "\nin use bytes     = ");
+  hak_report_u64(&r, g.uordblks, 10);
+  hak_report_str(&r, "\nTotal (incl. mmap):\nsystem bytes     = ");
+  hak_report_u64(&r, g.arena + g.hblkhd, 10);
+  hak_report_str(&r, "\nin use bytes     = ");
+  hak_report_u64(&r, g.in_use_total, 10);
+  hak_report_str(&r, "\nmax mmap regions = ");
+  hak_report_u64(&r, g.hblks_max, 10);
+  hak_report_str(&r, "\nmax mmap bytes   = ");
+  hak_report_u64(&r, g.hblkhd_max, 10);
+  hak_report_str(&r, "\n");
   hak_report_flush(&r);
 }
 

@@ -109,6 +109,24 @@ typedef struct hak_stats_s {
   uint64_t huge_moved_by_remap;    /* ... moved its pages with mremap (no copy) */
   uint64_t huge_moved_by_copy;     /* ... copied it */
 
+  /* Every variant: what is in use now, found by walking every segment and whale at
+   * each call (nothing is counted on the fast paths). A snapshot: other threads keep
+   * allocating meanwhile, and pool blocks freed by another thread count as in use
+   * until their owner thread collects them. */
+  uint64_t in_use_bytes;           /* blocks handed out: usable bytes (size classes,
+                                      whole slices for big blocks, page-rounded whales) */
+  uint64_t in_use_blocks;          /* blocks handed out */
+  uint64_t cached_bytes;           /* freed big blocks and whales kept for reuse
+                                      (bigcache.cached_bytes + whale.cached_bytes): not in use */
+  uint64_t free_dirty_bytes;       /* free slices inside segments that may still be
+                                      resident (their purge is pending) */
+  uint64_t region_used_max_bytes;  /* the most bytes of units in use at once */
+  uint64_t dedicated_count;        /* whales in mappings of their own (in use or cached) */
+  uint64_t dedicated_bytes;        /* ... their mapped bytes (in os_mapped_bytes, not in region_used_bytes) */
+  uint64_t dedicated_in_use_bytes; /* ... of in_use_bytes, the blocks in them */
+  uint64_t dedicated_max_count;    /* the most of them at once */
+  uint64_t dedicated_max_bytes;    /* the most bytes of them at once */
+
   /* Counters of the stats variant, summed over all threads (exited ones included). */
   uint64_t class_size[HAK_STATS_CLASS_COUNT];   /* block size of each class (0 for the last) */
   uint64_t class_allocs[HAK_STATS_CLASS_COUNT];
