@@ -306,8 +306,13 @@ static bool hak_whale_remap(hak_segment_t* from, void* p, size_t bytes, void* to
   hak_hardening_on_segment_release(from);
   from->pages[0].used = 0;
   if (from->is_dedicated) {
+    /* The header's part and the room past the block (a mapping made with room to
+     * grow) stay behind: both go. */
+    uint8_t* end = (uint8_t*)from + from->mapping_size;
+    uint8_t* tail = (uint8_t*)p + bytes;
     hak_region_dedicated_unlink(from);
     hak_os_unmap(from, (size_t)((uint8_t*)p - (uint8_t*)from), HAK_OS_USER_HUGE);
+    if (tail < end) hak_os_unmap(tail, (size_t)(end - tail), HAK_OS_USER_HUGE);
   } else {
     hak_region_free_moved(from, from->units, p, bytes, (uint8_t*)from + from->data_end);
   }

@@ -4,6 +4,8 @@
 // (resident destination). Contents survive every path; the paths are told apart by
 // the stats counters huge_grow_in_place, huge_moved_by_remap, huge_moved_by_copy and by
 // whether the pointer changed - never by timing.
+#include <sys/mman.h>
+
 #include <vector>
 
 #include "large_util.h"  // last of the includes: it includes hak_test_names.h
@@ -222,6 +224,49 @@ TEST(HugeRealloc, ContentsSurviveEveryWayOfMoving) {
     for (void* w : n.all) {
       if (w != p) free(w);
     }
+  }
+}
+
+// A whale of its own mapping moved by realloc leaves nothing mapped behind: the move
+// gives the new mapping room to grow (twice the size), so the next move out of it has
+// to unmap that room too. Before, only the header's part went: the room (301 MiB
+// here) stayed mapped for good. A page mapped right after each mapping keeps mremap
+// from growing it in place, so each realloc moves.
+uint8_t* BlockGrowthAfter(uint8_t* block, size_t room) {
+  const size_t unit = hak_probe_segment_size(), page = hak_probe_os_page_size();
+  uintptr_t start = reinterpret_cast<uintptr_t>(block) & ~(uintptr_t)(unit - 1);
+  uintptr_t end = start + (((reinterpret_cast<uintptr_t>(block) - start) + room + page - 1) & ~(uintptr_t)(page - 1));
+  void* blocker = mmap(reinterpret_cast<void*>(end), page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  return blocker == MAP_FAILED ? nullptr : static_cast<uint8_t*>(blocker);
+}
+
+TEST(HugeRealloc, MovingAWhaleOfItsOwnMappingUnmapsAllOfTheOld) {
+  hak_collect(true);
+  const uint64_t start = Stats().os_mapped_bytes;
+  const size_t first = hak_probe_chunk_size() + 44 * kMiB;  // more than a chunk holds
+  const size_t second = first + kMiB;
+  uint8_t* p = static_cast<uint8_t*>(malloc(first));
+  ASSERT_NE(p, nullptr);
+  ASSERT_EQ(hak_probe_whale_is_dedicated(p), 1);
+  p[0] = 0x5a;
+  p[first - 1] = 0x5b;
+  std::vector<uint8_t*> blockers;
+  blockers.push_back(BlockGrowthAfter(p, first));
+  uint8_t* q = static_cast<uint8_t*>(realloc(p, second));  // moves, into a mapping with room
+  ASSERT_NE(q, nullptr);
+  ASSERT_NE(q, p);
+  blockers.push_back(BlockGrowthAfter(q, 2 * second));
+  uint8_t* r = static_cast<uint8_t*>(realloc(q, 3 * first));  // beyond the room: moves out
+  ASSERT_NE(r, nullptr);
+  ASSERT_NE(r, q);
+  EXPECT_EQ(r[0], 0x5a);
+  EXPECT_EQ(r[first - 1], 0x5b);
+  free(r);
+  hak_collect(true);
+  EXPECT_EQ(Stats().os_mapped_bytes, start) << "address space of a moved whale stayed mapped";
+  for (uint8_t* b : blockers) {
+    ASSERT_NE(b, nullptr) << "could not map a page after a whale";
+    munmap(b, hak_probe_os_page_size());
   }
 }
 
