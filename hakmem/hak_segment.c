@@ -299,7 +299,7 @@ static hak_segment_t* hak_segment_alloc(hak_spans_t* spans, hak_segment_kind_t k
 
 /* Every slice is free again: the segment goes back to the region (kept mapped; its
  * pages are purged once the purge delay passes unless it is reused first). */
-static void hak_segment_release(hak_spans_t* spans, hak_segment_t* segment) {
+static void hak_segment_release(hak_spans_t* spans, hak_segment_t* segment, uint64_t idle_since_ms) {
   hak_span_bin_remove(spans, &segment->pages[1]);
   hak_segment_list_remove(spans, segment);
   hak_segment_map_set(segment, false);
@@ -309,7 +309,7 @@ static void hak_segment_release(hak_spans_t* spans, hak_segment_t* segment) {
   atomic_store_explicit(&segment->thread_id, 0, memory_order_relaxed);
   /* dense unless decay purged most of it while it was in use */
   bool dense = __builtin_popcountll(segment->zero_slices) < (int)HAK_SEGMENT_SLICES / 2;
-  hak_region_free(segment, 1, hak_purge_now_ms(), dense);
+  hak_region_free(segment, 1, idle_since_ms, dense);
 }
 
 static hak_page_t* hak_segment_span_alloc(hak_spans_t* spans, hak_segment_kind_t kind, hak_heap_t* heap,
@@ -330,7 +330,7 @@ static bool hak_segment_span_free(hak_spans_t* spans, hak_page_t* page, uint64_t
   segment->used_slices -= page->slice_count;
   hak_span_free(spans, segment, page->slice_index, page->slice_count, idle_since_ms);
   if (segment->used_slices != 0) return false;
-  hak_segment_release(spans, segment);
+  hak_segment_release(spans, segment, idle_since_ms);
   return true;
 }
 
@@ -586,10 +586,14 @@ bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_bl
   page->free_is_zero = 0;
   if (--page->used == 0) {
     /* The segment's free spans are in no heap's bins while it is abandoned: merging
-     * goes through a scratch set of bins, and the adopter re-bins every free span. */
+     * goes through a scratch set of bins, and the adopter re-bins every free span. A
+     * segment this empties is memory of an exited thread that nobody allocates from:
+     * it goes back to the region as idle for the whole delay, purged on the tick. */
     uint64_t now = hak_purge_now_ms();
+    bool emptied = segment->used_slices == page->slice_count;
+    uint64_t idle_since = emptied && now > hak_options.purge_delay_ms ? now - hak_options.purge_delay_ms : now;
     hak_spans_t scratch = {.nonempty = 0, .segments = NULL, .decay_due_ms = UINT64_MAX};
-    if (hak_segment_span_free(&scratch, page, now)) {
+    if (hak_segment_span_free(&scratch, page, idle_since)) {
       hak_purge_tick();
       return true;
     }

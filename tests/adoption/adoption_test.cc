@@ -90,8 +90,15 @@ TEST(Adoption, FreeingAnExitedThreadsBlocksGivesItsSegmentsBackWithoutAnyMalloc)
   worker.join();
   // (It may also have adopted what earlier tests left, so count only that it grew.)
   ASSERT_GT(LiveSegments(), start) << "the worker's blocks should need segments of their own";
+  hak_stats_t before;
+  ASSERT_EQ(hak_stats_get(&before), 0);
   for (void* p : left) hak_free(p);
   EXPECT_LE(LiveSegments(), start) << "segments of the exited thread still held after all their blocks were freed";
+  // Emptied, they go back to the region as idle for the whole delay: purged at once
+  // (before, they waited out the delay too, resident, though nobody allocates there).
+  hak_stats_t after;
+  ASSERT_EQ(hak_stats_get(&after), 0);
+  EXPECT_GE(after.purge_bytes - before.purge_bytes, (uint64_t)4 << 20) << "the exited thread's memory was not purged";
   hak_free(mine);
 }
 
