@@ -255,15 +255,14 @@ static bool hak_heap_release_kept_pages_of(hak_heap_t* heap, hak_segment_t* segm
   if ((others_used + segment->used_slices) * 2 > others_capacity) return false;
   for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
     hak_page_t* page = &segment->pages[i];
-    size_t next = i + page->slice_count;
-    bool last = page->in_use && segment->used_slices == page->slice_count;
-    if (page->in_use) {
-      hak_heap_page_give_back(heap, page);
-      if (last) break; /* the segment went back to the region */
-      next = (size_t)segment->pages[i - segment->slice_offset[i]].slice_index +
-             segment->pages[i - segment->slice_offset[i]].slice_count; /* merged backwards? */
+    if (!page->in_use) {
+      i += page->slice_count;
+      continue;
     }
-    i = next;
+    bool last = segment->used_slices == page->slice_count;
+    hak_heap_page_give_back(heap, page);
+    if (last) break; /* the segment went back to the region */
+    i = hak_segment_slice_after_span(segment, i);
   }
   return true;
 }

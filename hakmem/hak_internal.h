@@ -235,6 +235,13 @@ HAK_INLINE hak_page_t* hak_segment_page_of(hak_segment_t* segment, const void* p
   return &segment->pages[slice - segment->slice_offset[slice]];
 }
 
+/* The slice after the span that now covers slice i: for walks that free pages as they
+ * go (a freed page merges with its free neighbours, backwards too). */
+HAK_INLINE size_t hak_segment_slice_after_span(const hak_segment_t* segment, size_t i) {
+  const hak_page_t* span = &segment->pages[i - segment->slice_offset[i]];
+  return (size_t)span->slice_index + span->slice_count;
+}
+
 HAK_INLINE size_t hak_page_bytes_of(const hak_page_t* page) {
   return (size_t)page->slice_count << HAK_SLICE_SHIFT;
 }
@@ -453,7 +460,6 @@ void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment);
 bool hak_segment_adopt_one(hak_heap_t* heap);
 bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_block_t* block);
 bool hak_segment_has_span(const hak_heap_t* heap, size_t slices);
-size_t hak_segment_abandoned_size(void);
 void hak_segment_abandoned_decay(bool all); /* purge abandoned segments' idle free spans */
 /* Adds what the unit at `segment` holds in use to *out and returns how many units it
  * covers (a whale's run, at most units_left; else 1). Region lock held: see

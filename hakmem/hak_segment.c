@@ -438,15 +438,9 @@ void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
    * (41 MiB peak RSS, 1.6x glibc's time); 32 MiB about 1.1x glibc's time, 51 MiB. */
   size_t idle = (size_t)__builtin_popcountll(segment->decay_slices);
   size_t listed = atomic_load_explicit(&hak_segment_abandoned_idle_slices, memory_order_relaxed);
-  if (((listed + idle) << HAK_SLICE_SHIFT) > 2 * hak_options.region_dirty_bytes) {
-    uint64_t next_unused = UINT64_MAX;
-    hak_segment_decay_slices(segment, true, 0, 0, &next_unused);
-  }
-  uint64_t next = UINT64_MAX;
-  for (uint64_t p = segment->decay_slices; p != 0; p &= p - 1) {
-    uint64_t due = segment->freed_ms[__builtin_ctzll(p)] + hak_options.purge_delay_ms;
-    if (due < next) next = due;
-  }
+  bool over = ((listed + idle) << HAK_SLICE_SHIFT) > 2 * hak_options.region_dirty_bytes;
+  uint64_t next = UINT64_MAX; /* when what stays comes due (the exiting heap purged what was) */
+  hak_segment_decay_slices(segment, over, hak_purge_now_ms(), hak_options.purge_delay_ms, &next);
   hak_segment_abandoned_push(segment);
   if (next != UINT64_MAX) hak_segment_abandoned_schedule(next);
   hak_stat_global_inc(segments_abandoned);
@@ -463,7 +457,6 @@ static void hak_segment_abandoned_unlink(hak_segment_t* segment) {
   atomic_fetch_sub_explicit(&hak_segment_abandoned_idle_slices, segment->listed_idle_slices, memory_order_relaxed);
   atomic_fetch_sub_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
 }
-
 
 /* Free slices of abandoned segments decay like any others, though no owner's slow
  * path looks at them: one pass over the list when the first comes due (checked on
@@ -506,9 +499,6 @@ static hak_segment_t* hak_segment_abandoned_pop(void) {
   return segment;
 }
 
-size_t hak_segment_abandoned_size(void) {
-  return atomic_load_explicit(&hak_segment_abandoned_count, memory_order_relaxed);
-}
 
 /* Collects an abandoned page's remote frees and, unless that emptied it (returns true),
  * switches it to HAK_DELAYED_USE in the same step, so no remote free can slip between. */
@@ -551,8 +541,7 @@ static void hak_segment_adopt(hak_heap_t* heap, hak_segment_t* segment) {
     bool releases_segment = segment->used_slices == page->slice_count;
     hak_segment_page_free(heap, page);
     if (releases_segment) break; /* the segment went back to the region */
-    hak_page_t* span = &segment->pages[i - segment->slice_offset[i]]; /* merged backwards? */
-    i = (size_t)span->slice_index + span->slice_count;
+    i = hak_segment_slice_after_span(segment, i);
   }
 }
 
