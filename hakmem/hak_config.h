@@ -48,7 +48,9 @@
  * above 128 KiB and big blocks (above the pools, up to 63 slices) get a page of their
  * own, sized to whole slices. */
 #define HAK_SMALL_PAGE_BLOCK_MAX ((size_t)8 * 1024) /* blocks up to here: 1-slice pages */
-#define HAK_MEDIUM_PAGE_SLICES 8
+#define HAK_MEDIUM_PAGE_SLICES 8      /* the most a medium page spans */
+#define HAK_MEDIUM_PAGE_MIN_BLOCKS 4  /* a class's first medium page holds at least this many */
+#define HAK_MEDIUM_PAGE_GROW_MAX 3    /* each further page doubles, up to 8 times the first */
 #define HAK_MEDIUM_BLOCK_MAX ((size_t)128 * 1024)  /* blocks up to here: 8-slice pages */
 #define HAK_BIG_MAX ((HAK_SEGMENT_SLICES - 1) * HAK_SLICE_SIZE) /* 4032 KiB; above: whales */
 /* A whale that needs less than this of its last unit purges what a segment left there

@@ -218,6 +218,10 @@ static void hak_heap_page_unkeep(hak_page_t* page) {
 static void hak_heap_page_give_back(hak_heap_t* heap, hak_page_t* page) {
   hak_heap_page_unkeep(page);
   hak_heap_queue_remove(heap, page);
+  /* The class's last page with room went: its next fresh page may be smaller. Not all
+   * the way back at once: a class used in bursts would take a small page each time. */
+  uint8_t* grow = &heap->page_grow[page->class_index];
+  if (heap->queues[page->class_index].first == NULL && *grow > 0) (*grow)--;
   /* used == 0 does not mean no remote thread is still on the page: one that handed its
    * block over through the delayed list ends its hand-off with a CAS on the page after
    * the owner may already have collected that block. Wait it out before the page (and
@@ -234,8 +238,9 @@ static bool hak_heap_page_is_kept(const hak_page_t* page) {
 /* Keeping empty pages is worth it in a heap's one segment (a thread bouncing one block
  * must not take and give back a segment each time); elsewhere, pages kept for their
  * classes must not be all that holds a segment, or a heap that freed everything would
- * keep a segment per class it used. Gives back such pages; returns whether it did. */
-static bool hak_heap_release_kept_pages_of(hak_heap_t* heap, hak_segment_t* segment) {
+ * keep a segment per class it used. Gives back such pages; returns whether it did.
+ * `shrank`: the heap just gave a segment back. */
+static bool hak_heap_release_kept_pages_of(hak_heap_t* heap, hak_segment_t* segment, bool shrank) {
   if (segment->kept_slices != segment->used_slices) return false; /* cheap: some page is not kept */
   if (heap->spans.segments == NULL || heap->spans.segments->next == NULL) return false;
   for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
@@ -245,14 +250,18 @@ static bool hak_heap_release_kept_pages_of(hak_heap_t* heap, hak_segment_t* segm
   /* Only if the heap's other segments could take these pages and stay at most half
    * full: the heap clearly shrank. Else these classes, when used again, would take a
    * new segment, and a few blocks cycling through many classes would take and give
-   * back segments all the time. */
-  size_t others_used = 0, others_capacity = 0;
-  for (const hak_segment_t* s = heap->spans.segments; s != NULL; s = s->next) {
-    if (s == segment) continue;
-    others_used += s->used_slices;
-    others_capacity += HAK_SEGMENT_SLICES - 1;
+   * back segments all the time. After the heap gave a segment back, one a quarter
+   * full at most goes back anyway: a 4 MiB unit held for a few kept pages is the
+   * greater waste once the heap is shrinking (while it churns, the rule above holds). */
+  if (!shrank || segment->used_slices * 4 > HAK_SEGMENT_SLICES) {
+    size_t others_used = 0, others_capacity = 0;
+    for (const hak_segment_t* s = heap->spans.segments; s != NULL; s = s->next) {
+      if (s == segment) continue;
+      others_used += s->used_slices;
+      others_capacity += HAK_SEGMENT_SLICES - 1;
+    }
+    if ((others_used + segment->used_slices) * 2 > others_capacity) return false;
   }
-  if ((others_used + segment->used_slices) * 2 > others_capacity) return false;
   for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
     hak_page_t* page = &segment->pages[i];
     if (!page->in_use) {
@@ -271,7 +280,16 @@ HAK_NOINLINE static void hak_heap_page_release(hak_heap_t* heap, hak_page_t* pag
   hak_segment_t* segment = hak_segment_of(page);
   bool last = segment->used_slices == page->slice_count;
   hak_heap_page_give_back(heap, page);
-  if (!last) hak_heap_release_kept_pages_of(heap, segment);
+  if (!last) {
+    hak_heap_release_kept_pages_of(heap, segment, false);
+    return;
+  }
+  /* A segment went back: the heap shrank, so segments left holding only kept pages
+   * (when the others were still full) may go back now. */
+  for (hak_segment_t *s = heap->spans.segments, *next; s != NULL; s = next) {
+    next = s->next;
+    if (s->used_slices != 0 && s->kept_slices == s->used_slices) hak_heap_release_kept_pages_of(heap, s, true);
+  }
 }
 
 /* A page whose last block came back: give it to its segment, unless it is the only
@@ -296,7 +314,7 @@ static void hak_heap_page_retire(hak_heap_t* heap, hak_page_t* page) {
     if (page->retire_credit < HAK_RETIRE_CREDIT_MAX) page->retire_credit++;
     if (page->class_index < heap->retired_min) heap->retired_min = page->class_index;
     if (page->class_index > heap->retired_max) heap->retired_max = page->class_index;
-    if (newly_kept) hak_heap_release_kept_pages_of(heap, hak_segment_of(page));
+    if (newly_kept) hak_heap_release_kept_pages_of(heap, hak_segment_of(page), false);
     return;
   }
   hak_heap_page_release(heap, page);
@@ -400,8 +418,9 @@ static hak_page_t* hak_heap_scan_queue(hak_heap_t* heap, size_t cls) {
  * needed, and its span is better reused than left while the heap spreads out. */
 static hak_page_t* hak_heap_fresh_page(hak_heap_t* heap, size_t cls) {
   if (heap->retired_min != UINT8_MAX) hak_heap_collect_retired(heap, false);
-  hak_page_t* page = hak_segment_page_alloc(heap, hak_class_page_slices(cls));
+  hak_page_t* page = hak_segment_page_alloc(heap, hak_class_page_slices(cls, heap->page_grow[cls]));
   if (page == NULL) return NULL;
+  if (heap->page_grow[cls] < HAK_MEDIUM_PAGE_GROW_MAX) heap->page_grow[cls]++;
   hak_page_init(page, heap, cls);
   hak_heap_queue_push_front(heap, page);
   return page;
@@ -415,7 +434,7 @@ static hak_page_t* hak_heap_find_page(hak_heap_t* heap, size_t cls) {
   for (size_t adopted = 0;; adopted++) {
     hak_page_t* page = hak_heap_scan_queue(heap, cls);
     if (page != NULL) return page;
-    if (adopted == HAK_ADOPT_MAX || hak_segment_has_span(heap, hak_class_page_slices(cls))) break;
+    if (adopted == HAK_ADOPT_MAX || hak_segment_has_span(heap, hak_class_page_slices(cls, heap->page_grow[cls]))) break;
     if (!hak_segment_adopt_one(heap)) break;
   }
   return hak_heap_fresh_page(heap, cls);

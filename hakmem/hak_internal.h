@@ -161,6 +161,8 @@ struct hak_heap_s {
   hak_spans_t spans;                         /* owned pool segments and their free spans */
   uint8_t retired_min, retired_max;          /* classes that may hold a kept empty page */
   uint8_t free_slow_ticks;                   /* local free slow paths, wrapping at 256 */
+  uint8_t page_grow[HAK_CLASS_COUNT];        /* medium classes: fresh pages taken, less one
+                                                each time the class's queue emptied */
   hak_bigcache_t bigcache;                   /* empty big pages kept for reuse */
   hak_heap_t* next_in_pool;                  /* global list of heaps (live and idle) */
   hak_heap_t* next_idle;                     /* the idle heaps, ready for a new thread */
@@ -421,7 +423,7 @@ void hak_region_fork_unlock(void);
 
 extern const uint8_t hak_tiny_class_of_direct[HAK_TINY_DIRECT_COUNT];
 size_t hak_class_block_size(size_t class_index);
-size_t hak_class_page_slices(size_t class_index);
+size_t hak_class_page_slices(size_t class_index, unsigned grow);
 
 /* Mid and L2.5 classes, HAK_TINY_MAX < size <= HAK_POOL_MAX: size lies in
  * (2^b, 2^(b+1)] with b >= 10, split into eight classes of 2^(b-3) bytes each. Inline:

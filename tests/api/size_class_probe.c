@@ -9,7 +9,10 @@ size_t hak_probe_class_of(size_t size) { return hak_size_class(size); }
 size_t hak_probe_mid_class_of(size_t size) { return hak_mid_class_of(size); }
 size_t hak_probe_block_size(size_t class_index) { return hak_class_block_size(class_index); }
 size_t hak_probe_tiny_direct(size_t slot) { return hak_tiny_class_of_direct[slot]; }
-size_t hak_probe_class_page_slices(size_t class_index) { return hak_class_page_slices(class_index); }
+size_t hak_probe_class_page_slices(size_t class_index, unsigned grow) {
+  return hak_class_page_slices(class_index, grow);
+}
+unsigned hak_probe_page_grow_max(void) { return HAK_MEDIUM_PAGE_GROW_MAX; }
 
 size_t hak_probe_class_count(void) { return HAK_CLASS_COUNT; }
 size_t hak_probe_tiny_class_count(void) { return HAK_TINY_CLASS_COUNT; }

@@ -5,7 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "hakmem.h"
@@ -16,7 +18,8 @@ size_t hak_probe_class_of(size_t size);
 size_t hak_probe_mid_class_of(size_t size);
 size_t hak_probe_block_size(size_t class_index);
 size_t hak_probe_tiny_direct(size_t slot);
-size_t hak_probe_class_page_slices(size_t class_index);
+size_t hak_probe_class_page_slices(size_t class_index, unsigned grow);
+unsigned hak_probe_page_grow_max(void);
 size_t hak_probe_class_count(void);
 size_t hak_probe_tiny_class_count(void);
 size_t hak_probe_tiny_direct_count(void);
@@ -154,18 +157,54 @@ TEST(SizeClass, TinyDirectTableIsConsistent) {
   EXPECT_EQ(hak_probe_class_of(hak_probe_tiny_max() + 1), hak_probe_tiny_class_count());
 }
 
-// Pages are spans of 64 KiB slices: blocks up to 8 KiB in 1-slice pages, up to 128 KiB
-// in 8-slice pages, larger ones alone in the fewest slices that hold them.
+// Pages are spans of 64 KiB slices: blocks up to 8 KiB in 1-slice pages, larger ones
+// alone in the fewest slices that hold them; in between, a class's first page is the
+// fewest slices that hold 4 blocks, each further page twice that, up to 8 slices.
 TEST(SizeClass, PageSlicesByBlockSize) {
   for (size_t c = 0; c < kClasses; c++) {
     size_t b = hak_probe_block_size(c);
-    size_t slices = hak_probe_class_page_slices(c);
-    size_t expected = b <= 8192 ? 1 : b <= 128 * 1024 ? 8 : (b + kSlice - 1) / kSlice;
-    EXPECT_EQ(slices, expected) << "class " << c << " (" << b << " B)";
-    EXPECT_LE(slices, 63u) << "a page must fit in a segment's 63 usable slices";
-    size_t blocks = slices * kSlice / b;
-    EXPECT_GE(blocks, b > 128 * 1024 ? 1u : 4u) << "class " << c;
+    for (unsigned grow = 0; grow <= hak_probe_page_grow_max() + 1; grow++) {
+      size_t slices = hak_probe_class_page_slices(c, grow);
+      size_t medium = std::min<size_t>(((4 * b + kSlice - 1) / kSlice) << std::min(grow, 3u), 8);
+      size_t expected = b <= 8192 ? 1 : b <= 128 * 1024 ? medium : (b + kSlice - 1) / kSlice;
+      EXPECT_EQ(slices, expected) << "class " << c << " (" << b << " B), grow " << grow;
+      EXPECT_LE(slices, 63u) << "a page must fit in a segment's 63 usable slices";
+      size_t blocks = slices * kSlice / b;
+      EXPECT_GE(blocks, b > 128 * 1024 ? 1u : 4u) << "class " << c;
+    }
+    if (b > 8192 && b <= 128 * 1024) {
+      EXPECT_EQ(hak_probe_class_page_slices(c, hak_probe_page_grow_max()), 8u) << "class " << c;
+    }
   }
+}
+
+// A medium class with one block alive holds a page of 4 blocks, not 512 KiB; one with
+// many gets ever larger pages; once they have all been given back, its next page is
+// half as large (not back to the first size at once: a class used in bursts would
+// take a small page each time).
+TEST(SizeClass, MediumPagesGrowWithUseAndShrinkWhenGivenBack) {
+  std::thread([] {
+    const size_t size = 16 * 1024;
+    const size_t c = hak_probe_class_of(size);
+    void* first = hak_malloc(size);
+    ASSERT_NE(first, nullptr);
+    EXPECT_EQ(hak_probe_page_slices(first), 1u) << "4 blocks of 16 KiB fill one slice";
+    std::vector<void*> live{first};
+    size_t largest = 0;
+    for (int i = 0; i < 200; i++) {
+      void* p = hak_malloc(size);
+      ASSERT_NE(p, nullptr);
+      largest = std::max(largest, hak_probe_page_slices(p));
+      live.push_back(p);
+    }
+    EXPECT_EQ(largest, hak_probe_class_page_slices(c, hak_probe_page_grow_max()));
+    for (void* p : live) hak_free(p);
+    hak_collect(false);  // gives back the page kept for the class, too
+    void* again = hak_malloc(size);
+    ASSERT_NE(again, nullptr);
+    EXPECT_EQ(hak_probe_page_slices(again), largest / 2);
+    hak_free(again);
+  }).join();
 }
 
 TEST(SizeClass, StatsReportTheClassSizes) {
@@ -187,9 +226,13 @@ TEST(SizeClass, MallocUsesTheClassOfTheSize) {
     ASSERT_EQ(hak_probe_page_block_size(p), hak_probe_block_size(c)) << "size " << size;
     ASSERT_EQ(hak_usable_size(p), hak_probe_block_size(c)) << "size " << size;
     ASSERT_EQ(hak_probe_segment_kind_of(p), hak_probe_kind_pool()) << "size " << size;
-    ASSERT_EQ(hak_probe_page_slices(p), hak_probe_class_page_slices(c)) << "size " << size;
-    ASSERT_EQ(hak_probe_page_reserved(p), hak_probe_class_page_slices(c) * kSlice / hak_probe_block_size(c))
-        << "size " << size;
+    size_t slices = hak_probe_page_slices(p);
+    bool a_geometry_of_the_class = false;
+    for (unsigned grow = 0; grow <= hak_probe_page_grow_max(); grow++) {
+      a_geometry_of_the_class |= slices == hak_probe_class_page_slices(c, grow);
+    }
+    ASSERT_TRUE(a_geometry_of_the_class) << "size " << size << ": " << slices << " slices";
+    ASSERT_EQ(hak_probe_page_reserved(p), slices * kSlice / hak_probe_block_size(c)) << "size " << size;
     live.push_back(p);
     if (live.size() > 256) {
       hak_free(live.front());
