@@ -2,7 +2,10 @@
  * C library's malloc; built with HAK_OVERRIDE=1 it also defines malloc, free and the
  * rest as aliases of them, replacing the C library's allocator for the whole process
  * (glibc routes its own internal allocations through these symbols too). The __libc_*
- * aliases catch the few programs that call glibc's internal names. */
+ * aliases catch the few programs that call glibc's internal names, and cfree old
+ * binaries: every allocator entry point glibc exports is defined here, so none of them
+ * hands out glibc memory that hakmem's free would then misread (the integration test
+ * compares the two lists). */
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
@@ -101,6 +104,19 @@ void __libc_free(void* p) HAK_ALIAS_OF(hak_free);
 void* __libc_calloc(size_t count, size_t size) HAK_ALIAS_OF(hak_calloc);
 void* __libc_realloc(void* p, size_t size) HAK_ALIAS_OF(hak_realloc);
 void* __libc_memalign(size_t alignment, size_t size) HAK_ALIAS_OF(hak_memalign);
+void* __libc_valloc(size_t size) HAK_ALIAS_OF(hak_valloc);
+void* __libc_pvalloc(size_t size) HAK_ALIAS_OF(hak_pvalloc);
+void cfree(void* p) HAK_ALIAS_OF(hak_free); /* removed from glibc's headers, still exported */
+
+/* glibc's tuning knobs do not apply to hakmem (its own are HAKMEM_* variables,
+ * docs/OPTIONS.md): every call is accepted and ignored, answering as glibc would: 1
+ * (success), also for parameters it does not know, except M_MXFAST beyond glibc's
+ * largest fastbin size (0). */
+HAK_EXPORT int mallopt(int param, int value) {
+  if (param == M_MXFAST) return value >= 0 && (size_t)value <= 80 * sizeof(size_t) / 4;
+  return 1;
+}
+int __libc_mallopt(int param, int value) HAK_ALIAS_OF(mallopt);
 
 /* glibc declares it with a non-const pointer: a function, not an alias, so the types
  * stay exact. */
@@ -164,6 +180,7 @@ HAK_EXPORT struct mallinfo mallinfo(void) {
   mi.keepcost = hak_clamp_int(m.keepcost);
   return mi;
 }
+struct mallinfo __libc_mallinfo(void) HAK_ALIAS_OF(mallinfo);
 
 /* glibc's report on stderr, line for line ("Arena 0:", "system bytes     = ", ...,
  * "max mmap bytes   = "), written without malloc or stdio (hak_stats_print_glibc). */

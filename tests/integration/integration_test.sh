@@ -9,6 +9,9 @@
 #
 # Workloads (each one checks exit status and exact expected output):
 #   maps     `cat /proc/self/maps` under LD_PRELOAD lists the library
+#   symbols  every allocator entry point glibc's libc.so.6 exports (malloc ... mallopt,
+#            the __libc_* names, cfree) is defined by the library: none of them may
+#            hand out glibc memory that hakmem's free would misread
 #   probe    a C program compiled here reports that malloc and free come from the
 #            library and that hak_variant() is VARIANT
 #   python   /usr/bin/python3 (PYTHONMALLOC=malloc) on workload.py: output equal to a run
@@ -145,6 +148,35 @@ check_maps() {
     show "maps" "$OUT"
     return 1
   fi
+}
+
+# Allocator entry points: the malloc family, glibc's statistics and tuning calls, and
+# their __libc_* names (glibc's debugging hooks, mcheck and mtrace are not entry points).
+ALLOC_NAMES_RE='(__libc_)?(malloc|free|calloc|realloc|reallocarray|memalign|valloc|pvalloc|mallinfo2?|mallopt)|aligned_alloc|posix_memalign|cfree|malloc_(usable_size|trim|stats|info)'
+
+check_symbols() {
+  local libc
+  libc="$(gcc -print-file-name=libc.so.6)"
+  if [[ ! -f "$libc" ]]; then
+    fail symbols "glibc's libc.so.6 not found (gcc -print-file-name=libc.so.6: $libc)"
+    return 1
+  fi
+  nm -D --defined-only "$libc" | awk '{print $3}' | grep -v '@GLIBC_PRIVATE' | sed 's/@.*//' |
+    grep -xE "$ALLOC_NAMES_RE" | sort -u >"$SCRATCH/glibc.names"
+  nm -D --defined-only "$LIB" | awk '{print $3}' | sed 's/@.*//' | sort -u >"$SCRATCH/lib.names"
+  local count missing
+  count=$(wc -l <"$SCRATCH/glibc.names")
+  if ((count < 20)); then
+    fail symbols "only $count allocator names found in $libc: the list cannot be right"
+    show "glibc names" "$SCRATCH/glibc.names"
+    return 1
+  fi
+  missing="$(comm -23 "$SCRATCH/glibc.names" "$SCRATCH/lib.names" | tr '\n' ' ')"
+  if [[ -n "$missing" ]]; then
+    fail symbols "glibc exports allocator names $LIB_BASE does not define: $missing"
+    return 1
+  fi
+  echo "   $count allocator names of glibc, all defined"
 }
 
 check_probe() {
@@ -412,6 +444,7 @@ case "$LIB" in
 esac
 
 run_workload maps check_maps
+run_workload symbols check_symbols
 run_workload probe check_probe
 run_workload python check_python
 run_workload git check_git
