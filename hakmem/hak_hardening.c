@@ -18,6 +18,7 @@ static const char* hak_fault_name(hak_fault_t fault) {
     case HAK_FAULT_INVALID_FREE: return "free of a pointer hakmem does not own";
     case HAK_FAULT_INVALID_REALLOC: return "realloc of a pointer hakmem does not own or already freed";
     case HAK_FAULT_INVALID_USABLE_SIZE: return "malloc_usable_size of a pointer hakmem does not own";
+    case HAK_FAULT_SIZED_DELETE: return "sized or aligned delete with a size or alignment the block does not have";
   }
   return "unknown fault";
 }
@@ -44,6 +45,13 @@ void hak_fault(hak_fault_t fault, const void* p) {
   hak_fault_write(hak_fault_name(fault));
   hak_fault_write(" at address ");
   hak_fault_write(hex);
+  hak_fault_write(" (" HAK_VARIANT_NAME " variant)\n");
+  abort();
+}
+
+void hak_fault_message(const char* message) {
+  hak_fault_write("hakmem: fatal: ");
+  hak_fault_write(message);
   hak_fault_write(" (" HAK_VARIANT_NAME " variant)\n");
   abort();
 }

@@ -579,9 +579,11 @@ typedef enum hak_fault_e {
   HAK_FAULT_INVALID_FREE,
   HAK_FAULT_INVALID_REALLOC,
   HAK_FAULT_INVALID_USABLE_SIZE,
+  HAK_FAULT_SIZED_DELETE,
 } hak_fault_t;
 
 HAK_COLD __attribute__((noreturn)) void hak_fault(hak_fault_t fault, const void* p);
+HAK_COLD __attribute__((noreturn)) void hak_fault_message(const char* message); /* no address */
 #if HAK_HARDENED
 void hak_hardening_on_alloc(hak_page_t* page, const void* block);
 void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not);

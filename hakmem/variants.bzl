@@ -99,8 +99,10 @@ def hak_library_variants(internal_visibility):
         _hak_core_and_api(v, ["//visibility:public"], internal_visibility)
         native.cc_library(
             name = "hakmem" + v.suffix,
-            srcs = ["hak_api.c"],
-            copts = HAK_COPTS,
+            # hak_new.c: C++'s operator new and delete; a new_handler or bad_alloc may
+            # throw through its frames.
+            srcs = ["hak_api.c", "hak_new.c"],
+            copts = HAK_COPTS + ["-fexceptions"],
             local_defines = v.defines + ["HAK_OVERRIDE=1"],
             deps = [":hak_core" + v.suffix],
             linkstatic = 1,

@@ -11,7 +11,8 @@
 #   maps     `cat /proc/self/maps` under LD_PRELOAD lists the library
 #   symbols  every allocator entry point glibc's libc.so.6 exports (malloc ... mallopt,
 #            the __libc_* names, cfree) is defined by the library: none of them may
-#            hand out glibc memory that hakmem's free would misread
+#            hand out glibc memory that hakmem's free would misread; and every
+#            operator new and delete libstdc++ defines, so C++ reaches hakmem directly
 #   probe    a C program compiled here reports that malloc and free come from the
 #            library and that hak_variant() is VARIANT
 #   python   /usr/bin/python3 (PYTHONMALLOC=malloc) on workload.py: output equal to a run
@@ -177,6 +178,21 @@ check_symbols() {
     return 1
   fi
   echo "   $count allocator names of glibc, all defined"
+  local libstdcxx
+  libstdcxx="$(g++ -print-file-name=libstdc++.so.6 2>/dev/null || true)"
+  if [[ ! -f "$libstdcxx" ]]; then
+    echo "   (no libstdc++.so.6 found: operator new and delete not compared)"
+    return 0
+  fi
+  nm -D --defined-only "$libstdcxx" | awk '{print $3}' | sed 's/@.*//' | grep -E '^_Z(n[wa]|d[la])' |
+    sort -u >"$SCRATCH/cxx.names"
+  count=$(wc -l <"$SCRATCH/cxx.names")
+  missing="$(comm -23 "$SCRATCH/cxx.names" "$SCRATCH/lib.names" | tr '\n' ' ')"
+  if ((count < 20)) || [[ -n "$missing" ]]; then
+    fail symbols "libstdc++ defines $count operator new/delete forms; $LIB_BASE lacks: ${missing:-none}"
+    return 1
+  fi
+  echo "   $count operator new and delete forms of libstdc++, all defined"
 }
 
 check_probe() {
