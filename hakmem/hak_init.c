@@ -1,9 +1,13 @@
 /* hak_init.c - process set-up, thread-exit and fork hooks.
  *
  * Initialisation must not recurse into malloc: nothing here uses dlsym or stdio. The
- * core (secret, nothing else yet) is made ready first; only then are hooks registered
- * whose glibc implementation may itself call malloc (pthread_setspecific for keys past
- * the first 32), so such a call finds a working allocator. */
+ * core (secret, options, OS layer) is made ready by whichever comes first, the first
+ * malloc or the library's constructor. The hooks (the thread-exit key, the fork
+ * handlers) are registered by the constructor only, never from inside malloc: glibc
+ * may call malloc while holding a lock that registering a hook takes (a program whose
+ * constructor registers many atfork handlers before its first malloc: glibc grows its
+ * handler list with malloc under its atfork lock), and their own allocations
+ * (pthread_setspecific for keys past the first 32) then find a working allocator. */
 #include <pthread.h>
 #include <sys/auxv.h>
 #include <time.h>
@@ -102,17 +106,15 @@ static void hak_process_register_hooks(void) {
 }
 
 void hak_process_init(void) {
-  if (!atomic_load_explicit(&hak_core_ready, memory_order_acquire)) {
-    hak_lock(&hak_init_lock);
-    if (!atomic_load_explicit(&hak_core_ready, memory_order_relaxed)) {
-      hak_process_secret = hak_init_secret();
-      hak_options_init();
-      hak_os_init();
-      atomic_store_explicit(&hak_core_ready, true, memory_order_release);
-    }
-    hak_unlock(&hak_init_lock);
+  if (hak_likely(atomic_load_explicit(&hak_core_ready, memory_order_acquire))) return;
+  hak_lock(&hak_init_lock);
+  if (!atomic_load_explicit(&hak_core_ready, memory_order_relaxed)) {
+    hak_process_secret = hak_init_secret();
+    hak_options_init();
+    hak_os_init();
+    atomic_store_explicit(&hak_core_ready, true, memory_order_release);
   }
-  hak_process_register_hooks();
+  hak_unlock(&hak_init_lock);
 }
 
 void hak_thread_register(hak_heap_t* heap) {
@@ -120,9 +122,13 @@ void hak_thread_register(hak_heap_t* heap) {
 }
 
 /* Runs before main (or when the shared library loads) so that threads the program
- * starts later never race to initialise. */
+ * starts later never race to initialise; registers the hooks (and the heap of a
+ * thread that allocated before it ran). A thread other than this one that got a heap
+ * before (a thread started by another library's constructor) is not known to the
+ * thread-exit key: its heap is not given back when it exits. */
 __attribute__((constructor)) static void hak_init_at_load(void) {
   hak_process_init();
+  hak_process_register_hooks();
 }
 
 __attribute__((destructor)) static void hak_fini_at_exit(void) {
