@@ -549,8 +549,35 @@ static void hak_heap_page_fork_repair(hak_heap_t* heap, hak_page_t* page) {
   atomic_store_explicit(&page->xthread_free, (tf & ~(uintptr_t)3) | HAK_DELAYED_USE, memory_order_relaxed);
 }
 
+/* A heap of a thread that does not exist in a fork child: its segments get an owner
+ * id no thread has, so every free into them takes the remote path (onto the pages'
+ * atomic lists, never collected there: the memory stays with the dead heap in the
+ * child). Without this, a new thread of the child, whose thread pointer glibc may
+ * give from the vanished thread's cached stack, would take the local path into a
+ * heap nobody owns, which may have been mid-update at the fork. Its pages switch to
+ * HAK_DELAYED_NEVER (also those a vanished thread left in FREEING), so remote frees
+ * never touch the heap itself. Nothing else of the heap is touched: the segment list
+ * (whose pushes and removals leave it walkable at every step) and the segments' span
+ * descriptors are read; it is neither live nor idle, so never reused. */
+static void hak_heap_mark_dead(hak_heap_t* heap) {
+  for (hak_segment_t* s = heap->spans.segments; s != NULL; s = s->next) {
+    atomic_store_explicit(&s->thread_id, HAK_THREAD_ID_DEAD, memory_order_relaxed);
+    for (size_t i = 1; i < HAK_SEGMENT_SLICES; i = hak_segment_slice_after_span(s, i)) {
+      hak_page_t* page = &s->pages[i];
+      if (!page->in_use) continue;
+      uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
+      atomic_store_explicit(&page->xthread_free, (tf & ~(uintptr_t)3) | HAK_DELAYED_NEVER, memory_order_relaxed);
+    }
+  }
+  heap->thread_id = HAK_THREAD_ID_DEAD;
+  heap->live = false;
+}
+
 void hak_heap_fork_child(void) {
   hak_heap_t* heap = hak_heap_get();
+  for (hak_heap_t* h = hak_heap_pool; h != NULL; h = h->next_in_pool) {
+    if (h->live && h != heap) hak_heap_mark_dead(h);
+  }
   if (heap != &hak_heap_empty) hak_heap_for_each_page(heap, hak_heap_page_fork_repair);
 }
 

@@ -201,6 +201,10 @@ HAK_INLINE void hak_block_set_next(hak_block_t* block, hak_block_t* next) {
 
 /* ---- Small shared helpers ------------------------------------------------ */
 
+/* Owner id of the segments of a thread that vanished in a fork child
+ * (hak_heap_fork_child): odd, so no thread pointer equals it. */
+#define HAK_THREAD_ID_DEAD ((uintptr_t)1)
+
 HAK_INLINE uintptr_t hak_thread_id(void) {
 #if defined(__x86_64__)
   uintptr_t tid;

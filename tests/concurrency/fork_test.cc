@@ -383,5 +383,90 @@ TEST(Fork, ForkWhileAnotherThreadFreesTheForkingThreadsBlocks) {
   EXPECT_GT(freed.load(), 0u);
 }
 
+// In the child, glibc gives a new thread the cached stack, and so the thread pointer,
+// of a thread that existed only in the parent. hakmem knows threads by that pointer: a
+// free by the new thread of the vanished thread's blocks took the local path, into a
+// heap nobody owns in the child (and that may have been mid-update at the fork). The
+// child now marks such heaps dead: those frees are remote (counted so by the stats
+// variant), and the new thread's own heap serves it intact.
+TEST(Fork, AChildThreadWithAVanishedThreadsIdentityFreesItsBlocksRemotely) {
+#if HAK_TEST_TSAN
+  GTEST_SKIP() << "TSan cannot start threads in the child of a multithreaded fork";
+#endif
+  constexpr int kBlocks = 2000;
+  std::mutex mu;
+  std::condition_variable cv;
+  int phase = 0;  // 1: the holder published its blocks; 2: fork done
+  std::vector<Block> held;
+  uintptr_t holder_id = 0;
+  std::thread holder([&] {
+    std::vector<Block> mine;
+    for (int i = 0; i < kBlocks; i++) {
+      Block b = NewBlock(64, 0xE0000 + i);
+      if (b.p != nullptr) mine.push_back(b);
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      held = mine;
+      holder_id = (uintptr_t)pthread_self();
+      phase = 1;
+    }
+    cv.notify_all();
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return phase == 2; });
+    lk.unlock();
+    for (const Block& b : mine) free(b.p);
+  });
+  {
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return phase == 1; });
+  }
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    struct Args {
+      const std::vector<Block>* held;
+      uintptr_t holder_id;
+      int code;
+    } args{&held, holder_id, 0};
+    pthread_t t;
+    auto body = [](void* arg) -> void* {
+      Args* a = static_cast<Args*>(arg);
+      void* own = malloc(64);  // this thread's heap first
+      if ((uintptr_t)pthread_self() != a->holder_id) {
+        free(own);
+        a->code = 77;  // this libc did not reuse the identity: nothing to check
+        return nullptr;
+      }
+      if (!AllIntact(*a->held)) a->code = 30;
+      hak_stats_t before, after;
+      hak_stats_get(&before);
+      for (const Block& b : *a->held) free(b.p);
+      hak_stats_get(&after);
+      if (before.counters_enabled &&
+          (after.free_local - before.free_local != 0 || after.free_remote - before.free_remote < (uint64_t)kBlocks)) {
+        a->code = 31;  // the frees went the local way
+      }
+      if (a->code == 0 && !Churn(77, 20000)) a->code = 32;
+      free(own);
+      return nullptr;
+    };
+    if (pthread_create(&t, nullptr, body, &args) != 0) _exit(33);
+    if (pthread_join(t, nullptr) != 0) _exit(34);
+    _exit(args.code);
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    phase = 2;
+  }
+  cv.notify_all();
+  holder.join();
+  int code = WaitChild(pid, 20.0);
+  if (code == 77) GTEST_SKIP() << "the child's new thread did not get the vanished thread's identity";
+  EXPECT_EQ(code, 0) << DescribeChild(code);
+}
+
 }  // namespace
 }  // namespace hak_test
