@@ -111,6 +111,8 @@ void hak_page_free_remote(hak_page_t* page, hak_block_t* block) {
   hak_asan_poison(block, page->block_size); /* before publishing: the owner may reuse it */
   uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
   uintptr_t desired;
+  /* acq_rel: the block is published (release), and a USE read here orders what follows
+   * (the owner heap's delayed list) after the owner set USE (acquire). */
   do {
     if (hak_thread_free_state(tf) == HAK_DELAYED_USE) {
       desired = (tf & ~(uintptr_t)3) | HAK_DELAYED_FREEING;
@@ -119,7 +121,7 @@ void hak_page_free_remote(hak_page_t* page, hak_block_t* block) {
       desired = (uintptr_t)block | (uintptr_t)hak_thread_free_state(tf);
     }
   } while (!atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf, desired,
-                                                  memory_order_release, memory_order_relaxed));
+                                                  memory_order_acq_rel, memory_order_relaxed));
   if (hak_thread_free_state(tf) != HAK_DELAYED_USE) return;
 
   /* The page is full: hand the block to the owner heap so it notices. The owner cannot
