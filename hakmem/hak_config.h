@@ -10,6 +10,20 @@
 #ifndef HAK_CONFIG_H
 #define HAK_CONFIG_H
 
+#if __SIZEOF_POINTER__ != 8
+#error "hakmem needs a 64-bit target: its region and segment geometry assume 64-bit addresses"
+#endif
+
+/* Thread identity: the thread-pointer register on x86_64 and aarch64, else (or forced,
+ * for the test of that path) the address of a thread-local variable (hak_internal.h). */
+#ifndef HAK_TID_FALLBACK
+#if defined(__x86_64__) || defined(__aarch64__)
+#define HAK_TID_FALLBACK 0
+#else
+#define HAK_TID_FALLBACK 1
+#endif
+#endif
+
 #ifndef HAK_STATS
 #define HAK_STATS 0
 #endif

@@ -14,6 +14,9 @@ hak_heap_t hak_heap_empty = {
 };
 
 __thread hak_heap_t* hak_heap_tls __attribute__((tls_model("initial-exec"))) = &hak_heap_empty;
+#if HAK_TID_FALLBACK
+__thread uint8_t hak_thread_anchor __attribute__((tls_model("initial-exec")));
+#endif
 
 /* ---- Heap pool: heap structs are never returned to the OS, only reused ---------- */
 

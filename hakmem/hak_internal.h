@@ -205,18 +205,25 @@ HAK_INLINE void hak_block_set_next(hak_block_t* block, hak_block_t* next) {
  * (hak_heap_fork_child): odd, so no thread pointer equals it. */
 #define HAK_THREAD_ID_DEAD ((uintptr_t)1)
 
+/* The thread pointer where one is a register; elsewhere (or with HAK_TID_FALLBACK, for
+ * the test of this path) the address of one thread-local byte, the same variable in
+ * every translation unit (a static one in this inline function would give each file
+ * its own, and every free would look remote). */
+#if HAK_TID_FALLBACK
+extern __thread uint8_t hak_thread_anchor __attribute__((tls_model("initial-exec")));
+#endif
+
 HAK_INLINE uintptr_t hak_thread_id(void) {
-#if defined(__x86_64__)
+#if HAK_TID_FALLBACK
+  return (uintptr_t)&hak_thread_anchor;
+#elif defined(__x86_64__)
   uintptr_t tid;
   __asm__("movq %%fs:0, %0" : "=r"(tid));
   return tid;
-#elif defined(__aarch64__)
+#else
   uintptr_t tid;
   __asm__ volatile("mrs %0, tpidr_el0" : "=r"(tid));
   return tid;
-#else
-  static __thread int hak_tid_anchor;
-  return (uintptr_t)&hak_tid_anchor;
 #endif
 }
 

@@ -19,6 +19,9 @@ HAK_VARIANTS = {
 HAK_INTERNAL_VARIANTS = {
     "small": struct(suffix = "_small", defines = ["HAK_SMALL_LIMITS=1"]),
     "hardened_small": struct(suffix = "_hardened_small", defines = ["HAK_HARDENED=1", "HAK_SMALL_LIMITS=1"]),
+    # The thread identity of targets without a thread-pointer register, forced here
+    # (with counters, to see which path frees take).
+    "tid_fallback": struct(suffix = "_tid_fallback", defines = ["HAK_TID_FALLBACK=1", "HAK_STATS=1"]),
 }
 
 # Flags every hakmem source is built with, whatever the consumer's compilation mode:
