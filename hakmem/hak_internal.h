@@ -307,6 +307,7 @@ typedef struct hak_os_ops_s {
   int (*unmap)(void* addr, size_t size);
   int (*advise)(void* addr, size_t size, int advice);
   void* (*remap)(void* old_addr, size_t old_size, size_t new_size, int flags, void* new_addr);
+  size_t page_size; /* 0: the kernel's (AT_PAGESZ); tests pretend 16 KiB or 64 KiB pages */
 } hak_os_ops_t;
 
 void hak_os_set_ops(const hak_os_ops_t* ops);      /* NULL restores the kernel's */

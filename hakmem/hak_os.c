@@ -20,7 +20,7 @@ typedef struct hak_os_counter_s {
 
 static hak_os_counter_t hak_os_calls[HAK_STATS_OS_USERS][HAK_STATS_OS_KINDS];
 static _Atomic uint64_t hak_os_mapped_bytes;
-static size_t hak_os_page = HAK_OS_PAGE_SIZE;
+static size_t hak_os_kernel_page = HAK_OS_PAGE_SIZE; /* AT_PAGESZ, read at init */
 
 /* ---- Sleeping locks: the futex behind hak_lock (not counted: not memory calls) ---- */
 
@@ -114,15 +114,18 @@ static _Atomic uintptr_t hak_os_hint_next = HAK_OS_HINT_BASE;
 
 void hak_os_init(void) {
   unsigned long page = getauxval(AT_PAGESZ);
-  if (page >= HAK_OS_PAGE_SIZE && hak_is_power_of_two(page) && page <= HAK_SLICE_SIZE) hak_os_page = page;
+  if (page >= HAK_OS_PAGE_SIZE && hak_is_power_of_two(page) && page <= HAK_SLICE_SIZE) hak_os_kernel_page = page;
   uintptr_t offset = (hak_process_secret >> 7) % (HAK_OS_HINT_SPREAD >> HAK_CHUNK_SHIFT);
   uintptr_t start = HAK_OS_HINT_BASE + (offset << HAK_CHUNK_SHIFT);
   atomic_store_explicit(&hak_os_hint_start, start, memory_order_relaxed);
   atomic_store_explicit(&hak_os_hint_next, start, memory_order_relaxed);
 }
 
+/* The page every purge, trim and mapping size is rounded to: the kernel's, or what
+ * injected ops pretend (a 16 KiB or 64 KiB page kernel, for tests). */
 size_t hak_os_page_size(void) {
-  return hak_os_page;
+  size_t pretend = hak_os_current()->page_size;
+  return pretend != 0 ? pretend : hak_os_kernel_page;
 }
 
 /* The next hint: a bump pointer through the window, wrapping to its start once (space
@@ -190,8 +193,9 @@ static bool hak_os_is_aligned_at(void* p, size_t align, size_t align_offset) {
 /* Maps `size` bytes at an address p with (p + align_offset) a multiple of `align`. */
 void* hak_os_map_aligned(size_t size, size_t align, size_t align_offset, int flags, hak_os_user_t user) {
   int saved_errno = errno;
-  size = hak_align_up(size, hak_os_page);
-  if (align < hak_os_page) align = hak_os_page;
+  size_t page = hak_os_page_size();
+  size = hak_align_up(size, page);
+  if (align < page) align = page;
   void* hint = hak_os_hint(size, align, align_offset);
   if (hint != NULL) {
     void* p = hak_os_map(hint, size, flags, user);
