@@ -182,6 +182,12 @@ void hak_os_unmap(void* addr, size_t size, hak_os_user_t user) {
   if (rc == 0) {
     hak_os_mapped_sub(size);
     hak_os_hint_released(addr);
+  } else {
+    /* Refused (ENOMEM: splitting the mapping would pass vm.max_map_count): the address
+     * space stays mapped, and counted so, but its memory goes back to the OS. */
+    t0 = hak_os_now_ns();
+    rc = hak_os_current()->advise(addr, size, MADV_DONTNEED);
+    hak_os_count(user, HAK_STATS_OS_MADVISE, t0, rc != 0);
   }
   errno = saved_errno;
 }
