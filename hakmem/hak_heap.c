@@ -485,10 +485,25 @@ HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
   return block;
 }
 
+/* Blocks other threads freed onto pages the heap is not allocating from wait on the
+ * pages' lists until the heap next looks at them; hak_collect takes them now, so what
+ * was freed counts as free (and emptied pages go back). A page retired here is the only
+ * one of its class or goes back: the walk's next page is never taken away. */
+static void hak_heap_collect_remote(hak_heap_t* heap) {
+  for (size_t cls = 0; cls < HAK_CLASS_COUNT; cls++) {
+    for (hak_page_t *page = heap->queues[cls].first, *next; page != NULL; page = next) {
+      next = page->next;
+      hak_page_collect_thread_free(page);
+      if (page->used == 0 && page->retire_expire == 0) hak_heap_page_retire(heap, page);
+    }
+  }
+}
+
 void hak_heap_collect(void) {
   hak_heap_t* heap = hak_heap_get();
   if (heap == &hak_heap_empty) return;
   hak_heap_collect_delayed(heap);
+  hak_heap_collect_remote(heap);
   if (heap->retired_min != UINT8_MAX) hak_heap_collect_retired(heap, true);
   hak_bigcache_flush(heap);
   hak_segment_decay(heap, true);

@@ -463,6 +463,23 @@ static void hak_segment_abandoned_unlink(hak_segment_t* segment) {
  * slow paths, like every purge). The list is taken whole for the pass, the segments
  * marked unlisted so that a concurrent free into one frees remotely meanwhile, and
  * put back after. */
+/* hak_collect's pass (`all`) over an abandoned segment taken off the list: blocks
+ * other threads freed onto its pages (those that raced with the owner's exit and so
+ * missed the direct path) come back, emptied pages go back to the segment. Returns
+ * whether the segment emptied and went back to the region. */
+static bool hak_segment_abandoned_collect(hak_segment_t* segment) {
+  hak_spans_t scratch = {.nonempty = 0, .segments = NULL, .decay_due_ms = UINT64_MAX};
+  for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
+    hak_page_t* page = &segment->pages[i];
+    if (page->in_use) {
+      hak_page_collect_thread_free(page);
+      if (page->used == 0 && hak_segment_span_free(&scratch, page, hak_purge_now_ms())) return true;
+    }
+    i = hak_segment_slice_after_span(segment, i);
+  }
+  return false;
+}
+
 void hak_segment_abandoned_decay(bool all) {
   uint64_t due = atomic_load_explicit(&hak_segment_abandoned_due_ms, memory_order_relaxed);
   if (!all && due == UINT64_MAX) return;
@@ -484,6 +501,7 @@ void hak_segment_abandoned_decay(bool all) {
   while (taken != NULL) {
     hak_segment_t* segment = taken;
     taken = segment->next;
+    if (all && hak_segment_abandoned_collect(segment)) continue;
     hak_segment_decay_slices(segment, all, now, delay, &next);
     hak_segment_abandoned_push(segment);
   }

@@ -39,8 +39,10 @@ const char* hak_variant(void);
 
 /* ---- Memory return --------------------------------------------------------- */
 
-/* Gives memory back to the OS now instead of after the purge delay: empties the
- * calling thread's kept pages, the BigCache and whale cache, and purges every free
+/* Gives memory back to the OS now instead of after the purge delay: takes back the
+ * blocks other threads freed onto the calling thread's pages and onto exited threads'
+ * segments (hak_stats_get's in-use figures are then exact), empties the calling
+ * thread's kept pages, the BigCache and whale cache, and purges every free
  * unit of the region. With force, also unmaps every chunk of address space that holds
  * nothing (otherwise only those beyond HAKMEM_REGION_KEEP). Returns the bytes purged
  * or unmapped. Thread-safe; costs system calls, so call it when idle. */
