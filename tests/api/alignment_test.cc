@@ -143,6 +143,21 @@ TYPED_TEST(Alignment, AlignedAllocEveryPowerOfTwo) { RunAlignmentSweep<TypeParam
 
 TYPED_TEST(Alignment, MemalignEveryPowerOfTwo) { RunAlignmentSweep<TypeParam>(Api::kMemalign); }
 
+TYPED_TEST(Alignment, ZeroBytesAtEveryAlignmentGiveAUsableByte) {
+  // aligned_alloc(8192, 0) once returned a pointer one past its mapping (usable size
+  // 0; reading it faulted). Every zero-byte aligned block must be a real one.
+  using A = TypeParam;
+  for (size_t align = 16; align <= ((size_t)8 << 20); align *= 2) {
+    unsigned char* p = static_cast<unsigned char*>(A::AlignedAlloc(align, 0));
+    ASSERT_NE(p, nullptr) << "aligned_alloc(" << align << ", 0)";
+    ASSERT_TRUE(IsAligned(p, align)) << "aligned_alloc(" << align << ", 0) = " << static_cast<void*>(p);
+    ASSERT_GE(A::Usable(p), 1u) << "aligned_alloc(" << align << ", 0)";
+    p[0] = 0x5c;  // faults if the pointer is past the block
+    EXPECT_EQ(p[0], 0x5c);
+    A::Free(p);
+  }
+}
+
 TYPED_TEST(Alignment, ManyBlocksOfOneAlignmentAreAllAligned) {
   // Enough blocks to fill several pages of each class an alignment maps to: every block
   // of the page, not only the first, must be aligned.
