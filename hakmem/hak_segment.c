@@ -458,28 +458,36 @@ static void hak_segment_abandoned_unlink(hak_segment_t* segment) {
   atomic_fetch_sub_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
 }
 
-/* Free slices of abandoned segments decay like any others, though no owner's slow
- * path looks at them: one pass over the list when the first comes due (checked on
- * slow paths, like every purge). The list is taken whole for the pass, the segments
- * marked unlisted so that a concurrent free into one frees remotely meanwhile, and
- * put back after. */
+/* Frees an emptied page of an abandoned segment (off the list, so nobody else touches
+ * its spans). Its free spans are in no heap's bins: merging goes through a scratch set
+ * of bins, and the adopter re-bins every free span. Returns whether the segment
+ * emptied and went back to the region. */
+static bool hak_segment_abandoned_page_free(hak_page_t* page, uint64_t idle_since_ms) {
+  hak_spans_t scratch = {.nonempty = 0, .segments = NULL, .decay_due_ms = UINT64_MAX};
+  return hak_segment_span_free(&scratch, page, idle_since_ms);
+}
+
 /* hak_collect's pass (`all`) over an abandoned segment taken off the list: blocks
  * other threads freed onto its pages (those that raced with the owner's exit and so
  * missed the direct path) come back, emptied pages go back to the segment. Returns
  * whether the segment emptied and went back to the region. */
 static bool hak_segment_abandoned_collect(hak_segment_t* segment) {
-  hak_spans_t scratch = {.nonempty = 0, .segments = NULL, .decay_due_ms = UINT64_MAX};
   for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
     hak_page_t* page = &segment->pages[i];
     if (page->in_use) {
       hak_page_collect_thread_free(page);
-      if (page->used == 0 && hak_segment_span_free(&scratch, page, hak_purge_now_ms())) return true;
+      if (page->used == 0 && hak_segment_abandoned_page_free(page, hak_purge_now_ms())) return true;
     }
     i = hak_segment_slice_after_span(segment, i);
   }
   return false;
 }
 
+/* Free slices of abandoned segments decay like any others, though no owner's slow
+ * path looks at them: one pass over the list when the first comes due (checked on
+ * slow paths, like every purge). The list is taken whole for the pass, the segments
+ * marked unlisted so that a concurrent free into one frees remotely meanwhile, and
+ * put back after. */
 void hak_segment_abandoned_decay(bool all) {
   uint64_t due = atomic_load_explicit(&hak_segment_abandoned_due_ms, memory_order_relaxed);
   if (!all && due == UINT64_MAX) return;
@@ -592,15 +600,12 @@ bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_bl
   page->free = block;
   page->free_is_zero = 0;
   if (--page->used == 0) {
-    /* The segment's free spans are in no heap's bins while it is abandoned: merging
-     * goes through a scratch set of bins, and the adopter re-bins every free span. A
-     * segment this empties is memory of an exited thread that nobody allocates from:
-     * it goes back to the region as idle for the whole delay, purged on the tick. */
+    /* A segment this empties is memory of an exited thread that nobody allocates
+     * from: it goes back to the region as idle for the whole delay, purged on the tick. */
     uint64_t now = hak_purge_now_ms();
     bool emptied = segment->used_slices == page->slice_count;
     uint64_t idle_since = emptied && now > hak_options.purge_delay_ms ? now - hak_options.purge_delay_ms : now;
-    hak_spans_t scratch = {.nonempty = 0, .segments = NULL, .decay_due_ms = UINT64_MAX};
-    if (hak_segment_span_free(&scratch, page, idle_since)) {
+    if (hak_segment_abandoned_page_free(page, idle_since)) {
       hak_purge_tick();
       return true;
     }
