@@ -102,12 +102,17 @@ size_t hak_heap_pool_count(void) {
   return n;
 }
 
-void hak_heap_visit_all(hak_heap_visit_fn* fn, void* arg) {
+void hak_heap_visit_all_after(void (*first)(void* arg), hak_heap_visit_fn* fn, void* arg) {
   hak_lock(&hak_heap_pool_lock);
-  for (hak_heap_t* heap = hak_heap_pool; heap != NULL; heap = heap->next_in_pool) {
+  if (first != NULL) first(arg);
+  for (hak_heap_t* heap = hak_heap_pool; fn != NULL && heap != NULL; heap = heap->next_in_pool) {
     if (heap->live) fn(heap, arg);
   }
   hak_unlock(&hak_heap_pool_lock);
+}
+
+void hak_heap_visit_all(hak_heap_visit_fn* fn, void* arg) {
+  hak_heap_visit_all_after(NULL, fn, arg);
 }
 
 static hak_heap_t* hak_heap_thread_init(void) {
@@ -588,6 +593,9 @@ static void hak_heap_mark_dead(hak_heap_t* heap) {
     }
   }
   heap->thread_id = HAK_THREAD_ID_DEAD;
+#if HAK_STATS
+  hak_stats_global_add(heap); /* its counts stay in the child's totals */
+#endif
   heap->live = false;
 }
 
@@ -627,10 +635,13 @@ void hak_heap_thread_done(hak_heap_t* heap) {
   while (heap->spans.segments != NULL) hak_segment_abandon(heap, heap->spans.segments);
   hak_purge_tick();
 #if HAK_STATS
-  hak_stats_global_add(heap);
   hak_stats_count_global(offsetof(hak_stats_t, threads_ended));
 #endif
   hak_lock(&hak_heap_pool_lock);
+#if HAK_STATS
+  /* With leaving the live set, under the lock hak_stats_get reads under: counted once. */
+  hak_stats_global_add(heap);
+#endif
   heap->live = false;
   heap->next_idle = hak_heap_idle;
   hak_heap_idle = heap;

@@ -502,6 +502,8 @@ void hak_heap_fork_unlock(void);
 void hak_heap_fork_child(void); /* repairs what threads absent in the child left midway */
 typedef void hak_heap_visit_fn(const hak_heap_t* heap, void* arg);
 void hak_heap_visit_all(hak_heap_visit_fn* fn, void* arg);
+/* first(arg), then fn on every live heap (fn may be NULL), all under the pool's lock. */
+void hak_heap_visit_all_after(void (*first)(void* arg), hak_heap_visit_fn* fn, void* arg);
 size_t hak_heap_pool_count(void); /* heap structs ever made, live or idle (tests) */
 
 HAK_INLINE hak_heap_t* hak_heap_get(void) {

@@ -10,53 +10,73 @@
 
 #include "hak_internal.h"
 
-static hak_stats_t hak_stats_global; /* updated with atomic adds */
+/* Counters with no heap at hand, and the counters exiting threads fold in: words laid
+ * out like hak_stats_t, of which only uint64_t counter fields are ever added to. Read
+ * one word at a time and copied out with memcpy: nothing is accessed through a pointer
+ * of another type. */
+#define HAK_STATS_WORDS (sizeof(hak_stats_t) / sizeof(uint64_t))
+_Static_assert(sizeof(hak_stats_t) % sizeof(uint64_t) == 0, "hak_stats_t: whole words");
+static uint64_t hak_stats_global[HAK_STATS_WORDS];
+
+static uint64_t* hak_stats_global_word(size_t field_offset) {
+  return &hak_stats_global[field_offset / sizeof(uint64_t)];
+}
 
 void hak_stats_count_global(size_t field_offset) {
-  uint64_t* field = (uint64_t*)((uint8_t*)&hak_stats_global + field_offset);
-  __atomic_fetch_add(field, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(hak_stats_global_word(field_offset), 1, __ATOMIC_RELAXED);
+}
+
+/* Copies the global words into `out` (the caller holds the heap pool's lock). */
+static void hak_stats_copy_global(void* out) {
+  for (size_t i = 0; i < HAK_STATS_WORDS; i++) {
+    uint64_t v = __atomic_load_n(&hak_stats_global[i], __ATOMIC_RELAXED);
+    memcpy((uint8_t*)out + i * sizeof(uint64_t), &v, sizeof(v));
+  }
 }
 
 #if HAK_STATS
-static void hak_stats_add_field(uint64_t* dst, const uint64_t* src) {
-  __atomic_fetch_add(dst, __atomic_load_n(src, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
-}
-
-static void hak_stats_add_heap(hak_stats_t* dst, const hak_heap_stats_t* s) {
-  for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
-    hak_stats_add_field(&dst->class_allocs[i], &s->class_allocs[i]);
-    hak_stats_add_field(&dst->class_frees[i], &s->class_frees[i]);
-  }
-  hak_stats_add_field(&dst->alloc_fast, &s->alloc_fast);
-  hak_stats_add_field(&dst->alloc_slow, &s->alloc_slow);
-  hak_stats_add_field(&dst->alloc_large, &s->alloc_large);
-  hak_stats_add_field(&dst->free_local, &s->free_local);
-  hak_stats_add_field(&dst->free_remote, &s->free_remote);
-  hak_stats_add_field(&dst->free_delayed, &s->free_delayed);
-  hak_stats_add_field(&dst->free_large, &s->free_large);
-  hak_stats_add_field(&dst->pages_allocated, &s->pages_allocated);
-  hak_stats_add_field(&dst->pages_freed, &s->pages_freed);
-}
+/* Adds a heap's counters: atomically into the global words, plainly into a snapshot. */
+#define HAK_STATS_HEAP_FIELDS(X) \
+  X(alloc_fast) X(alloc_slow) X(alloc_large) X(free_local) X(free_remote) X(free_delayed) \
+  X(free_large) X(pages_allocated) X(pages_freed)
 
 void hak_stats_global_add(const hak_heap_t* heap) {
-  hak_stats_add_heap(&hak_stats_global, &heap->stats);
+  const hak_heap_stats_t* s = &heap->stats;
+  for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
+    __atomic_fetch_add(hak_stats_global_word(offsetof(hak_stats_t, class_allocs) + i * sizeof(uint64_t)),
+                       s->class_allocs[i], __ATOMIC_RELAXED);
+    __atomic_fetch_add(hak_stats_global_word(offsetof(hak_stats_t, class_frees) + i * sizeof(uint64_t)),
+                       s->class_frees[i], __ATOMIC_RELAXED);
+  }
+#define HAK_STATS_FOLD(f) __atomic_fetch_add(hak_stats_global_word(offsetof(hak_stats_t, f)), s->f, __ATOMIC_RELAXED);
+  HAK_STATS_HEAP_FIELDS(HAK_STATS_FOLD)
+#undef HAK_STATS_FOLD
 }
 
 static void hak_stats_visit_heap(const hak_heap_t* heap, void* arg) {
-  hak_stats_add_heap((hak_stats_t*)arg, &heap->stats);
+  hak_stats_t* out = arg;
+  const hak_heap_stats_t* s = &heap->stats;
+  /* The owner counts with plain stores: a relaxed read of each is all that is safe. */
+  for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
+    out->class_allocs[i] += __atomic_load_n(&s->class_allocs[i], __ATOMIC_RELAXED);
+    out->class_frees[i] += __atomic_load_n(&s->class_frees[i], __ATOMIC_RELAXED);
+  }
+#define HAK_STATS_SUM(f) out->f += __atomic_load_n(&s->f, __ATOMIC_RELAXED);
+  HAK_STATS_HEAP_FIELDS(HAK_STATS_SUM)
+#undef HAK_STATS_SUM
 }
 #endif
 
 HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
   if (out == NULL) return EINVAL;
   memset(out, 0, sizeof(*out));
-  const uint64_t* src = (const uint64_t*)&hak_stats_global;
-  uint64_t* dst = (uint64_t*)out;
-  for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++) dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+  /* The global words and the live heaps under one hold of the pool's lock, under which
+   * an exiting thread folds its counters and leaves the live set: counted once. */
 #if HAK_STATS
+  hak_heap_visit_all_after(hak_stats_copy_global, hak_stats_visit_heap, out);
   out->counters_enabled = 1;
-  hak_heap_visit_all(hak_stats_visit_heap, out);
 #else
+  hak_heap_visit_all_after(hak_stats_copy_global, NULL, out);
   out->counters_enabled = 0;
 #endif
   for (size_t i = 0; i < HAK_CLASS_COUNT; i++) out->class_size[i] = hak_class_block_size(i);

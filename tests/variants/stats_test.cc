@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <string>
 #include <thread>
 #include <vector>
@@ -185,6 +186,52 @@ TEST(Stats, ThreadsAreCounted) {
   EXPECT_GE(after.threads_started - before.threads_started, (uint64_t)kThreads);
   EXPECT_GE(after.threads_ended - before.threads_ended, (uint64_t)kThreads);
   EXPECT_EQ(after.threads_started - after.threads_ended, before.threads_started - before.threads_ended);
+}
+
+// A snapshot taken while threads exit counts each of them once: an exiting thread folds
+// its counters into the totals and leaves the set of live heaps in one step, as seen
+// by hak_stats_get (which read both before at different times and could count a
+// thread twice, then once again: the counter went back down).
+TEST(Stats, SnapshotsWhileThreadsExitCountEachThreadOnce) {
+  constexpr size_t kSize = 2800;  // a class nothing else here allocates
+  constexpr int kPerThread = 40, kWaves = 150, kThreadsPerWave = 4;
+  const int cls = ClassOf(kSize);
+  std::atomic<int> started{0};
+  std::atomic<bool> done{false};
+  uint64_t snapshots = 0, went_down = 0, over = 0;
+  const uint64_t base = Stats().class_allocs[cls];
+  std::thread poller([&] {
+    uint64_t last = base;
+    while (!done.load()) {
+      hak_stats_t s;
+      hak_stats_get(&s);
+      const uint64_t now = s.class_allocs[cls];
+      // read after the snapshot: every thread counted in it had started
+      const uint64_t most = base + (uint64_t)started.load() * kPerThread;
+      if (now < last) went_down++;
+      if (now > most) over++;
+      last = now;
+      snapshots++;
+    }
+  });
+  for (int w = 0; w < kWaves; w++) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreadsPerWave; t++) {
+      started.fetch_add(1);
+      threads.emplace_back([] {
+        void* blocks[kPerThread];
+        for (auto& b : blocks) b = malloc(kSize);
+        for (auto& b : blocks) free(b);
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  done.store(true);
+  poller.join();
+  EXPECT_EQ(went_down, 0u) << "of " << snapshots << " snapshots";
+  EXPECT_EQ(over, 0u) << "of " << snapshots << " snapshots";
+  EXPECT_EQ(Stats().class_allocs[cls], base + (uint64_t)kWaves * kThreadsPerWave * kPerThread);
+  EXPECT_GT(snapshots, 0u);
 }
 
 TEST(Stats, PagesAndSegmentsAreCounted) {
