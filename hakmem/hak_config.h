@@ -36,6 +36,14 @@
 #define HAK_SMALL_LIMITS 0
 #endif
 
+/* HAK_TEST_CAS_FAIL_EVERY N (tests only, the cas_fail internal variant): every Nth
+ * attempt of each thread at a compare-and-swap of the remote-free hand-off (a page's
+ * xthread_free, a heap's delayed list) fails as a weak CAS may spuriously, so that the
+ * retry paths run in every test instead of under rare contention. 0: never. */
+#ifndef HAK_TEST_CAS_FAIL_EVERY
+#define HAK_TEST_CAS_FAIL_EVERY 0
+#endif
+
 #if HAK_STATS && HAK_HARDENED
 #define HAK_VARIANT_NAME "stats+hardened"
 #elif HAK_STATS

@@ -49,11 +49,25 @@ void hak_page_extend(hak_page_t* page) {
   page->capacity = (uint16_t)(page->capacity + count);
 }
 
+/* The remote-free hand-off's compare-and-swaps: every one here is weak (may fail
+ * spuriously) and retried; the cas_fail test variant makes every Nth fail on purpose. */
+#if HAK_TEST_CAS_FAIL_EVERY
+static bool hak_page_cas_fails_on_purpose(void) {
+  static _Thread_local unsigned attempts;
+  return ++attempts % HAK_TEST_CAS_FAIL_EVERY == 0;
+}
+#else
+#define hak_page_cas_fails_on_purpose() false
+#endif
+#define HAK_PAGE_CAS(obj, expected, desired, success, failure) \
+  (!hak_page_cas_fails_on_purpose() &&                       \
+   atomic_compare_exchange_weak_explicit(obj, expected, desired, success, failure))
+
 /* Moves blocks freed by other threads onto the owner's free list. */
 void hak_page_collect_thread_free(hak_page_t* page) {
   uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
   if (hak_thread_free_ptr(tf) == NULL) return;
-  while (!atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf,
+  while (!HAK_PAGE_CAS(&page->xthread_free, &tf,
                                                 (uintptr_t)hak_thread_free_state(tf),
                                                 memory_order_acquire, memory_order_relaxed)) {
   }
@@ -80,7 +94,7 @@ void hak_page_set_delayed(hak_page_t* page, hak_delayed_t state) {
       continue;
     }
     uintptr_t desired = (tf & ~(uintptr_t)3) | (uintptr_t)state;
-    if (atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf, desired,
+    if (HAK_PAGE_CAS(&page->xthread_free, &tf, desired,
                                               memory_order_acq_rel, memory_order_relaxed)) {
       return;
     }
@@ -99,7 +113,7 @@ bool hak_page_try_use_delayed(hak_page_t* page) {
       tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
       continue;
     }
-    if (atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf, (uintptr_t)HAK_DELAYED_USE,
+    if (HAK_PAGE_CAS(&page->xthread_free, &tf, (uintptr_t)HAK_DELAYED_USE,
                                               memory_order_acq_rel, memory_order_relaxed)) {
       return true;
     }
@@ -120,7 +134,7 @@ void hak_page_free_remote(hak_page_t* page, hak_block_t* block) {
       hak_block_set_next(block, hak_thread_free_ptr(tf));
       desired = (uintptr_t)block | (uintptr_t)hak_thread_free_state(tf);
     }
-  } while (!atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf, desired,
+  } while (!HAK_PAGE_CAS(&page->xthread_free, &tf, desired,
                                                   memory_order_acq_rel, memory_order_relaxed));
   if (hak_thread_free_state(tf) != HAK_DELAYED_USE) return;
 
@@ -130,12 +144,12 @@ void hak_page_free_remote(hak_page_t* page, hak_block_t* block) {
   hak_block_t* head = atomic_load_explicit(&heap->thread_delayed_free, memory_order_relaxed);
   do {
     hak_block_set_next(block, head);
-  } while (!atomic_compare_exchange_weak_explicit(&heap->thread_delayed_free, &head, block,
+  } while (!HAK_PAGE_CAS(&heap->thread_delayed_free, &head, block,
                                                   memory_order_release, memory_order_relaxed));
   /* Back to USE, not NONE: the page stays off the owner's allocation path until the
    * owner switches it, so later frees of its blocks must wake the owner too. */
   tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
-  while (!atomic_compare_exchange_weak_explicit(&page->xthread_free, &tf,
+  while (!HAK_PAGE_CAS(&page->xthread_free, &tf,
                                                 (tf & ~(uintptr_t)3) | HAK_DELAYED_USE,
                                                 memory_order_release, memory_order_relaxed)) {
   }

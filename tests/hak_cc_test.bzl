@@ -14,10 +14,12 @@ link:
               then maps malloc, free, ... onto hak_*, so the same tests exercise hakmem
               through its API there. Tests that need the override itself skip in that
               build (GTEST_SKIP). UBSan and the plain build keep the override.
+              Internal variants (which have no replacing library) always link
+              the API library this way.
   "api"       only the hak_* API; malloc stays the C library's (or the sanitizer's)
               in every build (//hakmem:hakmem{suffix}_api)
 variants: names from HAK_VARIANTS (default: all of them) or HAK_INTERNAL_VARIANTS
-  (only with link = "api": internal variants have no malloc-replacing library).
+  (these reach hakmem through the API in every build, as above).
 c_srcs: C files built against the variant's internal headers (hak_internal.h is C11
   and cannot be included from C++); tests call into them to reach internals.
 tags: passed on; a test that cannot run under a sanitizer carries noasan, notsan or
@@ -42,7 +44,11 @@ def hak_cc_test(
     for vname in (variants or HAK_VARIANTS.keys()):
         v = all_variants[vname]
         api_lib = "//hakmem:hakmem" + v.suffix + "_api"
-        if link == "override":
+        if link == "override" and vname in HAK_INTERNAL_VARIANTS:
+            # Internal variants have no replacing library: always through the API.
+            lib = [api_lib]
+            defines = v.defines + ["HAK_TEST_VIA_API=1"]
+        elif link == "override":
             via_api = ["//tests:asan_build", "//tests:tsan_build"]
             lib = select(dict(
                 [(c, [api_lib]) for c in via_api] +
