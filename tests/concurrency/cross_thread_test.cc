@@ -212,12 +212,13 @@ void ExpectPipeHealthy(const PipeConfig& cfg, const PipeResult& r) {
          (unsigned long long)(r.mapped_after / KiB));
 }
 
-TEST(CrossThread, ProducerConsumerTwoMillionBlocksBoundedMemory) {
+// 2,000,000 blocks (500,000 under ASan and TSan: kScale).
+TEST(CrossThread, ProducerConsumerMillionsOfBlocksBoundedMemory) {
   PipeConfig cfg;
   cfg.producers = 1;
   cfg.consumers = 1;
-  cfg.blocks_per_producer = 2000000;
-  cfg.warmup_blocks = 200000;
+  cfg.blocks_per_producer = hak_test_env::Scaled(2000000);
+  cfg.warmup_blocks = hak_test_env::Scaled(200000);
   hak_stats_t before = Stats();
   PipeResult r = RunPipe(cfg);
   ExpectPipeHealthy(cfg, r);
@@ -242,8 +243,8 @@ TEST(CrossThread, ManyProducersOneConsumer) {
   PipeConfig cfg;
   cfg.producers = 3;
   cfg.consumers = 1;
-  cfg.blocks_per_producer = 200000;
-  cfg.warmup_blocks = 60000;
+  cfg.blocks_per_producer = hak_test_env::Scaled(200000);
+  cfg.warmup_blocks = hak_test_env::Scaled(60000);
   PipeResult r = RunPipe(cfg);
   ExpectPipeHealthy(cfg, r);
 }
@@ -252,8 +253,8 @@ TEST(CrossThread, OneProducerManyConsumers) {
   PipeConfig cfg;
   cfg.producers = 1;
   cfg.consumers = 3;
-  cfg.blocks_per_producer = 600000;
-  cfg.warmup_blocks = 60000;
+  cfg.blocks_per_producer = hak_test_env::Scaled(600000);
+  cfg.warmup_blocks = hak_test_env::Scaled(60000);
   PipeResult r = RunPipe(cfg);
   ExpectPipeHealthy(cfg, r);
 }
@@ -263,7 +264,7 @@ TEST(CrossThread, OneProducerManyConsumers) {
 // frees from several threads at once.
 TEST(CrossThread, EightThreadsFreeEachOthersBlocksRandomly) {
   constexpr int kThreads = 8;
-  constexpr size_t kPerThread = 100000;
+  const size_t kPerThread = hak_test_env::Scaled(100000);
   constexpr size_t kSendBatch = 16;
   constexpr int64_t kInflightCap = 8 * MiB;
   struct Inbox {
