@@ -1266,6 +1266,7 @@ static void run_streams(reader_t* r) {
     TRACE("stream %d: %zu operations, %zu blocks handed off (%zu more freed at home, inbox full), %zu received, %zu thread exits\n",
           i, s->nops, s->sent, s->sent_full, s->received, s->threads);
   }
+  g_op_index = n; /* reports of the end of input */
   if (total_live() != 0) fail("harness: %zu bytes counted live after both streams freed everything", total_live());
 }
 
@@ -1360,7 +1361,6 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   g_op_index = 0;
 #if HAK_FUZZ_CONCURRENT
   run_streams(&r);
-  g_op_index = 0;
 #else
   while (r.pos < r.size && M->work < WORK_LIMIT) {
     op_t op;
