@@ -3,34 +3,45 @@
 # fuzz targets of fuzz/ for one engine, fuzzes each target from its committed corpus into
 # a scratch corpus under fuzz-out/, and reports executions per second and coverage.
 #
-#   ci/fuzz.sh --engine libfuzzer|afl [--seconds N] [--target NAME]... [--coverage]
+#   ci/fuzz.sh --engine libfuzzer|afl [--seconds N] [--target NAME]... [--min-execs N]
+#              [--coverage]
 #
-#   --engine     libfuzzer (clang-14, libFuzzer + ASan) or afl (AFL++ 4.04c persistent
-#                mode + ASan); both built through Bazel (fuzz/fuzz.bazelrc)
-#   --seconds N  total campaign time, split evenly over the targets (default 240;
-#                120 with CI=true, so each engine's job stays near 2 minutes)
-#   --target T   fuzz only T (repeatable): alloc_small, alloc_hardened_small,
-#                threads_small, threads_hardened_small (default: all four)
-#   --coverage   afterwards, replay each target's final corpus through a clang
-#                source-coverage build and report the lines of hakmem/*.c reached
-#                (llvm-cov-14); default outside CI (--no-coverage turns it off)
-#   BAZEL        environment: the Bazel command (default "bazel")
+#   --engine      libfuzzer (clang-14, libFuzzer + ASan + LeakSanitizer) or afl (AFL++
+#                 4.04c persistent mode + ASan); both built through Bazel (fuzz/fuzz.bazelrc)
+#   --seconds N   total campaign time, split evenly over the targets (default 240;
+#                 120 with CI=true, so each engine's job stays near 2 minutes)
+#   --target T    fuzz only T (repeatable): alloc_small, alloc_hardened_small,
+#                 threads_small, threads_hardened_small, concurrent_small,
+#                 concurrent_hardened_small (default: all six)
+#   --min-execs N fail a target that ran fewer than N executions (default: 5 per
+#                 second of the target's share, 100 in the CI-sized campaign of 20 s per
+#                 target; a heavily loaded 2-core machine ran at least 260 there, see
+#                 fuzz/README.md; 0 turns the check off)
+#   --coverage    afterwards, replay each target's final corpus through a clang
+#                 source-coverage build and report the lines of hakmem/*.c reached
+#                 (llvm-cov-14); default outside CI (--no-coverage turns it off)
+#   BAZEL         environment: the Bazel command (default "bazel")
 #
-# Exits non-zero when a target crashed (a failed check or a sanitizer report); crash
-# inputs are copied to fuzz-out/crashes/<engine>-<target>-<name>. To keep one as a
-# regression test, commit it as fuzz/corpus/<target>/crash-<what-it-shows>.
-# Known regression inputs (crash-* files) are replayed by the tests, not fuzzed from.
+# Before fuzzing, each target's seeds are replayed once (each in a process of its own);
+# a crashing seed fails the run (it would hide what the campaign finds). Exits non-zero,
+# with the reason, when a seed crashes, a target crashed (a failed check, a sanitizer
+# or leak report), AFL++ recorded a hang, the engine exited with an error, or a target
+# ran fewer executions than the minimum. Crash and hang inputs are copied to
+# fuzz-out/crashes/<engine>-<target>-<name>. To keep one as a regression test, commit it
+# as fuzz/corpus/<target>/crash-<what-it-shows>. Known regression inputs (crash-*
+# files) are replayed by the tests, not fuzzed from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_TARGETS=(alloc_small alloc_hardened_small threads_small threads_hardened_small)
+ALL_TARGETS=(alloc_small alloc_hardened_small threads_small threads_hardened_small
+  concurrent_small concurrent_hardened_small)
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
-engine="" seconds="" coverage="" targets=()
+engine="" seconds="" coverage="" min_execs="" targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --engine) engine="${2:-}"; shift 2 ;;
@@ -39,6 +50,8 @@ while [ $# -gt 0 ]; do
     --seconds=*) seconds="${1#*=}"; shift ;;
     --target) targets+=("${2:-}"); shift 2 ;;
     --target=*) targets+=("${1#*=}"); shift ;;
+    --min-execs) min_execs="${2:-}"; shift 2 ;;
+    --min-execs=*) min_execs="${1#*=}"; shift ;;
     --coverage) coverage=1; shift ;;
     --no-coverage) coverage=0; shift ;;
     -h|--help) usage ;;
@@ -65,6 +78,17 @@ fi
 [ -z "$coverage" ] && coverage=$((ci ? 0 : 1))
 per_target=$((seconds / ${#targets[@]}))
 [ "$per_target" -lt 5 ] && per_target=5
+# Minimum executions per target. Measured in the CI-sized campaign (CI=true: 120 s, 20 s
+# per target) on a 2-core machine at load average 11 plus two busy loops: libFuzzer ran
+# 260 to 528 per target, AFL++ 1463 to 10052 (fuzz/README.md). 5 per second (100 per
+# 20 s) is 2.6 times below the slowest: it fails a harness or engine that stalls, not a
+# busy machine.
+if [ -z "$min_execs" ]; then
+  min_execs=$((5 * per_target))
+elif ! [[ "$min_execs" =~ ^[0-9]+$ ]]; then
+  echo "ci/fuzz.sh: --min-execs wants a number" >&2
+  exit 2
+fi
 
 bash ci/setup.sh
 
@@ -104,12 +128,13 @@ run_libfuzzer() { # target -> sets execs eps cov crashes
   seed_corpus "$t" "$dir/corpus"
   mkdir -p "$dir/artifacts"
   local rc=0
-  # -detect_leaks=0: hakmem's own leaks are the harness's checks; thread start-up
-  # allocations of the C library would only slow libFuzzer's malloc accounting down.
-  ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=0}" \
+  # -detect_leaks=1: LeakSanitizer checks the harness's own allocations (the input's
+  # operation lists; the harness joins every thread it starts), hakmem's leaks are the
+  # harness's exact per-input checks.
+  ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}" \
     "$out/libfuzzer/bin/${t}_fuzzer" "$dir/corpus" \
     -max_total_time="$per_target" -dict="$dict" -max_len=4096 -timeout=30 -rss_limit_mb=4096 \
-    -detect_leaks=0 -print_final_stats=1 -artifact_prefix="$dir/artifacts/" \
+    -detect_leaks=1 -print_final_stats=1 -artifact_prefix="$dir/artifacts/" \
     > "$dir/log.txt" 2>&1 || rc=$?
   local total
   total=$(grep -m1 -oE 'Loaded [0-9]+ modules +\([0-9]+ inline 8-bit counters' "$dir/log.txt" | grep -oE '[0-9]+ inline' | grep -oE '[0-9]+' || true)
@@ -132,8 +157,7 @@ run_libfuzzer() { # target -> sets execs eps cov crashes
     crashes=$((crashes + 1))
   done
   if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then
-    echo "ci/fuzz.sh: libFuzzer exited with $rc and left no artifact; see $dir/log.txt" >&2
-    crashes=1
+    problems+=("$t: libFuzzer exited with $rc and left no artifact; see $dir/log.txt")
   fi
 }
 
@@ -141,16 +165,23 @@ run_afl() { # target -> sets execs eps cov crashes
   local t="$1" dir="$out/afl/$1"
   seed_corpus "$t" "$dir/seeds"
   local rc=0
+  # No AFL_SKIP_CRASHES: the seeds were replayed first (replay_seeds), so a seed that
+  # crashes now is a problem of its own, and afl-fuzz stops on it.
+  # AFL_FAST_CAL: calibrate seeds with fewer runs (the concurrent targets are unstable
+  # by design, and slow calibration would eat their share of a short campaign).
   AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 \
-    AFL_NO_AFFINITY=1 AFL_SKIP_CRASHES=1 AFL_QUIET=1 \
+    AFL_NO_AFFINITY=1 AFL_QUIET=1 AFL_FAST_CAL=1 \
     afl-fuzz -i "$dir/seeds" -o "$dir/out" -x "$dict" -t 2000 -V "$per_target" \
     -- "$out/afl/bin/${t}_fuzzer" > "$dir/log.txt" 2>&1 || rc=$?
   local stats="$dir/out/default/fuzzer_stats"
   if [ ! -f "$stats" ]; then
-    echo "ci/fuzz.sh: afl-fuzz did not start (exit $rc); see $dir/log.txt" >&2
     tail -5 "$dir/log.txt" >&2 || true
-    execs=0 eps="?" cov="-" crashes=1
+    problems+=("$t: afl-fuzz did not start (exit $rc); see $dir/log.txt")
+    execs=0 eps="?" cov="-"
     return
+  fi
+  if [ "$rc" -ne 0 ]; then
+    problems+=("$t: afl-fuzz exited with $rc; see $dir/log.txt")
   fi
   field() { grep -E "^$1 *:" "$stats" | sed 's/^[^:]*: *//'; }
   execs=$(field execs_done)
@@ -162,16 +193,57 @@ run_afl() { # target -> sets execs eps cov crashes
     cp "$f" "$out/crashes/afl-$t-$(basename "$f" | tr ':,' '_-')"
     crashes=$((crashes + 1))
   done
+  # A hang: an input that ran past -t (2 s; the harness bounds its work to ~5 ms).
+  local hangs=0
+  for f in "$dir"/out/default/hangs/id:*; do
+    [ -f "$f" ] || continue
+    cp "$f" "$out/crashes/afl-$t-hang-$(basename "$f" | tr ':,' '_-')"
+    hangs=$((hangs + 1))
+  done
+  if [ "$hangs" -gt 0 ]; then
+    problems+=("$t: AFL++ recorded $hangs hang(s) (inputs over 2 s), copied to $out/crashes/afl-$t-hang-*")
+  fi
   # The campaign's corpus, flat, for --coverage.
   mkdir -p "$dir/corpus"
   find "$dir/out/default/queue" -maxdepth 1 -type f -exec cp {} "$dir/corpus/" \;
 }
 
+# Every seed once, through the engine's binary, in one process (libFuzzer's with
+# -runs=0; AFL's replays files given as arguments). A crashing seed would stop the
+# campaign (or, skipped, hide); it fails the run instead. Only then is each seed run
+# in a process of its own, to count the crashing ones.
+replay_seeds() { # target
+  local t="$1" dir="$out/$engine/$1" bin="$out/$engine/bin/$1_fuzzer" rc=0 n=0 f
+  local log="$dir/seeds-replay.txt"
+  rm -rf "$dir/seeds-check"
+  seed_corpus "$t" "$dir/seeds-check"
+  local asan="${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}" args=()
+  [ "$engine" = libfuzzer ] && args=(-runs=0 -detect_leaks=1)
+  ASAN_OPTIONS="$asan" "$bin" "${args[@]}" "$dir/seeds-check" > "$log" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    for f in "$dir"/seeds-check/*; do
+      ASAN_OPTIONS="$asan" "$bin" "${args[@]}" "$f" >> "$log" 2>&1 || { n=$((n + 1)); echo "crashing seed: $f" >> "$log"; }
+    done
+    # A crash that needs the state earlier seeds left behind still counts, as one.
+    [ "$n" -eq 0 ] && n=1
+    problems+=("$t: $n committed seed(s) crash before any fuzzing (fuzz/corpus/$t; see $log)")
+  fi
+  rm -rf "$dir/seeds-check"
+  return "$rc"
+}
+
+problems=()
 for t in "${targets[@]}"; do
   echo "== $engine: $t for ${per_target}s (log: $out/$engine/$t/log.txt)"
   execs=0 eps="?" cov="-" crashes=0
-  "run_$engine" "$t"
+  mkdir -p "$out/$engine/$t"
+  if replay_seeds "$t"; then
+    "run_$engine" "$t"
+  fi
   crashes_total=$((crashes_total + crashes))
+  if [ "$min_execs" -gt 0 ] && [[ "$execs" =~ ^[0-9]+$ ]] && [ "$execs" -lt "$min_execs" ]; then
+    problems+=("$t: only $execs executions in ${per_target}s, fewer than the minimum of $min_execs (--min-execs)")
+  fi
   printf '%-10s %-24s %7s %10s %9s  %-34s %s\n' "$engine" "$t" "$per_target" "$execs" "$eps" "$cov" "$crashes" | tee -a "$summary"
 done
 
@@ -186,7 +258,7 @@ if [ "$coverage" -eq 1 ]; then
     mkdir -p "$dir/profiles"
     # Crashing inputs would stop the replay: the corpus holds none (libFuzzer keeps
     # them in artifacts/, AFL in crashes/), so every input runs.
-    LLVM_PROFILE_FILE="$dir/profiles/%p.profraw" HAK_FUZZ_MAPPED_LIMIT_MB=0 \
+    LLVM_PROFILE_FILE="$dir/profiles/%p.profraw" \
       "$cov_bin/${t}_fuzzer" "$dir/corpus" > "$dir/coverage-replay.txt" 2>&1 || true
     llvm-profdata-14 merge -sparse "$dir"/profiles/*.profraw -o "$dir/corpus.profdata"
     llvm-cov-14 report "$cov_bin/${t}_fuzzer" -instr-profile="$dir/corpus.profdata" \
@@ -199,11 +271,19 @@ fi
 echo
 echo "== summary ($summary)"
 cat "$summary"
+status=0
 if [ "$crashes_total" -gt 0 ]; then
   echo
   echo "ci/fuzz.sh: $crashes_total crash(es); inputs in $out/crashes/:"
   ls -1 "$out/crashes/" | grep "^$engine-" | sed 's/^/  /'
   echo "Reproduce: $out/$engine/bin/<target>_fuzzer <input>   (HAK_FUZZ_TRACE=1 lists its operations)"
   echo "Keep as a regression test: cp <input> fuzz/corpus/<target>/crash-<what-it-shows>"
-  exit 1
+  status=1
 fi
+if [ ${#problems[@]} -gt 0 ]; then
+  echo
+  echo "ci/fuzz.sh: FAILED ($engine):"
+  printf '  %s\n' "${problems[@]}"
+  status=1
+fi
+exit $status

@@ -11,11 +11,15 @@ API library:
                       arguments), so `bazel build //...` builds it with gcc as well.
                       Tagged "fuzzer".
   <name>_replay_test  a cc_test running every file of fuzz/corpus/<name>/ (seeds and
-                      crash regressions) through the harness once, with the normal
-                      toolchain. Tagged "fuzz_replay".
+                      crash regressions) through the harness replay_rounds times (each
+                      in a process of its own), with the normal toolchain and under
+                      each sanitizer config. Tagged "fuzz_replay".
 
 threads = 1 builds the harness with HAK_FUZZ_THREADS=1: operations can run on a second
-thread (remote frees, thread exit and adoption).
+thread (remote frees, thread exit and adoption), one thread at a time (reproducible).
+concurrent = 1 builds it with HAK_FUZZ_CONCURRENT=1: the input is split into two
+streams of operations that run at the same time on two threads and hand blocks to each
+other (remote frees and reallocs racing the owner; not reproducible run to run).
 """
 
 load("//hakmem:variants.bzl", "HAK_INTERNAL_VARIANTS")
@@ -28,7 +32,7 @@ FUZZ_COPTS = [
     "-fno-builtin",
 ]
 
-def hak_fuzz_target(name, variant, threads = 0, replay_size = "small"):
+def hak_fuzz_target(name, variant, threads = 0, concurrent = 0, replay_size = "small", replay_rounds = 1):
     v = HAK_INTERNAL_VARIANTS[variant]
     harness = name + "_harness"
     native.cc_library(
@@ -37,6 +41,7 @@ def hak_fuzz_target(name, variant, threads = 0, replay_size = "small"):
         copts = FUZZ_COPTS,
         local_defines = [
             "HAK_FUZZ_THREADS=%d" % threads,
+            "HAK_FUZZ_CONCURRENT=%d" % concurrent,
             "HAK_FUZZ_TARGET=\\\"%s\\\"" % name,
         ],
         linkopts = ["-pthread"],
@@ -61,7 +66,7 @@ def hak_fuzz_target(name, variant, threads = 0, replay_size = "small"):
         name = name + "_replay_test",
         deps = [":" + harness, ":replay_driver"],
         data = native.glob(["corpus/" + name + "/**"]),
-        args = ["--fork", "--min-inputs=10", "fuzz/corpus/" + name],
+        args = ["--fork", "--min-inputs=10", "--repeat=%d" % replay_rounds, "fuzz/corpus/" + name],
         size = replay_size,
         tags = ["fuzz_replay"],
     )

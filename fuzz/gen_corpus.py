@@ -119,54 +119,73 @@ def kind_byte(kind, flags=0, worker=False):
 
 
 class Prog:
-    """Builds one input. `worker=True` runs the operation on the second thread."""
+    """Builds one input. `worker=True` runs the operation on the second thread (in the
+    concurrent harness: in the second stream). `all_worker=True` puts every operation
+    there (a whole scenario for the second stream)."""
 
-    def __init__(self):
+    def __init__(self, all_worker=False):
         self.b = bytearray()
+        self.all_worker = all_worker
+
+    def kb(self, kind, flags=0, worker=False):
+        return kind_byte(kind, flags, worker or self.all_worker)
 
     def malloc(self, slot, n, worker=False):
-        self.b += kind_byte(MALLOC, 0, worker) + bytes([slot]) + enc_size(n)
+        self.b += self.kb(MALLOC, 0, worker) + bytes([slot]) + enc_size(n)
 
     def calloc(self, slot, count, n, worker=False):
-        self.b += kind_byte(CALLOC, 0, worker) + bytes([slot]) + enc_count(count) + enc_size(n)
+        self.b += self.kb(CALLOC, 0, worker) + bytes([slot]) + enc_count(count) + enc_size(n)
 
     def realloc(self, slot, n, worker=False):
-        self.b += kind_byte(REALLOC, 0, worker) + bytes([slot]) + enc_size(n)
+        self.b += self.kb(REALLOC, 0, worker) + bytes([slot]) + enc_size(n)
 
     def realloc_rel(self, slot, mode, d, worker=False):
-        self.b += kind_byte(REALLOC_REL, mode, worker) + bytes([slot, d])
+        self.b += self.kb(REALLOC_REL, mode, worker) + bytes([slot, d])
 
     def free(self, slot, worker=False):
-        self.b += kind_byte(FREE, 0, worker) + bytes([slot])
+        self.b += self.kb(FREE, 0, worker) + bytes([slot])
 
     def aligned(self, kind, slot, align, n, worker=False):
-        self.b += kind_byte(kind, 0, worker) + bytes([slot]) + enc_align(align) + enc_size(n)
+        self.b += self.kb(kind, 0, worker) + bytes([slot]) + enc_align(align) + enc_size(n)
 
     def valloc(self, slot, n, pvalloc=False, worker=False):
-        self.b += kind_byte(VALLOC, 1 if pvalloc else 0, worker) + bytes([slot]) + enc_size(n)
+        self.b += self.kb(VALLOC, 1 if pvalloc else 0, worker) + bytes([slot]) + enc_size(n)
 
     def usable(self, slot, use_all=False, worker=False):
-        self.b += kind_byte(USABLE, 1 if use_all else 0, worker) + bytes([slot])
+        self.b += self.kb(USABLE, 1 if use_all else 0, worker) + bytes([slot])
 
     def check_all(self, worker=False):
-        self.b += kind_byte(CHECK_ALL, 0, worker)
+        self.b += self.kb(CHECK_ALL, 0, worker)
 
     def reallocarray(self, slot, count, n, worker=False):
-        self.b += kind_byte(REALLOCARRAY, 0, worker) + bytes([slot]) + enc_count(count) + enc_size(n)
+        self.b += self.kb(REALLOCARRAY, 0, worker) + bytes([slot]) + enc_count(count) + enc_size(n)
 
     def edge(self, sub, slot=0, worker=False):
-        self.b += kind_byte(EDGE, 0, worker) + bytes([sub, slot])
+        self.b += self.kb(EDGE, 0, worker) + bytes([sub, slot])
 
     def burst_alloc(self, base16, count, n, calloc=False, free_every_other=False, worker=False):
         flags = (1 if calloc else 0) | (2 if free_every_other else 0)
-        self.b += kind_byte(BURST_ALLOC, flags, worker) + bytes([base16]) + enc_burst_count(count) + enc_size(n)
+        self.b += self.kb(BURST_ALLOC, flags, worker) + bytes([base16]) + enc_burst_count(count) + enc_size(n)
 
     def burst_free(self, base16, count, stride=1, backwards=False, worker=False):
-        self.b += kind_byte(BURST_FREE, 1 if backwards else 0, worker) + bytes([base16]) + \
+        self.b += self.kb(BURST_FREE, 1 if backwards else 0, worker) + bytes([base16]) + \
             enc_burst_count(count) + bytes([stride - 1])
 
-    def thread_exit(self):
-        self.b += kind_byte(THREAD)
+    def thread_exit(self, worker=False):
+        """Threads harness: ends the second thread. Concurrent harness: the thread running
+        the stream (worker: the second) exits and a fresh one runs the rest."""
+        self.b += self.kb(THREAD, 0, worker)
+
+    # Concurrent harness only (elsewhere a plain free): the block goes to the other
+    # stream, which frees it, reallocs it (grow: x2 + 1, else halves it) or keeps it.
+    def handoff(self, slot, action, grow=False, worker=False):
+        flags = {"free": 1, "realloc": 2, "keep": 3}[action] | (4 if grow else 0)
+        self.b += self.kb(FREE, flags, worker) + bytes([slot])
+
+    def burst_handoff(self, base16, count, stride=1, backwards=False, worker=False):
+        """Concurrent harness: hands every block off, for the other stream to free."""
+        self.b += self.kb(BURST_FREE, 2 | (1 if backwards else 0), worker) + bytes([base16]) + \
+            enc_burst_count(count) + bytes([stride - 1])
 
 
 # ---- Scenarios ----------------------------------------------------------------------------
@@ -368,6 +387,110 @@ def s_cross_realloc(p):
     p.check_all(worker=True)
 
 
+# ---- Concurrent harness: two streams at once, handing blocks to each other ---------------------
+# Stream 0's operations have worker=False, stream 1's worker=True; only the order within
+# a stream matters (the harness splits the input, then runs both at once).
+
+def c_remote_free_race(p):
+    # Each stream fills pages of a class and hands every other block to the other
+    # stream, then refills and frees at home while the other's remote frees arrive:
+    # remote frees racing the owner's allocations, frees and page retirement.
+    for n in (16, 48, 256, 1024, 4096, 16384):
+        for w in (False, True):
+            p.burst_alloc(0, 256, n, worker=w)
+            p.burst_handoff(0, 256, stride=2, worker=w)
+            p.burst_alloc(0, 128, n, worker=w)
+            p.burst_free(0, 256, backwards=True, worker=w)
+
+
+def c_full_pages(p):
+    # Full pages, freed into by the other thread (delayed frees through the owner heap)
+    # while the owner keeps allocating the same class.
+    for n in (256, 1024, 8192):
+        for w in (False, True):
+            p.burst_alloc(0, 384, n, worker=w)
+            for slot in (3, 7, 11, 64, 65, 200):
+                p.handoff(slot, "free", worker=w)
+            p.burst_alloc(16, 64, n, worker=w)
+            p.burst_handoff(32, 64, worker=w)
+            p.burst_free(0, 1024, worker=w)
+
+
+def c_realloc_keep(p):
+    # Blocks change hands to be realloc'ed (grown, shrunk: cross-thread copies and
+    # in-place resizes) or kept and freed later by the receiver.
+    sizes = (1, 100, 1000, 5000, 50000, 70000, 300000)  # copies count against the budget
+    for w in (False, True):
+        for i, n in enumerate(sizes):
+            p.malloc(i, n, worker=w)
+            p.malloc(20 + i, n + 7, worker=w)
+            p.calloc(40 + i, 3, min(n, 5000), worker=w)
+        for i in range(len(sizes)):
+            p.handoff(i, "realloc", grow=i % 2 == 0, worker=w)
+            p.handoff(20 + i, "keep", worker=w)
+            p.handoff(40 + i, "realloc", grow=False, worker=w)
+        p.burst_alloc(64, 128, 200, worker=w)
+        p.check_all(worker=w)
+        p.burst_free(64, 128, worker=w)
+
+
+def c_exit_race(p):
+    # A stream's thread exits (its heap is abandoned) while the other still frees the
+    # blocks it was handed: remote frees into abandoned segments, racing adoption.
+    for n in (48, 1500, 20000):
+        for w in (False, True):
+            p.burst_alloc(0, 192, n, worker=w)
+            p.burst_handoff(0, 96, worker=w)
+            p.thread_exit(worker=w)
+            p.burst_free(96, 96, worker=w)
+            p.burst_alloc(0, 64, n, worker=w)
+            for slot in range(0, 64, 4):
+                p.handoff(slot, "keep", worker=w)
+            p.thread_exit(worker=w)
+
+
+def c_big_blocks(p):
+    # Big blocks and whales change hands (freed by whichever thread) while both streams
+    # map and unmap their own.
+    sizes = (65537, MIB - 1, MIB + 1, 2 * MIB + 1, 4 * MIB, 4 * MIB + 1, 5 * MIB)
+    for w in (False, True):
+        for i, n in enumerate(sizes):
+            p.malloc(i, n, worker=w)
+            p.aligned(POSIX_MEMALIGN, 10 + i, 4 * MIB, n, worker=w)
+        for i, n in enumerate(sizes):
+            p.handoff(i, "free" if i % 2 or n > MIB else "realloc", grow=False, worker=w)
+            p.handoff(10 + i, "keep", worker=w)
+        p.malloc(30, 3 * MIB, worker=w)
+        p.realloc_rel(30, 0, 1, worker=w)
+        p.free(30, worker=w)
+
+
+def c_twin(scenario):
+    """A single-thread scenario run by both streams at once."""
+    def fn(p):
+        scenario(p)
+        twin = Prog(all_worker=True)
+        scenario(twin)
+        p.b += twin.b
+    return fn
+
+
+CONCURRENT = {
+    "remote_free_race": c_remote_free_race,
+    "full_pages": c_full_pages,
+    "realloc_keep": c_realloc_keep,
+    "exit_race": c_exit_race,
+    "big_blocks": c_big_blocks,
+    "twin_bursts": c_twin(s_bursts),
+    "twin_class_boundaries": c_twin(s_class_boundaries),
+    "twin_aligned": c_twin(s_aligned),
+    "twin_realloc_chain": c_twin(s_realloc_chain),
+    "edge_sizes": s_edge_sizes,
+    "calloc": s_calloc,
+    "absurd": s_absurd,
+}
+
+
 # ---- Regressions: hakmem bugs the fuzzers found, as short deterministic inputs ----------------
 
 def r_adopted_pages_never_collected(p):
@@ -415,6 +538,8 @@ TARGETS = {
     "alloc_hardened_small": COMMON,
     "threads_small": {**COMMON, **THREADED},
     "threads_hardened_small": {**COMMON, **THREADED},
+    "concurrent_small": CONCURRENT,
+    "concurrent_hardened_small": CONCURRENT,
 }
 
 
@@ -471,6 +596,10 @@ def dictionary():
         "op_t2_burst_256x1k": lambda p: p.burst_alloc(0, 256, 1024, worker=True),
         "op_t2_realloc_grow": lambda p: p.realloc_rel(1, 0, 1, worker=True),
         "op_thread_exit": lambda p: p.thread_exit(),
+        "op_handoff_free": lambda p: p.handoff(1, "free"),
+        "op_handoff_realloc": lambda p: p.handoff(1, "realloc", grow=True),
+        "op_handoff_keep": lambda p: p.handoff(1, "keep", worker=True),
+        "op_burst_handoff": lambda p: p.burst_handoff(0, 512),
     }
     for name, fn in ops.items():
         p = Prog()
@@ -531,7 +660,7 @@ def main():
             with open(os.path.join(d, name), "wb") as f:
                 f.write(p.b)
         rng = random.Random(target)  # deterministic
-        for i, data in enumerate(random_seeds(rng, 6, "threads" in target)):
+        for i, data in enumerate(random_seeds(rng, 6, "threads" in target or "concurrent" in target)):
             with open(os.path.join(d, "seed-random-%d" % i), "wb") as f:
                 f.write(data)
     os.makedirs(os.path.join(here, "dict"), exist_ok=True)

@@ -3,7 +3,7 @@
  * toolchain, see replay_main.c), of the fuzz binaries when no engine is configured, and
  * of the AFL++ binaries when given files (afl_main.c).
  *
- *   <binary> [--fork] [--min-inputs=N] PATH...
+ *   <binary> [--fork] [--min-inputs=N] [--repeat=R] PATH...
  *
  * Each PATH is an input file or a directory of them. With --fork every input runs in a
  * child process of its own (hakmem starts fresh for each, so each file reproduces on
@@ -13,6 +13,10 @@
  *
  * Directories are read in name order (deterministic). Fails when fewer than N inputs
  * were found (default 1), so an empty or mistyped corpus path cannot pass silently.
+ * --repeat=R replays all PATHs R times (default 1): the concurrent harness's threads
+ * interleave differently each time, so each round tries other races. Rounds after the
+ * first run in this process even with --fork (hakmem's state carries over, as in a
+ * campaign): a fork costs a sanitizer build a few hundred milliseconds.
  * A failing input aborts inside the harness, whose report names the input (through
  * HAK_FUZZ_CURRENT_INPUT). HAK_FUZZ_REPLAY_VERBOSE=1 prints every input's name. */
 #define _GNU_SOURCE
@@ -122,21 +126,23 @@ static int run_path(const char* path) {
 int hak_fuzz_replay_main(int argc, char** argv);
 
 int hak_fuzz_replay_main(int argc, char** argv) {
-  size_t min_inputs = 1;
+  size_t min_inputs = 1, repeat = 1, per_round = 0;
   g_verbose = getenv("HAK_FUZZ_REPLAY_VERBOSE") != NULL;
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  LLVMFuzzerTestOneInput((const uint8_t*)"", 0); /* the empty input, always */
   for (int i = 1; i < argc; i++) {
-    if (strncmp(argv[i], "--min-inputs=", 13) == 0) {
-      min_inputs = strtoul(argv[i] + 13, NULL, 10);
-      continue;
+    if (strncmp(argv[i], "--min-inputs=", 13) == 0) min_inputs = strtoul(argv[i] + 13, NULL, 10);
+    else if (strncmp(argv[i], "--repeat=", 9) == 0) repeat = strtoul(argv[i] + 9, NULL, 10);
+    else if (strcmp(argv[i], "--fork") == 0) g_fork = 1;
+  }
+  LLVMFuzzerTestOneInput((const uint8_t*)"", 0); /* the empty input, always */
+  for (size_t round = 0; round < repeat; round++) {
+    for (int i = 1; i < argc; i++) {
+      if (strncmp(argv[i], "--", 2) == 0) continue;
+      if (run_path(argv[i]) != 0) return 1;
     }
-    if (strcmp(argv[i], "--fork") == 0) {
-      g_fork = 1;
-      continue;
-    }
-    if (run_path(argv[i]) != 0) return 1;
+    if (round == 0) per_round = g_inputs;
+    g_fork = 0;
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
@@ -145,8 +151,8 @@ int hak_fuzz_replay_main(int argc, char** argv) {
     return 1;
   }
   fprintf(stderr, "replay: %zu inputs passed in %.0f ms\n", g_inputs, ms);
-  if (g_inputs < min_inputs) {
-    fprintf(stderr, "replay: FAILED: found %zu inputs, want at least %zu\n", g_inputs, min_inputs);
+  if (per_round < min_inputs) {
+    fprintf(stderr, "replay: FAILED: found %zu inputs, want at least %zu\n", per_round, min_inputs);
     return 1;
   }
   return 0;
