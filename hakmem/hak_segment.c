@@ -502,9 +502,12 @@ static bool hak_segment_abandoned_collect(hak_segment_t* segment) {
 
 /* Free slices of abandoned segments decay like any others, though no owner's slow
  * path looks at them: one pass over the list when the first comes due (checked on
- * slow paths, like every purge). The list is taken whole for the pass, the segments
- * marked unlisted so that a concurrent free into one frees remotely meanwhile, and
- * put back after. */
+ * slow paths, like every purge). The pass takes one segment off the list at a time,
+ * the oldest, and puts it back at the head: adopters and freers find every other one
+ * listed meanwhile (a pass that took the list whole left new threads nothing to adopt
+ * while it purged, so they took fresh segments; with a short purge delay on a slow
+ * machine the list was off most of the time). A segment off the list is unlisted, so
+ * a concurrent free into it frees remotely. */
 void hak_segment_abandoned_decay(bool all) {
   uint64_t due = atomic_load_explicit(&hak_segment_abandoned_due_ms, memory_order_relaxed);
   if (!all && due == UINT64_MAX) return;
@@ -514,18 +517,14 @@ void hak_segment_abandoned_decay(bool all) {
                                                memory_order_relaxed, memory_order_relaxed)) {
     return; /* another thread does this pass */
   }
-  hak_lock(&hak_segment_lock);
-  hak_segment_t* taken = hak_segment_abandoned;
-  hak_segment_abandoned = hak_segment_abandoned_tail = NULL;
-  atomic_store_explicit(&hak_segment_abandoned_idle_slices, 0, memory_order_relaxed);
-  for (hak_segment_t* s = taken; s != NULL; s = s->next) {
-    s->is_abandoned = 0;
-    atomic_fetch_sub_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
-  }
-  hak_unlock(&hak_segment_lock);
-  while (taken != NULL) {
-    hak_segment_t* segment = taken;
-    taken = segment->next;
+  /* As many as are listed now: a full turn of the list, which keeps its order. */
+  size_t count = atomic_load_explicit(&hak_segment_abandoned_count, memory_order_relaxed);
+  for (size_t i = 0; i < count; i++) {
+    hak_lock(&hak_segment_lock);
+    hak_segment_t* segment = hak_segment_abandoned_tail;
+    if (segment != NULL) hak_segment_abandoned_unlink(segment);
+    hak_unlock(&hak_segment_lock);
+    if (segment == NULL) break;
     if (all && hak_segment_abandoned_collect(segment)) continue;
     hak_segment_decay_slices(segment, all, now, delay, &next);
     hak_segment_abandoned_push(segment);
