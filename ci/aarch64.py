@@ -36,16 +36,31 @@ SYSROOT = "/usr/" + TRIPLE
 GTEST_SRC = "/usr/src/googletest/googletest"
 
 # Test cases not run under qemu-user, with the reason: binary name prefix (a
-# hak_cc_test's name gives <name>_<variant>), Google Test case, why. A whole binary
-# would be listed with case "*". Every other test in tests/ runs.
+# hak_cc_test's name gives <name>_<variant>), Google Test case ("*" for the whole
+# binary), why, and whether only with a page size above 4 KiB (--page-size). Every
+# other test in tests/ runs.
+_STATM = "qemu -p: /proc/self/statm counts the host's 4 KiB pages, so RSS reads 16x (a qemu limit)"
+_SMALL_PAGES = ("assumes 4 KiB pages: a request of one unit less 5 pages is a whale only there "
+                "(with 64 KiB pages it is a big block); the test, not hakmem, still to adapt")
 EXCLUDED = [
     ("fork_test_", "Fork.ChildOfBusyMultithreadedParentAllocatesFreesAndSpawnsThreads",
-     "qemu-user 7.2 aborts (cpu-exec.c: assertion cpu == current_cpu) in a fork child of a multithreaded guest"),
-    ("fork_test_", "Fork.ForkWhileAnotherThreadHoldsBlocksThenBothContinue", "the same qemu-user abort in the child"),
+     "qemu-user 7.2 aborts (cpu-exec.c: assertion cpu == current_cpu) in a fork child of a multithreaded guest",
+     False),
+    ("fork_test_", "Fork.ForkWhileAnotherThreadHoldsBlocksThenBothContinue", "the same qemu-user abort in the child",
+     False),
     ("fork_test_", "Fork.AChildThreadWithAVanishedThreadsIdentityFreesItsBlocksRemotely",
-     "the same qemu-user abort in the child"),
+     "the same qemu-user abort in the child", False),
     ("options_test_", "Options.MadviseFreeLeavesPurgedPagesInLazyFree",
-     "qemu-user ignores madvise(MADV_FREE): LazyFree in smaps_rollup stays 0"),
+     "qemu-user ignores madvise(MADV_FREE): LazyFree in smaps_rollup stays 0", False),
+    ("memory_return_test_", "MemoryReturn/*.L25AndBigBlocks64KiBTo4MiB", _STATM, True),
+    ("memory_return_test_", "MemoryReturn/*.Whales", _STATM, True),
+    ("memory_return_test_", "MemoryReturn/*.MixedPoolBigAndWhaleBlocks", _STATM, True),
+    ("malloc_trim_test_", "MallocTrim.GivesBackWhatWasFreedAtOnce", _STATM, True),
+    ("shrink_test_", "Shrink.RssFallsBackAsTheHeapShrinks", _STATM, True),
+    ("page_size_test_", "PageSize.SixteenKiBPages",
+     "pretends 16 KiB pages on a guest whose real pages are larger: the kernel refuses its calls", True),
+    ("region_test_", "Region.CleanRunsGoToTheFullestChunkAndEmptyChunksGoBack", _SMALL_PAGES, True),
+    ("zero_test_", "ZeroProvenance.UnitsLeftBehindByAWhaleMovedWithMremap", _SMALL_PAGES, True),
 ]
 
 # Per-test timeouts: Bazel's by size, times this factor (qemu-user translates every
@@ -284,7 +299,7 @@ def run_test(args, t, qemu_cmd, shim):
     env.update(TEST_TMPDIR=tmp, TEST_SRCDIR=os.path.join(os.path.abspath(args.out), "runfiles"),
                TEST_WORKSPACE="hakmem", HAK_QEMU_CMD=" ".join(qemu_cmd), HAK_QEMU_SHIM=shim)
     cmd = qemu_cmd + ["-E", "LD_PRELOAD=" + shim, os.path.abspath(t["binary"])]
-    skip = [case for case, _ in excluded_cases(t["name"])]
+    skip = [case for case, _ in excluded_cases(t["name"], args.page_size)]
     if skip:
         cmd.append("--gtest_filter=-" + ":".join(skip))
     timeout = TIMEOUTS[t["size"]] * QEMU_SLOWDOWN
@@ -314,8 +329,9 @@ def summarise_gtest(logfile):
     return counts
 
 
-def excluded_cases(name):
-    return [(case, why) for prefix, case, why in EXCLUDED if name.startswith(prefix)]
+def excluded_cases(name, page_size):
+    return [(case, why) for prefix, case, why, big_pages in EXCLUDED
+            if name.startswith(prefix) and (not big_pages or page_size > 4096)]
 
 
 def main():
@@ -342,7 +358,7 @@ def main():
     if args.page_size:
         qemu_cmd += ["-p", str(args.page_size)]
     shim = os.path.abspath(os.path.join(args.out, "qemu_exec_shim.so"))
-    to_run = [t for t in tests if not any(c == "*" for c, _ in excluded_cases(t["name"]))]
+    to_run = [t for t in tests if not any(c == "*" for c, _ in excluded_cases(t["name"], args.page_size))]
     log("running %d test binaries under %s" % (len(to_run), " ".join(qemu_cmd)))
     results = []
     cases = {"ran": 0, "passed": 0, "skipped": 0, "failed": 0}
@@ -369,8 +385,9 @@ def main():
             lines = f.readlines()
         sys.stdout.write("".join(lines[-40:]))
     print("\nNot run under qemu-user:")
-    for prefix, case, why in EXCLUDED:
-        print("  %s* %s: %s" % (prefix, case, why))
+    for prefix, case, why, big_pages in EXCLUDED:
+        if not big_pages or args.page_size > 4096:
+            print("  %s* %s: %s" % (prefix, case, why))
     print("  tests/integration: real programs of the host (python3, git, sqlite3, gcc) under LD_PRELOAD")
     log("%d test binaries run: %d passed, %d failed; %d test cases: %d passed, %d skipped, %d failed; "
         "page size %s; %.0f s in all"
