@@ -13,6 +13,8 @@ HAK_PACKAGES=(
   libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4   # peer allocators for benchmarks
   valgrind gnuplot-nox hyperfine   # instruction-count gate, charts, command timing
   python3 git sqlite3      # real programs run under LD_PRELOAD in the integration test
+  gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross   # ci/aarch64.sh: cross build
+  qemu-user                # ci/aarch64.sh: qemu-aarch64 runs the aarch64 tests
 )
 
 missing=()

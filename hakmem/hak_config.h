@@ -86,6 +86,19 @@
 #define HAK_CHUNK_UNITS (HAK_CHUNK_SIZE >> HAK_SEGMENT_SHIFT) /* 64 */
 #define HAK_CHUNK_RUN_MAX (HAK_CHUNK_UNITS - 1)
 
+/* The hardened variant's ownership map (hak_segment.c): one bit per unit of the widest
+ * user address space a 64-bit Linux hands out, 57 bits (x86_64 with five-level paging,
+ * riscv64 Sv57; aarch64 gives at most 52, usually 48). Two levels: a fixed top-level
+ * array of pointers to leaf bitmaps, mapped on first use. A leaf holds 2^20 bits
+ * (128 KiB, 4 TiB of address space); the top level 2^15 pointers (256 KiB of zero
+ * pages, touched only where leaves exist). */
+#define HAK_ADDRESS_BITS 57
+#define HAK_SEGMENT_MAP_LEAF_SHIFT 20 /* units per leaf, log2 */
+#define HAK_SEGMENT_MAP_UNITS ((uintptr_t)1 << (HAK_ADDRESS_BITS - HAK_SEGMENT_SHIFT))
+#define HAK_SEGMENT_MAP_LEAF_UNITS ((uintptr_t)1 << HAK_SEGMENT_MAP_LEAF_SHIFT)
+#define HAK_SEGMENT_MAP_LEAF_BYTES (HAK_SEGMENT_MAP_LEAF_UNITS / 8)
+#define HAK_SEGMENT_MAP_LEAVES (HAK_SEGMENT_MAP_UNITS >> HAK_SEGMENT_MAP_LEAF_SHIFT)
+
 /* Alignment of user data inside segments (valloc, huge block offsets); the real page
  * size comes from the OS layer at run time and may be larger (hak_os_page_size). */
 #define HAK_OS_PAGE_SIZE ((size_t)4096)

@@ -212,6 +212,12 @@ void* hak_os_map_aligned(size_t size, size_t align, size_t align_offset, int fla
     if (p != NULL) hak_os_hint_follow(p, size);
     hak_os_unmap(p, size, user);
   }
+  /* Every mapping is page-aligned: no over-map, no trim (one call, not two). */
+  if (align == page && (align_offset & (page - 1)) == 0) {
+    void* p = hak_os_map(NULL, size, flags, user);
+    errno = saved_errno;
+    return p;
+  }
   /* Over-map by the alignment, then trim both ends. */
   if (size + align < size) {
     errno = saved_errno;

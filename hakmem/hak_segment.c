@@ -46,31 +46,46 @@ void hak_segment_fork_unlock(void) {
 
 /* ---- Ownership map (hardened) ---------------------------------------------- */
 #if HAK_HARDENED
-/* One bit per 4 MiB unit of a 47-bit address space: 4 MiB of bitmap, reserved on first
- * use and only touched where segments live. */
-#define HAK_SEGMENT_MAP_UNITS (((uintptr_t)1 << 47) >> HAK_SEGMENT_SHIFT)
-static _Atomic(uint64_t)* _Atomic hak_segment_map;
+/* One bit per 4 MiB unit of a 57-bit address space (hak_config.h), in two levels: a
+ * fixed array of leaf pointers, and leaves of 2^20 bits (4 TiB of address space each),
+ * mapped without commit charge when a segment first lands in their range, installed by
+ * CAS and never unmapped; only the words where segments live are touched. A lookup is
+ * two loads and never faults: an address beyond the map, or in a range that never held
+ * a segment, is simply not ours. */
+static _Atomic(uint64_t)* _Atomic hak_segment_map[HAK_SEGMENT_MAP_LEAVES];
 
-static _Atomic(uint64_t)* hak_segment_map_get(void) {
-  _Atomic(uint64_t)* map = atomic_load_explicit(&hak_segment_map, memory_order_acquire);
-  if (map != NULL) return map;
-  _Atomic(uint64_t)* fresh =
-      hak_os_map_aligned(HAK_SEGMENT_MAP_UNITS / 8, HAK_OS_PAGE_SIZE, 0, HAK_OS_MAP_NORESERVE, HAK_OS_USER_META);
+static _Atomic(uint64_t)* hak_segment_map_leaf(size_t index) {
+  _Atomic(uint64_t)* leaf = atomic_load_explicit(&hak_segment_map[index], memory_order_acquire);
+  if (leaf != NULL) return leaf;
+  _Atomic(uint64_t)* fresh = hak_os_map_aligned(HAK_SEGMENT_MAP_LEAF_BYTES, HAK_OS_PAGE_SIZE, 0,
+                                                HAK_OS_MAP_NORESERVE, HAK_OS_USER_META);
   if (fresh == NULL) hak_fault(HAK_FAULT_INVALID_FREE, NULL); /* cannot check: refuse */
   /* touched a few bytes apart: a huge page would make each touch 2 MiB */
-  if (hak_options.thp_mode != HAK_THP_SYSTEM) hak_os_advise_thp(fresh, HAK_SEGMENT_MAP_UNITS / 8, false, HAK_OS_USER_META);
-  if (!atomic_compare_exchange_strong(&hak_segment_map, &map, fresh)) {
-    hak_os_unmap(fresh, HAK_SEGMENT_MAP_UNITS / 8, HAK_OS_USER_META);
-    return map;
+  if (hak_options.thp_mode != HAK_THP_SYSTEM) {
+    hak_os_advise_thp(fresh, HAK_SEGMENT_MAP_LEAF_BYTES, false, HAK_OS_USER_META);
+  }
+  if (!atomic_compare_exchange_strong_explicit(&hak_segment_map[index], &leaf, fresh, memory_order_acq_rel,
+                                               memory_order_acquire)) {
+    hak_os_unmap(fresh, HAK_SEGMENT_MAP_LEAF_BYTES, HAK_OS_USER_META); /* another thread's won */
+    return leaf;
   }
   return fresh;
 }
 
 void hak_segment_map_set(const hak_segment_t* segment, bool present) {
   uintptr_t unit = (uintptr_t)segment >> HAK_SEGMENT_SHIFT;
-  if (unit >= HAK_SEGMENT_MAP_UNITS) return;
-  _Atomic(uint64_t)* word = &hak_segment_map_get()[unit / 64];
-  uint64_t bit = (uint64_t)1 << (unit % 64);
+  if (unit >= HAK_SEGMENT_MAP_UNITS) return; /* never: no kernel maps there */
+  size_t index = unit >> HAK_SEGMENT_MAP_LEAF_SHIFT;
+  size_t bit_index = unit & (HAK_SEGMENT_MAP_LEAF_UNITS - 1);
+  _Atomic(uint64_t)* leaf;
+  if (present) {
+    leaf = hak_segment_map_leaf(index);
+  } else {
+    leaf = atomic_load_explicit(&hak_segment_map[index], memory_order_acquire);
+    if (leaf == NULL) return; /* never set */
+  }
+  _Atomic(uint64_t)* word = &leaf[bit_index / 64];
+  uint64_t bit = (uint64_t)1 << (bit_index % 64);
   if (present) atomic_fetch_or(word, bit);
   else atomic_fetch_and(word, ~bit);
 }
@@ -78,9 +93,11 @@ void hak_segment_map_set(const hak_segment_t* segment, bool present) {
 bool hak_segment_map_contains(const void* p) {
   uintptr_t unit = (uintptr_t)hak_segment_of(p) >> HAK_SEGMENT_SHIFT;
   if (p == NULL || unit >= HAK_SEGMENT_MAP_UNITS) return false;
-  _Atomic(uint64_t)* map = atomic_load_explicit(&hak_segment_map, memory_order_acquire);
-  if (map == NULL) return false;
-  return (atomic_load_explicit(&map[unit / 64], memory_order_relaxed) >> (unit % 64)) & 1;
+  _Atomic(uint64_t)* leaf =
+      atomic_load_explicit(&hak_segment_map[unit >> HAK_SEGMENT_MAP_LEAF_SHIFT], memory_order_acquire);
+  if (leaf == NULL) return false;
+  size_t bit_index = unit & (HAK_SEGMENT_MAP_LEAF_UNITS - 1);
+  return (atomic_load_explicit(&leaf[bit_index / 64], memory_order_relaxed) >> (bit_index % 64)) & 1;
 }
 #else
 void hak_segment_map_set(const hak_segment_t* segment, bool present) {
@@ -485,9 +502,12 @@ static bool hak_segment_abandoned_collect(hak_segment_t* segment) {
 
 /* Free slices of abandoned segments decay like any others, though no owner's slow
  * path looks at them: one pass over the list when the first comes due (checked on
- * slow paths, like every purge). The list is taken whole for the pass, the segments
- * marked unlisted so that a concurrent free into one frees remotely meanwhile, and
- * put back after. */
+ * slow paths, like every purge). The pass takes one segment off the list at a time,
+ * the oldest, and puts it back at the head: adopters and freers find every other one
+ * listed meanwhile (a pass that took the list whole left new threads nothing to adopt
+ * while it purged, so they took fresh segments; with a short purge delay on a slow
+ * machine the list was off most of the time). A segment off the list is unlisted, so
+ * a concurrent free into it frees remotely. */
 void hak_segment_abandoned_decay(bool all) {
   uint64_t due = atomic_load_explicit(&hak_segment_abandoned_due_ms, memory_order_relaxed);
   if (!all && due == UINT64_MAX) return;
@@ -497,18 +517,14 @@ void hak_segment_abandoned_decay(bool all) {
                                                memory_order_relaxed, memory_order_relaxed)) {
     return; /* another thread does this pass */
   }
-  hak_lock(&hak_segment_lock);
-  hak_segment_t* taken = hak_segment_abandoned;
-  hak_segment_abandoned = hak_segment_abandoned_tail = NULL;
-  atomic_store_explicit(&hak_segment_abandoned_idle_slices, 0, memory_order_relaxed);
-  for (hak_segment_t* s = taken; s != NULL; s = s->next) {
-    s->is_abandoned = 0;
-    atomic_fetch_sub_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
-  }
-  hak_unlock(&hak_segment_lock);
-  while (taken != NULL) {
-    hak_segment_t* segment = taken;
-    taken = segment->next;
+  /* As many as are listed now: a full turn of the list, which keeps its order. */
+  size_t count = atomic_load_explicit(&hak_segment_abandoned_count, memory_order_relaxed);
+  for (size_t i = 0; i < count; i++) {
+    hak_lock(&hak_segment_lock);
+    hak_segment_t* segment = hak_segment_abandoned_tail;
+    if (segment != NULL) hak_segment_abandoned_unlink(segment);
+    hak_unlock(&hak_segment_lock);
+    if (segment == NULL) break;
     if (all && hak_segment_abandoned_collect(segment)) continue;
     hak_segment_decay_slices(segment, all, now, delay, &next);
     hak_segment_abandoned_push(segment);

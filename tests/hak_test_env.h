@@ -34,10 +34,15 @@ namespace hak_test_env {
 
 // Factor for the iteration counts of long-running tests: 1 in the plain and UBSan
 // builds (their counts are the tests' own), smaller under ASan and TSan (each 3-10x
-// slower here, fork under ASan far more) so that every test stays well within the
-// timeout of its size and within its own deadlines. A test scales only counts whose
-// purpose (reaching slow paths, page reuse, a race window) still holds when smaller.
-#if HAK_TEST_ASAN || HAK_TEST_TSAN
+// slower here, fork under ASan far more) and under an emulator (HAK_TEST_EMULATED:
+// ci/aarch64.sh runs the tests under qemu-user, 5-10x slower, threads dearer still) so
+// that every test stays well within the timeout of its size and within its own
+// deadlines. A test scales only counts whose purpose (reaching slow paths, page reuse,
+// a race window) still holds when smaller.
+#ifndef HAK_TEST_EMULATED
+#define HAK_TEST_EMULATED 0
+#endif
+#if HAK_TEST_ASAN || HAK_TEST_TSAN || HAK_TEST_EMULATED
 constexpr double kScale = 0.25;
 #else
 constexpr double kScale = 1.0;

@@ -311,7 +311,8 @@ TEST(OsLayer, MapAlignedHonoursAlignmentAndOffset) {
         p = static_cast<uint8_t*>(hak_probe_os_map_aligned(c.size, c.align, c.offset));
       }
       ASSERT_NE(p, nullptr);
-      size_t rounded = (c.size + 4095) & ~(size_t)4095;
+      const size_t page = hak_probe_os_page_size();  // 4 KiB, or 16/64 KiB on some arm64 kernels
+      size_t rounded = (c.size + page - 1) & ~(page - 1);
       EXPECT_EQ((Addr(p) + c.offset) % c.align, 0u)
           << "size " << c.size << " align " << c.align << " offset " << c.offset << " -> " << (void*)p;
       hak_stats_t b = Stats();
@@ -324,18 +325,19 @@ TEST(OsLayer, MapAlignedHonoursAlignmentAndOffset) {
 }
 
 TEST(OsLayer, PurgeZeroesMemoryButKeepsTheMapping) {
-  const size_t size = 64 * 4096;
-  uint8_t* p = static_cast<uint8_t*>(hak_probe_os_map_aligned(size, 4096, 0));
+  const size_t page = hak_probe_os_page_size();  // purges must be whole pages of the kernel's
+  const size_t size = 64 * page;
+  uint8_t* p = static_cast<uint8_t*>(hak_probe_os_map_aligned(size, page, 0));
   ASSERT_NE(p, nullptr);
   memset(p, 0xaa, size);
   hak_stats_t a = Stats();
-  EXPECT_EQ(hak_probe_os_purge(p + 4096, size - 2 * 4096), 1) << "DONTNEED (the default) reads zero after";
+  EXPECT_EQ(hak_probe_os_purge(p + page, size - 2 * page), 1) << "DONTNEED (the default) reads zero after";
   hak_stats_t b = Stats();
   EXPECT_GE(b.os_madvise.count, a.os_madvise.count + 1);
   EXPECT_EQ(b.os_mapped_bytes, a.os_mapped_bytes) << "purge must not count as unmapping";
   EXPECT_EQ(p[0], 0xaa);
   EXPECT_EQ(p[size - 1], 0xaa);
-  EXPECT_EQ(FirstNonZero(p + 4096, size - 2 * 4096), size - 2 * 4096);
+  EXPECT_EQ(FirstNonZero(p + page, size - 2 * page), size - 2 * page);
   memset(p, 1, size);  // still mapped and writable
   hak_probe_os_unmap(p, size);
 }

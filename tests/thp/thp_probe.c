@@ -86,3 +86,8 @@ size_t thp_probe_chunk_size(void) {
 size_t thp_probe_segment_size(void) {
   return HAK_SEGMENT_SIZE;
 }
+
+/* One leaf of the hardened variant's ownership map: the unit of its mappings. */
+size_t thp_probe_map_leaf_bytes(void) {
+  return HAK_SEGMENT_MAP_LEAF_BYTES;
+}

@@ -41,6 +41,7 @@ int thp_probe_advice(size_t i, uintptr_t* addr, size_t* size);
 int thp_probe_mode(void);
 size_t thp_probe_chunk_size(void);
 size_t thp_probe_segment_size(void);
+size_t thp_probe_map_leaf_bytes(void);
 }
 
 
@@ -49,7 +50,8 @@ namespace {
 constexpr size_t kKiB = 1024;
 constexpr size_t kMiB = 1024 * kKiB;
 constexpr int kThreads = 16;
-// The hardened variant's ownership map (4 MiB, touched sparsely) is advised lean too.
+// The hardened variant's ownership map (leaves of 128 KiB, touched sparsely) is advised
+// lean too, one call per leaf.
 #if defined(HAK_HARDENED) && HAK_HARDENED
 constexpr bool kMetaAdvice = true;
 #else
@@ -215,8 +217,8 @@ TEST(Thp, DISABLED_SmallBlocks) {
   Say("huge_kib", huge_kib);
   Say("advice_nohuge", advice.nohuge);
   Say("advice_huge", advice.huge);
-  // Lean: each call covers one whole chunk, made when the chunk was mapped; the
-  // hardened variant's ownership map gets one of its own.
+  // Lean: each call covers one whole chunk, made when the chunk was mapped; each leaf
+  // of the hardened variant's ownership map gets one of its own.
   size_t not_whole_chunk = 0, not_whole_chunk_bytes = 0;
   for (size_t i = 0; i < thp_probe_advice_count(); i++) {
     uintptr_t a;
@@ -259,13 +261,13 @@ TEST(Thp, SmallSegmentsAreNotInflatedByHugePages) {
     EXPECT_EQ(lean.values["huge_kib"], 0u) << lean.out;
     // Header pages and the blocks' pages: well under 256 KiB a segment (a huge page is 2 MiB).
     EXPECT_LE(lean.values["segments_resident_kib"], lean.values["segments"] * 256) << lean.out;
-    // Threads that start together may each map a chunk (or the ownership map, losing
-    // the race for it after advising it): one call per mapping, whole mappings only.
+    // Threads that start together may each map a chunk (or a leaf of the ownership map,
+    // losing the race for it after advising it): one call per mapping, whole mappings only.
     const uint64_t meta = lean.values["advice_not_whole_chunk"];
     EXPECT_EQ(lean.values["advice_nohuge"], lean.values["chunks_mapped"] + meta) << "one call per chunk:\n"
                                                                                  << lean.out;
     EXPECT_EQ(meta > 0, kMetaAdvice) << lean.out;
-    EXPECT_EQ(lean.values["advice_not_whole_chunk_bytes"], meta * 4 * kMiB) << lean.out;
+    EXPECT_EQ(lean.values["advice_not_whole_chunk_bytes"], meta * thp_probe_map_leaf_bytes()) << lean.out;
     EXPECT_EQ(lean.values["advice_huge"], 0u) << lean.out;
   }
 }
