@@ -86,6 +86,8 @@ static void hak_os_count(hak_os_user_t user, int kind, uint64_t start_ns, bool f
   if (failed) atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
 }
 
+static _Atomic uint64_t hak_os_meta_mapped_bytes; /* of which HAK_OS_USER_META's */
+
 static void hak_os_mapped_add(size_t size) {
   atomic_fetch_add_explicit(&hak_os_mapped_bytes, size, memory_order_relaxed);
 }
@@ -169,6 +171,7 @@ static void* hak_os_map(void* addr, size_t size, int flags, hak_os_user_t user) 
   hak_os_count(user, HAK_STATS_OS_MMAP, t0, p == MAP_FAILED);
   if (p == MAP_FAILED) return NULL;
   hak_os_mapped_add(size);
+  if (user == HAK_OS_USER_META) atomic_fetch_add_explicit(&hak_os_meta_mapped_bytes, size, memory_order_relaxed);
   return p;
 }
 
@@ -181,6 +184,7 @@ void hak_os_unmap(void* addr, size_t size, hak_os_user_t user) {
   hak_os_count(user, HAK_STATS_OS_MUNMAP, t0, rc != 0);
   if (rc == 0) {
     hak_os_mapped_sub(size);
+    if (user == HAK_OS_USER_META) atomic_fetch_sub_explicit(&hak_os_meta_mapped_bytes, size, memory_order_relaxed);
     hak_os_hint_released(addr);
   } else {
     /* Refused (ENOMEM: splitting the mapping would pass vm.max_map_count): the address
@@ -360,4 +364,5 @@ void hak_os_stats_read(hak_stats_t* out) {
     }
   }
   out->os_mapped_bytes = atomic_load_explicit(&hak_os_mapped_bytes, memory_order_relaxed);
+  out->os_meta_mapped_bytes = atomic_load_explicit(&hak_os_meta_mapped_bytes, memory_order_relaxed);
 }

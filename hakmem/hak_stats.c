@@ -245,6 +245,7 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_os(&r, "madvise", &s.os_madvise);
   hak_report_os(&r, "mremap ", &s.os_mremap);
   hak_report_line(&r, "mapped bytes", s.os_mapped_bytes);
+  hak_report_line(&r, "  of which metadata", s.os_meta_mapped_bytes);
   hak_report_line(&r, "live segments", s.segments_live);
   hak_report_os_by_user(&r, &s);
   hak_report_str(&r, "Region:\n");

@@ -25,4 +25,12 @@ inline void ExpectCountersCompiledOut(const hak_stats_t& s) {
   EXPECT_EQ(s.threads_started, 0u);
 }
 
+// Address space mapped for blocks and their segments: all that hakmem mapped except the
+// metadata it keeps for the process (heap structs; in the hardened variant, a leaf of
+// the ownership map for each 4 TiB range a block first lands in), which a test that
+// frees everything cannot expect back.
+inline uint64_t BlockMappedBytes(const hak_stats_t& s) {
+  return s.os_mapped_bytes - s.os_meta_mapped_bytes;
+}
+
 #endif

@@ -85,6 +85,8 @@ typedef struct hak_stats_s {
   hak_os_call_stats_t os_mremap;
   hak_os_call_stats_t os_by[HAK_STATS_OS_USERS][HAK_STATS_OS_KINDS];
   uint64_t os_mapped_bytes;        /* currently mapped from the OS */
+  uint64_t os_meta_mapped_bytes;   /* ... of which metadata hakmem keeps for the process (heap
+                                      structs; the hardened variant's ownership map leaves) */
   uint64_t segments_live;          /* pool segments and huge blocks currently in use */
 
   /* Every variant: the region (address space in 256 MiB chunks, 4 MiB units). */
