@@ -19,10 +19,11 @@
 HAK_INLINE void* hak_page_pop(hak_heap_t* heap, hak_page_t* page, size_t size) {
   hak_block_t* block = page->free;
   if (hak_unlikely(block == NULL)) return hak_heap_malloc_generic(heap, size);
-  page->free = hak_block_next(block);
+  hak_hardening_on_alloc(page, block);
+  page->free = hak_page_block_next(page, block);
   page->used++;
   hak_asan_unpoison(block, page->block_size);
-  hak_hardening_on_alloc(page, block);
+  hak_hardening_on_handout(page, block);
   hak_stat_inc(heap, alloc_fast);
   hak_stat_class_inc(heap, class_allocs, page->class_index);
   return block;

@@ -3,7 +3,15 @@
  * A variant is chosen by two numbered levels, set once on the compiler command line
  * (see hakmem/variants.bzl):
  *   HAK_STATS     0 = no counters (release), 1 = per-class and per-path counters
- *   HAK_HARDENED  0 = trust the caller (release), 1 = detect double/invalid free
+ *   HAK_HARDENED  0 = trust the caller (release)
+ *                 1 = checked frees: double free, invalid free, realloc and
+ *                     malloc_usable_size of pointers not handed out, sized delete;
+ *                     a block's live bit checked clear when it is handed out
+ *                 2 = 1 + heap integrity: free-list links encoded per location with a
+ *                     process secret and checked on every decode, small blocks zeroed
+ *                     on free and checked still zero when handed out again (write
+ *                     after free)
+ *                 (the public hardened variant is the highest level)
  * Every feature below derives from them with a no-op twin, so hot code carries no
  * #if clutter and the release build compiles checks and counters to nothing.
  */
@@ -30,6 +38,14 @@
 #ifndef HAK_HARDENED
 #define HAK_HARDENED 0
 #endif
+/* Features of the hardened levels. */
+#define HAK_HARDEN_FREE_CHECKS (HAK_HARDENED >= 1)
+#define HAK_HARDEN_INTEGRITY (HAK_HARDENED >= 2)
+/* Level 2 zeroes freed blocks up to this size and checks them on reuse: a freed small
+ * block is what a use after free most often writes into, and zeroing it costs
+ * little; larger blocks would cost a memset of up to a MiB per free. */
+#define HAK_HARDEN_ZERO_MAX ((size_t)4096)
+
 /* HAK_SMALL_LIMITS 1 shrinks caches and batch sizes so that short fuzz and test runs
  * reach eviction, page and segment release, and reuse. Never for production. */
 #ifndef HAK_SMALL_LIMITS

@@ -8,6 +8,7 @@
  * of one block cannot both pass). */
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "hak_internal.h"
@@ -19,6 +20,9 @@ static const char* hak_fault_name(hak_fault_t fault) {
     case HAK_FAULT_INVALID_REALLOC: return "realloc of a pointer hakmem does not own or already freed";
     case HAK_FAULT_INVALID_USABLE_SIZE: return "malloc_usable_size of a pointer hakmem does not own";
     case HAK_FAULT_SIZED_DELETE: return "sized or aligned delete with a size or alignment the block does not have";
+    case HAK_FAULT_CORRUPT_FREE_LIST: return "corrupted free list (a freed block was overwritten)";
+    case HAK_FAULT_WRITE_AFTER_FREE: return "write after free";
+    case HAK_FAULT_HANDED_OUT_TWICE: return "block handed out while still in use (corrupted free list)";
   }
   return "unknown fault";
 }
@@ -34,7 +38,7 @@ static void hak_fault_write(const char* s) {
   }
 }
 
-void hak_fault(hak_fault_t fault, const void* p) {
+void hak_fault_in_class(hak_fault_t fault, const void* p, int size_class) {
   char hex[2 + 16 + 1];
   uintptr_t v = (uintptr_t)p;
   hex[0] = '0';
@@ -45,18 +49,31 @@ void hak_fault(hak_fault_t fault, const void* p) {
   hak_fault_write(hak_fault_name(fault));
   hak_fault_write(" at address ");
   hak_fault_write(hex);
-  hak_fault_write(" (" HAK_VARIANT_NAME " variant)\n");
+  if (size_class >= HAK_CLASS_COUNT) size_class = HAK_FAULT_CLASS_HUGE; /* big blocks and whales */
+  if (size_class >= 0) {
+    char digits[4] = {(char)('0' + size_class / 100 % 10), (char)('0' + size_class / 10 % 10),
+                      (char)('0' + size_class % 10), '\0'};
+    const char* d = digits;
+    while (d[0] == '0' && d[1] != '\0') d++;
+    hak_fault_write(" (size class ");
+    hak_fault_write(d);
+    hak_fault_write(", " HAK_VARIANT_NAME ")\n");
+  } else if (size_class == HAK_FAULT_CLASS_HUGE) {
+    hak_fault_write(" (huge block, " HAK_VARIANT_NAME ")\n");
+  } else {
+    hak_fault_write(" (" HAK_VARIANT_NAME ")\n");
+  }
   abort();
 }
 
 void hak_fault_message(const char* message) {
   hak_fault_write("hakmem: fatal: ");
   hak_fault_write(message);
-  hak_fault_write(" (" HAK_VARIANT_NAME " variant)\n");
+  hak_fault_write(" (" HAK_VARIANT_NAME ")\n");
   abort();
 }
 
-#if HAK_HARDENED
+#if HAK_HARDEN_FREE_CHECKS
 
 /* A segment given back (an empty pool segment to the region, a huge block to the
  * region or the OS when it leaves the caches) no longer answers for its blocks. Remembering the last
@@ -85,16 +102,16 @@ static bool hak_hardening_recently_released(const void* p) {
  * were freed: p was freed before). Its slices now belong to a free span, perhaps merged
  * with others; the descriptor at the page's first slice still holds its last layout,
  * so look back for the nearest such head whose blocks p could start. */
-static bool hak_hardening_was_block(hak_segment_t* segment, const void* p) {
+static const hak_page_t* hak_hardening_was_block(hak_segment_t* segment, const void* p) {
   size_t slice = (size_t)((const uint8_t*)p - (const uint8_t*)segment) >> HAK_SLICE_SHIFT;
   size_t head = slice - segment->slice_offset[slice];
   for (size_t i = slice + 1; i-- > head;) {
     const hak_page_t* old = &segment->pages[i];
     if (old->slice_index != i || old->block_size == 0) continue;
     size_t in_page = (size_t)((const uint8_t*)p - hak_page_area(old));
-    return in_page < ((size_t)old->slice_count << HAK_SLICE_SHIFT) && in_page % old->block_size == 0;
+    return in_page < ((size_t)old->slice_count << HAK_SLICE_SHIFT) && in_page % old->block_size == 0 ? old : NULL;
   }
-  return false;
+  return NULL;
 }
 
 /* Index of the block p starts; HAK_NOT_A_BLOCK when p is no block start at all, and
@@ -104,11 +121,12 @@ static long hak_hardening_block_index(hak_segment_t* segment, const void* p) {
   size_t offset = (size_t)((const uint8_t*)p - (const uint8_t*)segment);
   if (offset < HAK_SLICE_SIZE) return HAK_NOT_A_BLOCK; /* the header slice */
   hak_page_t* page = hak_segment_page_of(segment, p);
-  if (!page->in_use) return hak_hardening_was_block(segment, p) ? HAK_BLOCK_OF_RELEASED_PAGE : HAK_NOT_A_BLOCK;
+  if (!page->in_use) return hak_hardening_was_block(segment, p) != NULL ? HAK_BLOCK_OF_RELEASED_PAGE : HAK_NOT_A_BLOCK;
   if (page->block_size == 0) return HAK_NOT_A_BLOCK;
-  size_t in_page = (size_t)((const uint8_t*)p - hak_page_area(page));
+  /* within one segment: 32-bit division, cheaper than 64 */
+  uint32_t in_page = (uint32_t)((const uint8_t*)p - hak_page_area(page));
   if (in_page % page->block_size != 0) return HAK_NOT_A_BLOCK;
-  size_t index = in_page / page->block_size;
+  uint32_t index = in_page / page->block_size;
   return index < page->reserved ? (long)index : HAK_NOT_A_BLOCK;
 }
 
@@ -122,47 +140,139 @@ static _Atomic(uint64_t)* hak_hardening_live_word(hak_segment_t* segment, const 
   return &segment->live[page->slice_index][index / 64];
 }
 
-void hak_hardening_on_alloc(hak_page_t* page, const void* block) {
+/* A block is about to leave its page's free list, before its link is read: its live
+ * bit must be clear, else the list leads to a block in use (corrupted). */
+void hak_hardening_on_alloc(hak_page_t* page, void* block) {
   hak_segment_t* segment = hak_segment_of(block);
-  size_t index = (size_t)((const uint8_t*)block - hak_page_area(page)) / page->block_size;
-  atomic_fetch_or_explicit(hak_hardening_live_word(segment, page, index), (uint64_t)1 << (index % 64),
-                           memory_order_relaxed);
+  size_t index = (uint32_t)((const uint8_t*)block - hak_page_area(page)) / page->block_size;
+  uint64_t bit = (uint64_t)1 << (index % 64);
+  uint64_t old = atomic_fetch_or_explicit(hak_hardening_live_word(segment, page, index), bit, memory_order_relaxed);
+  if (old & bit) hak_fault_in_class(HAK_FAULT_HANDED_OUT_TWICE, block, page->class_index);
 }
 
-/* Faults unless p is a block hakmem handed out and has not taken back. */
-void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not) {
+/* Faults unless p is a block of ours: a whale's block (returns HAK_NOT_A_BLOCK) or a
+ * block of a page in use (returns its index and the page). Its live bit is the
+ * caller's to check. */
+static long hak_hardening_find_block(const void* p, hak_fault_t fault_if_not, hak_page_t** page_out) {
   hak_segment_t* segment = hak_segment_of(p);
   if (!hak_segment_map_contains(p) || segment->cookie != ((uintptr_t)segment ^ hak_process_secret)) {
     hak_fault(hak_hardening_not_live_fault(fault_if_not, hak_hardening_recently_released(p)), p);
   }
   if (segment->kind == HAK_SEGMENT_HUGE) {
-    if (p != segment->whale_block) hak_fault(fault_if_not, p);
-    return;
+    if (p != segment->whale_block) hak_fault_in_class(fault_if_not, p, HAK_FAULT_CLASS_HUGE);
+    return HAK_NOT_A_BLOCK;
   }
   long index = hak_hardening_block_index(segment, p);
   if (index == HAK_NOT_A_BLOCK) hak_fault(fault_if_not, p);
-  if (index == HAK_BLOCK_OF_RELEASED_PAGE) hak_fault(hak_hardening_not_live_fault(fault_if_not, true), p);
-  hak_page_t* page = hak_segment_page_of(segment, p);
-  uint64_t bits = atomic_load_explicit(hak_hardening_live_word(segment, page, (size_t)index), memory_order_relaxed);
-  if (((bits >> (index % 64)) & 1) == 0) hak_fault(hak_hardening_not_live_fault(fault_if_not, true), p);
+  if (index == HAK_BLOCK_OF_RELEASED_PAGE) {
+    hak_fault_in_class(hak_hardening_not_live_fault(fault_if_not, true), p,
+                       hak_hardening_was_block(segment, p)->class_index);
+  }
+  *page_out = hak_segment_page_of(segment, p);
+  return index;
 }
 
-/* Validates a free and marks the block free; the check-and-clear is one atomic step. */
-void hak_hardening_on_free(const void* p) {
-  hak_hardening_check_owned(p, HAK_FAULT_INVALID_FREE);
+/* Faults unless p is a block hakmem handed out and has not taken back. */
+void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not) {
+  hak_page_t* page;
+  long index = hak_hardening_find_block(p, fault_if_not, &page);
+  if (index == HAK_NOT_A_BLOCK) return; /* a whale's block: live while its page says so */
+  uint64_t bits = atomic_load_explicit(hak_hardening_live_word(hak_segment_of(p), page, (size_t)index),
+                                       memory_order_relaxed);
+  if (((bits >> (index % 64)) & 1) == 0) {
+    hak_fault_in_class(hak_hardening_not_live_fault(fault_if_not, true), p, page->class_index);
+  }
+}
+
+#if HAK_HARDEN_INTEGRITY
+/* Zeroes a block (a multiple of 16 bytes, 16-byte aligned) with 16-byte stores: the
+ * compiler would emit `rep stos` for a memset here, whose start-up cost is most of
+ * the time for a block of a few dozen bytes. */
+typedef uint64_t hak_hardening_v16 __attribute__((vector_size(16)));
+#if defined(__clang__)
+#define HAK_NO_MEMSET_IDIOM
+#else
+#define HAK_NO_MEMSET_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+HAK_NO_MEMSET_IDIOM static void hak_hardening_zero(void* p, size_t bytes) {
+  hak_hardening_v16* v = (hak_hardening_v16*)p;
+  for (size_t i = 0; i < bytes / sizeof(*v); i++) v[i] = (hak_hardening_v16){0, 0};
+}
+#endif
+
+/* Validates a free and marks the block free; the check-and-clear is one atomic step.
+ * Level 2 then zeroes a small block, so hak_hardening_on_handout can tell a write
+ * after free when the slot is handed out again. */
+void hak_hardening_on_free(void* p) {
+  hak_page_t* page;
+  long index = hak_hardening_find_block(p, HAK_FAULT_INVALID_FREE, &page);
   hak_segment_t* segment = hak_segment_of(p);
-  if (segment->kind == HAK_SEGMENT_HUGE) {
+  if (index == HAK_NOT_A_BLOCK) {
     /* A huge page's thread-free word reads HAK_DELAYED_NEVER while the block is live;
      * swapping it out makes a racing second free of the same block lose. */
     uintptr_t was = atomic_exchange(&segment->pages[0].xthread_free, 0);
-    if (was != HAK_DELAYED_NEVER) hak_fault(HAK_FAULT_DOUBLE_FREE, p);
+    if (was != HAK_DELAYED_NEVER) hak_fault_in_class(HAK_FAULT_DOUBLE_FREE, p, HAK_FAULT_CLASS_HUGE);
     return;
   }
-  hak_page_t* page = hak_segment_page_of(segment, p);
-  size_t index = (size_t)hak_hardening_block_index(segment, p);
   uint64_t bit = (uint64_t)1 << (index % 64);
-  uint64_t old = atomic_fetch_and_explicit(hak_hardening_live_word(segment, page, index), ~bit, memory_order_relaxed);
-  if ((old & bit) == 0) hak_fault(HAK_FAULT_DOUBLE_FREE, p);
+  uint64_t old = atomic_fetch_and_explicit(hak_hardening_live_word(segment, page, (size_t)index), ~bit,
+                                           memory_order_relaxed);
+  if ((old & bit) == 0) hak_fault_in_class(HAK_FAULT_DOUBLE_FREE, p, page->class_index);
+#if HAK_HARDEN_INTEGRITY
+  if (segment->kind == HAK_SEGMENT_POOL && page->block_size <= HAK_HARDEN_ZERO_MAX) {
+    hak_hardening_zero(p, page->block_size);
+  }
+#endif
 }
 
-#endif /* HAK_HARDENED */
+#if HAK_HARDEN_INTEGRITY
+/* A block off the free list, about to be handed out: a small one must still be all
+ * zero past its link, as its free (or carving) left it, else it was written after
+ * free. The encoded link is cleared so that no key material reaches the caller. */
+static const uint8_t hak_hardening_zeros[HAK_HARDEN_ZERO_MAX];
+
+void hak_hardening_on_handout(const hak_page_t* page, void* block) {
+  size_t bsize = page->block_size;
+  if (bsize <= HAK_HARDEN_ZERO_MAX &&
+      memcmp((const uint8_t*)block + sizeof(hak_block_t), hak_hardening_zeros, bsize - sizeof(hak_block_t)) != 0) {
+    hak_fault_in_class(HAK_FAULT_WRITE_AFTER_FREE, block, page->class_index); /* libc's vector memcmp */
+  }
+  ((hak_block_t*)block)->next = NULL;
+}
+
+/* `next`, read from `block` on a list of `page` (its free list or its remote frees),
+ * must be NULL or a block of that page carved before: anything else means the link
+ * was overwritten after the block was freed. */
+void hak_hardening_check_link(const hak_page_t* page, const hak_block_t* block, const hak_block_t* next) {
+  if (next == NULL) return;
+  uintptr_t offset = (uintptr_t)next - (uintptr_t)hak_page_area(page);
+  uint32_t bsize = page->block_size;
+  if (offset >= (uintptr_t)page->capacity * bsize || (uint32_t)offset % bsize != 0) {
+    hak_fault_in_class(HAK_FAULT_CORRUPT_FREE_LIST, block, page->class_index);
+  }
+}
+
+/* `next`, read from `block` on a heap's delayed list (blocks of any of its pages),
+ * must be NULL or a freed block of a page of ours. */
+void hak_hardening_check_delayed_link(const hak_block_t* block, const hak_block_t* next) {
+  if (next == NULL) return;
+  hak_segment_t* segment = hak_segment_of(next);
+  if (!hak_segment_map_contains(next) || segment->cookie != ((uintptr_t)segment ^ hak_process_secret) ||
+      segment->kind != HAK_SEGMENT_POOL || hak_hardening_block_index(segment, next) < 0) {
+    hak_fault(HAK_FAULT_CORRUPT_FREE_LIST, block);
+  }
+  hak_page_t* page = hak_segment_page_of(segment, next);
+  hak_hardening_check_link(page, block, next); /* carved: within the page's capacity */
+}
+
+/* Blocks carved from memory that held data before are zeroed, as freed ones are, so
+ * that hak_hardening_on_alloc finds every small block zero. */
+void hak_hardening_zero_fresh(const hak_page_t* page, void* first, size_t bytes) {
+  if (page->is_zero || page->block_size > HAK_HARDEN_ZERO_MAX) return;
+  hak_asan_unpoison(first, bytes);
+  memset(first, 0, bytes);
+  hak_asan_poison(first, bytes);
+}
+#endif
+
+#endif /* HAK_HARDEN_FREE_CHECKS */

@@ -388,6 +388,7 @@ static void hak_heap_collect_delayed(hak_heap_t* heap) {
   hak_block_t* block = atomic_exchange_explicit(&heap->thread_delayed_free, NULL, memory_order_acquire);
   while (block != NULL) {
     hak_block_t* next = hak_block_next(block);
+    hak_hardening_check_delayed_link(block, next);
     hak_heap_free_local(hak_segment_page_of(hak_segment_of(block), block), block);
     hak_stat_inc(heap, free_delayed);
     block = next;
@@ -481,10 +482,11 @@ HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
     return NULL;
   }
   hak_block_t* block = page->free;
-  page->free = hak_block_next(block);
+  hak_hardening_on_alloc(page, block);
+  page->free = hak_page_block_next(page, block);
   page->used++;
   hak_asan_unpoison(block, page->block_size);
-  hak_hardening_on_alloc(page, block);
+  hak_hardening_on_handout(page, block);
   hak_stat_inc(heap, alloc_slow);
   hak_stat_class_inc(heap, class_allocs, cls);
   return block;
@@ -620,6 +622,7 @@ void hak_heap_thread_done(hak_heap_t* heap) {
   hak_block_t* block = atomic_exchange_explicit(&heap->thread_delayed_free, NULL, memory_order_acquire);
   while (block != NULL) {
     hak_block_t* next = hak_block_next(block);
+    hak_hardening_check_delayed_link(block, next);
     hak_page_t* page = hak_segment_page_of(hak_segment_of(block), block);
     hak_block_set_next(block, page->free);
     page->free = block;

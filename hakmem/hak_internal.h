@@ -111,7 +111,7 @@ struct hak_segment_s {
    * huge blocks aligned to 4 MiB, which start one unit after their header. */
   uint8_t slice_offset[HAK_SEGMENT_SLICES + 1];
   hak_page_t pages[HAK_SEGMENT_SLICES]; /* the descriptor of a span sits at its first slice */
-#if HAK_HARDENED
+#if HAK_HARDEN_FREE_CHECKS
   /* One bit per block of each page, set while the block is handed out. */
   _Atomic(uint64_t) live[HAK_SEGMENT_SLICES][HAK_SEGMENT_SLICES];
 #endif
@@ -186,16 +186,31 @@ struct hak_heap_s {
 #define hak_asan_unpoison(p, n) ((void)(p), (void)(n))
 #endif
 
+extern uintptr_t hak_process_secret; /* from AT_RANDOM at start (hak_init.c) */
+
+/* Hardened level 2 stores a link XORed with a key that depends on where it is stored
+ * and on the process secret: a use after free or an overflow that writes a chosen
+ * address into a freed block decodes to garbage, which the decode checks catch
+ * (hak_hardening_check_link), instead of steering malloc to that address. NULL is
+ * encoded too, so zeros written over a link are caught as well. */
+#if HAK_HARDEN_INTEGRITY
+HAK_INLINE uintptr_t hak_block_key(const hak_block_t* block) {
+  return hak_process_secret ^ ((uintptr_t)block * 0x9E3779B97F4A7C15ull);
+}
+#else
+#define hak_block_key(block) ((void)(block), (uintptr_t)0)
+#endif
+
 HAK_INLINE hak_block_t* hak_block_next(hak_block_t* block) {
   hak_asan_unpoison(block, sizeof(hak_block_t));
-  hak_block_t* next = block->next;
+  hak_block_t* next = (hak_block_t*)((uintptr_t)block->next ^ hak_block_key(block));
   hak_asan_poison(block, sizeof(hak_block_t));
   return next;
 }
 
 HAK_INLINE void hak_block_set_next(hak_block_t* block, hak_block_t* next) {
   hak_asan_unpoison(block, sizeof(hak_block_t));
-  block->next = next;
+  block->next = (hak_block_t*)((uintptr_t)next ^ hak_block_key(block));
   hak_asan_poison(block, sizeof(hak_block_t));
 }
 
@@ -540,7 +555,6 @@ void hak_cache_fork_unlock(void);
 
 void hak_process_init(void);
 void hak_thread_register(hak_heap_t* heap); /* arrange hak_heap_thread_done at exit */
-extern uintptr_t hak_process_secret;
 
 /* ---- hak_stats.c ------------------------------------------------------------ */
 
@@ -594,14 +608,23 @@ typedef enum hak_fault_e {
   HAK_FAULT_INVALID_REALLOC,
   HAK_FAULT_INVALID_USABLE_SIZE,
   HAK_FAULT_SIZED_DELETE,
+  HAK_FAULT_CORRUPT_FREE_LIST,
+  HAK_FAULT_WRITE_AFTER_FREE,
+  HAK_FAULT_HANDED_OUT_TWICE,
 } hak_fault_t;
 
-HAK_COLD __attribute__((noreturn)) void hak_fault(hak_fault_t fault, const void* p);
+/* The size class a fault names: a class index, or one of these. */
+#define HAK_FAULT_CLASS_UNKNOWN (-1)
+#define HAK_FAULT_CLASS_HUGE (-2)
+
+/* "hakmem: fatal: <fault> at address 0x<16 hex> (size class N, <variant>)", then abort. */
+HAK_COLD __attribute__((noreturn)) void hak_fault_in_class(hak_fault_t fault, const void* p, int size_class);
+#define hak_fault(fault, p) hak_fault_in_class((fault), (p), HAK_FAULT_CLASS_UNKNOWN)
 HAK_COLD __attribute__((noreturn)) void hak_fault_message(const char* message); /* no address */
-#if HAK_HARDENED
-void hak_hardening_on_alloc(hak_page_t* page, const void* block);
+#if HAK_HARDEN_FREE_CHECKS
+void hak_hardening_on_alloc(hak_page_t* page, void* block);
 void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not);
-void hak_hardening_on_free(const void* p);
+void hak_hardening_on_free(void* p);
 void hak_hardening_on_segment_release(const hak_segment_t* segment);
 #else
 #define hak_hardening_on_alloc(page, block) ((void)0)
@@ -609,5 +632,24 @@ void hak_hardening_on_segment_release(const hak_segment_t* segment);
 #define hak_hardening_on_free(p) ((void)0)
 #define hak_hardening_on_segment_release(segment) ((void)0)
 #endif
+#if HAK_HARDEN_INTEGRITY
+void hak_hardening_on_handout(const hak_page_t* page, void* block);
+void hak_hardening_check_link(const hak_page_t* page, const hak_block_t* block, const hak_block_t* next);
+void hak_hardening_check_delayed_link(const hak_block_t* block, const hak_block_t* next);
+void hak_hardening_zero_fresh(const hak_page_t* page, void* first, size_t bytes);
+#else
+#define hak_hardening_on_handout(page, block) ((void)(page), (void)(block))
+#define hak_hardening_check_link(page, block, next) ((void)(page), (void)(block), (void)(next))
+#define hak_hardening_check_delayed_link(block, next) ((void)(block), (void)(next))
+#define hak_hardening_zero_fresh(page, first, bytes) ((void)(page), (void)(first), (void)(bytes))
+#endif
+
+/* The next block of a page's free or remote list, checked (level 2) to be a block of
+ * that page carved before. */
+HAK_INLINE hak_block_t* hak_page_block_next(const hak_page_t* page, hak_block_t* block) {
+  hak_block_t* next = hak_block_next(block);
+  hak_hardening_check_link(page, block, next);
+  return next;
+}
 
 #endif /* HAK_INTERNAL_H */

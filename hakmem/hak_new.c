@@ -56,7 +56,7 @@ static void* hak_new_aligned(size_t size, size_t align) {
 /* Sized and aligned delete: the hardened variant checks what the caller says against
  * the block (a size above its usable size, or in another size class of the pools; a
  * pointer off the alignment), the others just free it. */
-#if HAK_HARDENED
+#if HAK_HARDEN_FREE_CHECKS
 /* size SIZE_MAX: not given; align 0: not given. */
 static void hak_delete_check(void* p, size_t size, size_t align) {
   hak_hardening_check_owned(p, HAK_FAULT_INVALID_FREE);
@@ -75,7 +75,7 @@ static void hak_delete_check(void* p, size_t size, size_t align) {
 #endif
 
 static void hak_delete_sized(void* p, size_t size, size_t align) {
-#if HAK_HARDENED
+#if HAK_HARDEN_FREE_CHECKS
   if (p != NULL) hak_delete_check(p, size, align);
 #else
   (void)size;

@@ -42,6 +42,7 @@ void hak_page_extend(hak_page_t* page) {
   if (count == 0) return;
   uint8_t* first = hak_page_area(page) + (size_t)page->capacity * bsize;
   uint8_t* last = first + (count - 1) * bsize;
+  hak_hardening_zero_fresh(page, first, count * bsize);
   for (uint8_t* b = first; b < last; b += bsize) hak_block_set_next((hak_block_t*)b, (hak_block_t*)(b + bsize));
   hak_block_set_next((hak_block_t*)last, page->free);
   page->free_is_zero = page->free == NULL && page->is_zero;
@@ -74,7 +75,7 @@ void hak_page_collect_thread_free(hak_page_t* page) {
   hak_block_t* head = hak_thread_free_ptr(tf);
   hak_block_t* tail = head;
   uint32_t count = 1;
-  for (hak_block_t* next = hak_block_next(tail); next != NULL; next = hak_block_next(tail)) {
+  for (hak_block_t* next = hak_page_block_next(page, tail); next != NULL; next = hak_page_block_next(page, tail)) {
     tail = next;
     count++;
   }

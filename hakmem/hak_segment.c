@@ -45,7 +45,7 @@ void hak_segment_fork_unlock(void) {
 }
 
 /* ---- Ownership map (hardened) ---------------------------------------------- */
-#if HAK_HARDENED
+#if HAK_HARDEN_FREE_CHECKS
 /* One bit per 4 MiB unit of a 57-bit address space (hak_config.h), in two levels: a
  * fixed array of leaf pointers, and leaves of 2^20 bits (4 TiB of address space each),
  * mapped without commit charge when a segment first lands in their range, installed by

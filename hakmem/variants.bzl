@@ -11,14 +11,17 @@ derives everything else). Consumers pick a variant by its label:
 HAK_VARIANTS = {
     "release": struct(suffix = "", defines = []),
     "stats": struct(suffix = "_stats", defines = ["HAK_STATS=1"]),
-    "hardened": struct(suffix = "_hardened", defines = ["HAK_HARDENED=1"]),
+    "hardened": struct(suffix = "_hardened", defines = ["HAK_HARDENED=2"]),
 }
 
 # Variants for hakmem's own fuzzers and tests only (HAK_SMALL_LIMITS shrinks caches and
 # batches so short runs reach eviction and reuse): core and _api libraries, not public.
 HAK_INTERNAL_VARIANTS = {
     "small": struct(suffix = "_small", defines = ["HAK_SMALL_LIMITS=1"]),
-    "hardened_small": struct(suffix = "_hardened_small", defines = ["HAK_HARDENED=1", "HAK_SMALL_LIMITS=1"]),
+    "hardened_small": struct(suffix = "_hardened_small", defines = ["HAK_HARDENED=2", "HAK_SMALL_LIMITS=1"]),
+    # Hardened level 1 (checked frees only), so the hardened tests also cover the
+    # lower level (the public hardened variant is the highest).
+    "hardened1": struct(suffix = "_hardened1", defines = ["HAK_HARDENED=1"]),
     # The thread identity of targets without a thread-pointer register, forced here
     # (with counters, to see which path frees take).
     "tid_fallback": struct(suffix = "_tid_fallback", defines = ["HAK_TID_FALLBACK=1", "HAK_STATS=1"]),

@@ -437,7 +437,8 @@ check_double_free() {
       return 1
     fi
     addr=$(sed -n 's/^block \(0x[0-9a-f]*\)$/\1/p' "$OUT")
-    expected="hakmem: fatal: double free at address $(printf '0x%016x' "${addr:-0}") (hardened variant)"
+    # the size class: 32 B is class 1, 1 MiB the last pool class (111)
+    expected="hakmem: fatal: double free at address $(printf '0x%016x' "${addr:-0}") (size class $([ $size = 32 ] && echo 1 || echo 111), hardened)"
     if ! grep -q "hakmem: fatal: double free at address 0x" "$ERR" || ! grep -qxF "$expected" "$ERR"; then
       fail double_free "double free of a $size-byte block ($(describe_status $st)): stderr lacks '$expected'"
       show stdout "$OUT"

@@ -1,6 +1,7 @@
 // The hardened variant stops the process on a double free, a free of a pointer it does
 // not own (foreign memory, the middle of a block), and realloc or malloc_usable_size of
-// such pointers, with "hakmem: fatal: <fault> at address 0x<16 hex digits>".
+// such pointers, with "hakmem: fatal: <fault> at address 0x<16 hex digits> (size class N,
+// hardened)".
 //
 // Death tests run "threadsafe" (the child re-executes this binary), so the child's
 // addresses differ from the parent's: each statement first announces the pointer it
@@ -20,6 +21,10 @@
 #include <vector>
 
 #include "hakmem.h"
+
+extern "C" void hardened_probe_forge_link(void* freed_block, void* next);
+extern "C" int hardened_probe_level(void);
+
 #include "hak_test_names.h"  // last: see its rule
 
 namespace hak_variant_test {
@@ -37,6 +42,16 @@ void Announce(const void* p) {
   if (write(2, buf, (size_t)n) < 0) abort();
 }
 
+// The end of a fault line after "(": "size class N, hardened)", "huge block, hardened)"
+// or, when the pointer is not one of ours, "hardened)".
+bool ClassSuffixOk(const std::string& rest) {
+  regex_t re;
+  if (regcomp(&re, "^((size class [0-9]{1,3}|huge block), )?hardened\\)$", REG_EXTENDED | REG_NOSUB) != 0) return false;
+  bool ok = regexec(&re, rest.c_str(), 0, nullptr, 0) == 0;
+  regfree(&re);
+  return ok;
+}
+
 // Matches a death test's stderr: the fault line of `fault` in the documented format,
 // naming the address the statement announced.
 class FaultAtAnnouncedAddress : public ::testing::MatcherInterface<const std::string&> {
@@ -44,7 +59,12 @@ class FaultAtAnnouncedAddress : public ::testing::MatcherInterface<const std::st
   explicit FaultAtAnnouncedAddress(const char* fault) : fault_(fault) {}
 
   bool MatchAndExplain(const std::string& err, ::testing::MatchResultListener* listener) const override {
-    std::string pattern = "hakmem: fatal: " + fault_ + " at address 0x[0-9a-f]{16}";
+    std::string escaped;
+    for (char c : fault_) {
+      if (strchr("()[]{}.*+?^$|\\", c) != nullptr) escaped += '\\';
+      escaped += c;
+    }
+    std::string pattern = "hakmem: fatal: " + escaped + " at address 0x[0-9a-f]{16}";
     regex_t re;
     if (regcomp(&re, pattern.c_str(), REG_EXTENDED | REG_NOSUB) != 0) {
       *listener << "bad regex " << pattern;
@@ -63,10 +83,16 @@ class FaultAtAnnouncedAddress : public ::testing::MatcherInterface<const std::st
     }
     unsigned long announced = strtoul(err.substr(at + 15, 16).c_str(), nullptr, 16);
     char expected[256];
-    snprintf(expected, sizeof expected, "hakmem: fatal: %s at address 0x%016lx (hardened variant)\n",
-             fault_.c_str(), announced);
-    if (err.find(expected, at) == std::string::npos) {
-      *listener << "expected the line \"" << expected << "\" after the announcement";
+    snprintf(expected, sizeof expected, "hakmem: fatal: %s at address 0x%016lx (", fault_.c_str(), announced);
+    size_t line = err.find(expected, at);
+    if (line == std::string::npos) {
+      *listener << "expected a line starting \"" << expected << "\" after the announcement";
+      return false;
+    }
+    size_t tail = line + strlen(expected);
+    std::string rest = err.substr(tail, err.find('\n', tail) - tail);
+    if (!ClassSuffixOk(rest)) {
+      *listener << "the line ends \"(" << rest << "\", not \"(size class N, hardened)\"";
       return false;
     }
     return true;
@@ -91,6 +117,122 @@ class Hardened : public ::testing::Test {
 
 TEST_F(Hardened, IsTheHardenedVariant) {
   EXPECT_STREQ(hak_variant(), "hardened");
+  EXPECT_EQ(hardened_probe_level(), HAK_HARDENED);
+}
+
+// ---- Level 2: heap integrity --------------------------------------------------------
+// Freed small blocks are zeroed; a slot handed out again must still be zero, and every
+// free-list link is encoded and checked on decode. Blocks of 2000 B (a mid class no
+// other code of the child uses in the statement) make the reuse order certain: a
+// local free pushes on the page's list, the next malloc of the class pops it.
+
+constexpr const char kWriteAfterFree[] = "write after free";
+constexpr const char kCorruptFreeList[] = "corrupted free list (a freed block was overwritten)";
+constexpr const char kHandedOutTwice[] = "block handed out while still in use (corrupted free list)";
+
+TEST_F(Hardened, WriteAfterFreeIsCaughtWhenTheSlotIsHandedOutAgain) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  EXPECT_DEATH(
+      {
+        char* keep = (char*)malloc(2000);
+        char* p = (char*)malloc(2000);
+        free(p);
+        p[1000] = 'x';  // the write after free, past the link word
+        Announce(p);
+        char* q = (char*)malloc(2000);
+        fprintf(stderr, "not caught: %p\n", (void*)q);
+        free(keep);
+      },
+      FaultAt(kWriteAfterFree));
+}
+
+TEST_F(Hardened, ALinkOverwrittenWithAChosenAddressIsCaught) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  static char target[4096];
+  EXPECT_DEATH(
+      {
+        char* keep = (char*)malloc(2000);
+        char* p = (char*)malloc(2000);
+        free(p);
+        void* chosen = target;
+        memcpy(p, &chosen, sizeof chosen);  // a plain pointer, as an attacker would write
+        Announce(p);
+        void* q = malloc(2000);  // p itself: its link decodes to garbage
+        void* r = malloc(2000);  // would be `target` without the check
+        fprintf(stderr, "not caught: %p %p\n", q, r);
+        free(keep);
+      },
+      FaultAt(kCorruptFreeList));
+}
+
+TEST_F(Hardened, ZerosWrittenOverALinkAreCaught) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  EXPECT_DEATH(
+      {
+        char* keep = (char*)malloc(2000);
+        char* p = (char*)malloc(2000);
+        free(p);
+        memset(p, 0, sizeof(void*));  // NULL in plain: the list would end here
+        Announce(p);
+        void* q = malloc(2000);
+        fprintf(stderr, "not caught: %p\n", q);
+        free(keep);
+      },
+      FaultAt(kCorruptFreeList));
+}
+
+TEST_F(Hardened, AFreeListSteeredToALiveBlockIsCaught) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  // With the secret (the probe encodes as hakmem does) a link can point at a block of
+  // the page that is still live: the live bit stops it being handed out twice.
+  EXPECT_DEATH(
+      {
+        char* keep = (char*)malloc(2000);
+        char* p = (char*)malloc(2000);
+        char* live = (char*)malloc(2000);
+        free(p);
+        hardened_probe_forge_link(p, live);
+        Announce(live);
+        void* q = malloc(2000);  // p
+        void* r = malloc(2000);  // live, a second time
+        fprintf(stderr, "not caught: %p %p\n", q, r);
+        free(keep);
+      },
+      FaultAt(kHandedOutTwice));
+}
+
+TEST_F(Hardened, CorruptLinksOfRemoteFreesAreCaughtWhenCollected) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  EXPECT_DEATH(
+      {
+        // Every block of one page of the 2000 B class, so the next malloc of the
+        // class must collect the blocks other threads freed.
+        std::vector<char*> v;
+        for (int i = 0; i < 32; i++) v.push_back((char*)malloc(2000));
+        std::thread([&v] {
+          for (char* b : v) free(b);
+        }).join();
+        char* p = v.back();  // the head of the remote list
+        memset(p, 0x41, sizeof(void*));
+        Announce(p);
+        for (int i = 0; i < 64; i++) {
+          if (malloc(2000) == nullptr) break;
+        }
+        fprintf(stderr, "not caught\n");
+      },
+      FaultAt(kCorruptFreeList));
+}
+
+TEST_F(Hardened, LevelOneDoesNotCheckFreedMemory) {
+  if (HAK_HARDENED >= 2) GTEST_SKIP() << "level 1 only";
+  char* keep = (char*)malloc(2000);
+  char* p = (char*)malloc(2000);
+  free(p);
+  p[1000] = 'x';
+  char* q = (char*)malloc(2000);
+  EXPECT_EQ(q, p);
+  free(q);
+  free(keep);
 }
 
 // ---- Double free ------------------------------------------------------------------
