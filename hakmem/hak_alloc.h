@@ -29,10 +29,18 @@ HAK_INLINE void* hak_page_pop(hak_heap_t* heap, hak_page_t* page, size_t size) {
   return block;
 }
 
+/* A block of the pools, size <= HAK_POOL_MAX. */
+HAK_INLINE void* hak_pool_malloc(hak_heap_t* heap, size_t size) {
+  if (hak_likely(size <= HAK_TINY_MAX)) return hak_page_pop(heap, heap->direct[(size + 15) >> 4], size);
+  return hak_page_pop(heap, heap->current[hak_mid_class_of(size)], size);
+}
+
 HAK_INLINE void* hak_malloc_inline(size_t size) {
   hak_heap_t* heap = hak_heap_get();
-  if (hak_likely(size <= HAK_TINY_MAX)) return hak_page_pop(heap, heap->direct[(size + 15) >> 4], size);
-  if (size <= HAK_POOL_MAX) return hak_page_pop(heap, heap->current[hak_mid_class_of(size)], size);
+  /* hardened level 2: room for the canary (HAK_CANARY_ROOM is 0 otherwise) */
+  if (hak_likely(size <= HAK_POOL_MAX - HAK_CANARY_ROOM)) {
+    return hak_hardening_canary_set(hak_pool_malloc(heap, size + HAK_CANARY_ROOM), size);
+  }
   if (hak_unlikely(size > PTRDIFF_MAX)) {
     errno = ENOMEM;
     return NULL;
@@ -59,13 +67,18 @@ HAK_INLINE void hak_free_inline(void* p) {
   hak_heap_free_generic(segment, page, block);
 }
 
-/* Usable bytes of a live block: the whole slot (pages) or the rest of the run. */
+/* Usable bytes of a live block: the whole slot (pages; hardened level 2: the bytes
+ * requested, the canary follows) or the rest of the run. */
 HAK_INLINE size_t hak_usable_size_inline(const void* p) {
   if (p == NULL) return 0;
   hak_hardening_check_owned(p, HAK_FAULT_INVALID_USABLE_SIZE);
   hak_segment_t* segment = hak_segment_of(p);
   if (segment->kind == HAK_SEGMENT_HUGE) return hak_whale_usable(segment, p);
-  return hak_segment_page_of(segment, p)->block_size;
+  hak_page_t* page = hak_segment_page_of(segment, p);
+#if HAK_HARDEN_CANARY
+  if (segment->kind == HAK_SEGMENT_POOL) return hak_hardening_requested_size(page, p);
+#endif
+  return page->block_size;
 }
 
 HAK_INLINE void* hak_calloc_inline(size_t count, size_t size) {
@@ -82,7 +95,9 @@ HAK_INLINE void* hak_calloc_inline(size_t count, size_t size) {
   if (segment->kind == HAK_SEGMENT_HUGE) {
     if (segment->is_zero) return p;
   } else if (hak_segment_page_of(segment, p)->free_is_zero) {
-    ((hak_block_t*)p)->next = NULL; /* the free-list link is all a fresh block holds */
+    /* the free-list link is all a fresh block holds; level 2 cleared it already, and
+     * its canary may start inside the link word of a block under 8 bytes */
+    if (!HAK_HARDEN_INTEGRITY) ((hak_block_t*)p)->next = NULL;
     return p;
   }
   memset(p, 0, total);
@@ -99,10 +114,10 @@ HAK_INLINE void* hak_malloc_aligned_inline(size_t align, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  if (align <= HAK_POOL_ALIGN_MAX && size <= HAK_POOL_MAX - align) {
-    size_t cls = hak_size_class(hak_align_up(size == 0 ? 1 : size, align));
+  if (align <= HAK_POOL_ALIGN_MAX && size <= HAK_POOL_MAX - align - HAK_CANARY_ROOM) {
+    size_t cls = hak_size_class(hak_align_up(size + HAK_CANARY_ROOM == 0 ? 1 : size + HAK_CANARY_ROOM, align));
     while (hak_class_block_size(cls) % align != 0) cls++;
-    return hak_malloc_inline(hak_class_block_size(cls));
+    return hak_hardening_canary_set(hak_pool_malloc(hak_heap_get(), hak_class_block_size(cls)), size);
   }
   return hak_large_alloc(hak_heap_get(), size, align);
 }
@@ -173,8 +188,9 @@ HAK_INLINE void* hak_realloc_inline(void* p, size_t size) {
     if (size > HAK_POOL_MAX || size > usable / 2) return hak_whale_realloc(segment, p, size);
   } else if (segment->kind == HAK_SEGMENT_BIG) {
     if (hak_big_resize_in_place(hak_segment_page_of(segment, p), size)) return p;
-  } else if (size <= usable && (size > usable / 2 || usable <= 32)) {
-    return p;
+  } else {
+    size_t room = hak_segment_page_of(segment, p)->block_size - HAK_CANARY_ROOM;
+    if (size <= room && (size > room / 2 || room <= 32)) return hak_hardening_canary_set(p, size);
   }
   if (hak_unlikely(size > PTRDIFF_MAX)) {
     errno = ENOMEM;

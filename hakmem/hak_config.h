@@ -10,7 +10,9 @@
  *                 2 = 1 + heap integrity: free-list links encoded per location with a
  *                     process secret and checked on every decode, small blocks zeroed
  *                     on free and checked still zero when handed out again (write
- *                     after free)
+ *                     after free); a canary after every pool block's requested bytes
+ *                     and the request size recorded, checked on free, realloc and
+ *                     malloc_usable_size (overflow), exact sized delete
  *                 (the public hardened variant is the highest level)
  * Every feature below derives from them with a no-op twin, so hot code carries no
  * #if clutter and the release build compiles checks and counters to nothing.
@@ -45,6 +47,11 @@
  * block is what a use after free most often writes into, and zeroing it costs
  * little; larger blocks would cost a memset of up to a MiB per free. */
 #define HAK_HARDEN_ZERO_MAX ((size_t)4096)
+/* Level 2 serves a pool request of n bytes from a slot of at least n + 5: byte n is 0
+ * (a runaway string stops there), then canary bytes, then the request size in the
+ * slot's last 4 bytes, encoded with the process secret. */
+#define HAK_HARDEN_CANARY HAK_HARDEN_INTEGRITY
+#define HAK_CANARY_ROOM ((size_t)(HAK_HARDEN_CANARY ? 5 : 0))
 
 /* HAK_SMALL_LIMITS 1 shrinks caches and batch sizes so that short fuzz and test runs
  * reach eviction, page and segment release, and reuse. Never for production. */

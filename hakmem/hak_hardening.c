@@ -23,6 +23,7 @@ static const char* hak_fault_name(hak_fault_t fault) {
     case HAK_FAULT_CORRUPT_FREE_LIST: return "corrupted free list (a freed block was overwritten)";
     case HAK_FAULT_WRITE_AFTER_FREE: return "write after free";
     case HAK_FAULT_HANDED_OUT_TWICE: return "block handed out while still in use (corrupted free list)";
+    case HAK_FAULT_OVERFLOW: return "heap buffer overflow (the canary after the requested bytes was overwritten)";
   }
   return "unknown fault";
 }
@@ -150,6 +151,49 @@ void hak_hardening_on_alloc(hak_page_t* page, void* block) {
   if (old & bit) hak_fault_in_class(HAK_FAULT_HANDED_OUT_TWICE, block, page->class_index);
 }
 
+#if HAK_HARDEN_CANARY
+/* The canary of a pool block of n requested bytes in a slot of B: byte n is 0, bytes
+ * n+1 .. B-5 hold a byte of the secret (never 0), bytes B-4 .. B-1 hold n encoded with
+ * the block's key, so an overflow that rewrites the size is caught too. */
+static uint8_t hak_canary_byte(void) {
+  return (uint8_t)((hak_process_secret >> 24) | 1);
+}
+
+static uint32_t hak_canary_size_key(const void* block) {
+  return (uint32_t)(hak_block_key((const hak_block_t*)block) >> 21);
+}
+
+void* hak_hardening_canary_set(void* block, size_t size) {
+  if (block == NULL) return NULL;
+  hak_page_t* page = hak_segment_page_of(hak_segment_of(block), block);
+  uint8_t* b = (uint8_t*)block;
+  size_t end = page->block_size - sizeof(uint32_t);
+  b[size] = 0;
+  memset(b + size + 1, hak_canary_byte(), end - size - 1);
+  uint32_t record = (uint32_t)size ^ hak_canary_size_key(block);
+  memcpy(b + end, &record, sizeof(record));
+  return block;
+}
+
+/* The size recorded for a pool block; faults if its canary does not hold. */
+size_t hak_hardening_requested_size(const hak_page_t* page, const void* block) {
+  const uint8_t* b = (const uint8_t*)block;
+  size_t end = page->block_size - sizeof(uint32_t);
+  uint32_t record;
+  memcpy(&record, b + end, sizeof(record));
+  size_t size = record ^ hak_canary_size_key(block);
+  if (size >= end) hak_fault_in_class(HAK_FAULT_OVERFLOW, block, page->class_index);
+  uint8_t canary = hak_canary_byte();
+  bool intact = b[size] == 0;
+  for (size_t i = size + 1; i < end; i++) intact &= b[i] == canary;
+  if (!intact) hak_fault_in_class(HAK_FAULT_OVERFLOW, block, page->class_index);
+  return size;
+}
+#define hak_hardening_check_canary(page, block) ((void)hak_hardening_requested_size((page), (block)))
+#else
+#define hak_hardening_check_canary(page, block) ((void)(page), (void)(block))
+#endif
+
 /* Faults unless p is a block of ours: a whale's block (returns HAK_NOT_A_BLOCK) or a
  * block of a page in use (returns its index and the page). Its live bit is the
  * caller's to check. */
@@ -182,6 +226,7 @@ void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not) {
   if (((bits >> (index % 64)) & 1) == 0) {
     hak_fault_in_class(hak_hardening_not_live_fault(fault_if_not, true), p, page->class_index);
   }
+  if (hak_segment_of(p)->kind == HAK_SEGMENT_POOL) hak_hardening_check_canary(page, p);
 }
 
 #if HAK_HARDEN_INTEGRITY
@@ -218,6 +263,7 @@ void hak_hardening_on_free(void* p) {
   uint64_t old = atomic_fetch_and_explicit(hak_hardening_live_word(segment, page, (size_t)index), ~bit,
                                            memory_order_relaxed);
   if ((old & bit) == 0) hak_fault_in_class(HAK_FAULT_DOUBLE_FREE, p, page->class_index);
+  if (segment->kind == HAK_SEGMENT_POOL) hak_hardening_check_canary(page, p);
 #if HAK_HARDEN_INTEGRITY
   if (segment->kind == HAK_SEGMENT_POOL && page->block_size <= HAK_HARDEN_ZERO_MAX) {
     hak_hardening_zero(p, page->block_size);

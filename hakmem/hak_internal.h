@@ -611,6 +611,7 @@ typedef enum hak_fault_e {
   HAK_FAULT_CORRUPT_FREE_LIST,
   HAK_FAULT_WRITE_AFTER_FREE,
   HAK_FAULT_HANDED_OUT_TWICE,
+  HAK_FAULT_OVERFLOW,
 } hak_fault_t;
 
 /* The size class a fault names: a class index, or one of these. */
@@ -637,7 +638,10 @@ void hak_hardening_on_handout(const hak_page_t* page, void* block);
 void hak_hardening_check_link(const hak_page_t* page, const hak_block_t* block, const hak_block_t* next);
 void hak_hardening_check_delayed_link(const hak_block_t* block, const hak_block_t* next);
 void hak_hardening_zero_fresh(const hak_page_t* page, void* first, size_t bytes);
+void* hak_hardening_canary_set(void* block, size_t size);
+size_t hak_hardening_requested_size(const hak_page_t* page, const void* block);
 #else
+#define hak_hardening_canary_set(block, size) ((void)(size), (block))
 #define hak_hardening_on_handout(page, block) ((void)(page), (void)(block))
 #define hak_hardening_check_link(page, block, next) ((void)(page), (void)(block), (void)(next))
 #define hak_hardening_check_delayed_link(block, next) ((void)(block), (void)(next))

@@ -61,15 +61,18 @@ static void* hak_new_aligned(size_t size, size_t align) {
 static void hak_delete_check(void* p, size_t size, size_t align) {
   hak_hardening_check_owned(p, HAK_FAULT_INVALID_FREE);
   size_t usable = hak_usable_size_inline(p);
-  if (align != 0 && (uintptr_t)p % align != 0) hak_fault(HAK_FAULT_SIZED_DELETE, p);
+  hak_segment_t* segment = hak_segment_of(p);
+  bool pool = segment->kind == HAK_SEGMENT_POOL;
+  int cls = pool ? hak_segment_page_of(segment, p)->class_index : HAK_FAULT_CLASS_HUGE;
+  if (align != 0 && (uintptr_t)p % align != 0) hak_fault_in_class(HAK_FAULT_SIZED_DELETE, p, cls);
   if (size == SIZE_MAX) return;
-  if (size > usable) hak_fault(HAK_FAULT_SIZED_DELETE, p);
+  if (size > usable) hak_fault_in_class(HAK_FAULT_SIZED_DELETE, p, cls);
+  /* Level 2 knows the size new was asked for: sized delete must pass exactly that. */
+  if (HAK_HARDEN_CANARY && pool && size != usable) hak_fault_in_class(HAK_FAULT_SIZED_DELETE, p, cls);
   /* A pool block of plain new sits in the class of its size (aligned new may have
    * picked a larger class that meets the alignment). */
-  hak_segment_t* segment = hak_segment_of(p);
-  if (segment->kind == HAK_SEGMENT_POOL && align <= HAK_ALIGNMENT &&
-      hak_size_class(size) != hak_segment_page_of(segment, p)->class_index) {
-    hak_fault(HAK_FAULT_SIZED_DELETE, p);
+  if (pool && align <= HAK_ALIGNMENT && hak_size_class(size + HAK_CANARY_ROOM) != (size_t)cls) {
+    hak_fault_in_class(HAK_FAULT_SIZED_DELETE, p, cls);
   }
 }
 #endif

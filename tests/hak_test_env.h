@@ -72,4 +72,28 @@ constexpr size_t Scaled(size_t n, size_t min = 1) {
 #define HAK_TEST_SKIP_UNDER_TSAN(why) static_cast<void>(0)
 #endif
 
+// The variant's hardened level (hak_config.h), 0 outside the hardened variants.
+#if defined(HAK_HARDENED)
+constexpr int kHakHardenedLevel = HAK_HARDENED;
+#else
+constexpr int kHakHardenedLevel = 0;
+#endif
+
+// The bytes of its pool slot that a block of `usable` bytes takes, which the in-use
+// figures count. The hardened level 2 serves a request of n bytes (malloc_usable_size
+// n) from the size class of n + 5 (the canary and the size record: HAK_CANARY_ROOM);
+// elsewhere, and above the pools, the usable size is the slot. Class sizes: 16 B apart
+// up to 256, then 8 per doubling (docs/ARCHITECTURE.md).
+inline size_t HakTestSlotBytes(size_t usable) {
+#if defined(HAK_HARDENED) && HAK_HARDENED >= 2
+  size_t need = usable + 5;
+  if (need > ((size_t)1 << 20)) return usable;
+  if (need <= 256) return (need + 15) & ~(size_t)15;
+  size_t step = (size_t)1 << (63 - __builtin_clzll(need - 1) - 3);
+  return (need + step - 1) & ~(step - 1);
+#else
+  return usable;
+#endif
+}
+
 #endif  // HAK_TESTS_HAK_TEST_ENV_H

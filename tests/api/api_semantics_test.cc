@@ -608,8 +608,10 @@ TYPED_TEST(ApiSemantics, UsableSizeCoversEveryRequestUpTo70000) {
     ASSERT_GE(usable, size) << "malloc_usable_size < request";
     // Not wildly more either: classes (up to 1 MiB) waste at most 1/8 (or 16 bytes).
     ASSERT_LE(usable - size, std::max<size_t>(16, size / 8)) << "malloc(" << size << ") usable " << usable;
-    static_cast<uint8_t*>(p)[0] = 1;
-    if (usable > 0) static_cast<uint8_t*>(p)[usable - 1] = 2;
+    if (usable > 0) {  // hardened level 2: malloc(0) has 0 usable bytes, its canary at p[0]
+      static_cast<uint8_t*>(p)[0] = 1;
+      static_cast<uint8_t*>(p)[usable - 1] = 2;
+    }
     A::Free(ring[size % kRing]);
     ring[size % kRing] = p;
   }

@@ -40,7 +40,7 @@ TEST(InUseStats, FollowsLiveBlocksAndCaches) {
         memset(p, 1, size < 4096 ? size : 4096);
         g_blocks[n++] = p;
         requested += size;
-        usable += hak_usable_size(p);
+        usable += HakTestSlotBytes(hak_usable_size(p));
       }
     }
   }

@@ -47,7 +47,7 @@ Live AllocateMix() {
     memset(p, 0x5a, 8 * kMiB);
     g_blocks[live.count++] = p;
     live.requested += 8 * kMiB;
-    live.usable += malloc_usable_size(p);
+    live.usable += HakTestSlotBytes(malloc_usable_size(p));
   }
   for (size_t i = 0; live.requested < 100 * kMiB && live.count < sizeof g_blocks / sizeof g_blocks[0]; i++) {
     size_t size = kSizes[i % (sizeof kSizes / sizeof kSizes[0])];
@@ -56,7 +56,7 @@ Live AllocateMix() {
     memset(p, 0x5a, size);
     g_blocks[live.count++] = p;
     live.requested += size;
-    live.usable += malloc_usable_size(p);
+    live.usable += HakTestSlotBytes(malloc_usable_size(p));
   }
   return live;
 }

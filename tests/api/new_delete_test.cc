@@ -155,6 +155,25 @@ TEST(NewDeleteHardened, AlignedDeleteOfAnUnalignedBlockStops) {
       "hakmem: fatal: free of a pointer hakmem does not own");
 }
 
+// Level 2 records the size new was asked for: a sized delete must pass exactly it,
+// also within the block's size class.
+TEST(NewDeleteHardened, SizedDeleteWithAnotherSizeOfTheSameClassStopsAtLevelTwo) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  EXPECT_DEATH(
+      {
+        void* p = ::operator new(24);
+        ::operator delete(p, (size_t)20);  // the same 32-byte class
+      },
+      "hakmem: fatal: sized or aligned delete with a size or alignment the block does not have at address "
+      "0x[0-9a-f]{16} \\(size class 1, hardened\\)");
+  EXPECT_DEATH(
+      {
+        void* p = ::operator new[](1000, std::align_val_t{64});
+        ::operator delete[](p, (size_t)1008, std::align_val_t{64});
+      },
+      "sized or aligned delete");
+}
+
 TEST(NewDeleteHardened, MatchingSizedAndAlignedDeletesPass) {
   for (size_t n : {(size_t)0, (size_t)1, (size_t)17, (size_t)1000, (size_t)70000, (size_t)2000000}) {
     void* p = ::operator new(n);

@@ -40,3 +40,7 @@ size_t hak_probe_page_slices(const void* p) {
 size_t hak_probe_page_reserved(const void* p) {
   return hak_segment_page_of(hak_segment_of(p), p)->reserved;
 }
+/* Bytes the hardened level 2 adds to a pool request for its canary (0 otherwise). */
+size_t hak_probe_canary_room(void) {
+  return HAK_CANARY_ROOM;
+}

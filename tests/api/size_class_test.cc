@@ -33,6 +33,7 @@ int hak_probe_segment_kind_of(const void* p);
 int hak_probe_kind_pool(void);
 size_t hak_probe_page_slices(const void* p);
 size_t hak_probe_page_reserved(const void* p);
+size_t hak_probe_canary_room(void);
 }
 
 namespace {
@@ -184,8 +185,8 @@ TEST(SizeClass, PageSlicesByBlockSize) {
 // take a small page each time).
 TEST(SizeClass, MediumPagesGrowWithUseAndShrinkWhenGivenBack) {
   std::thread([] {
-    const size_t size = 16 * 1024;
-    const size_t c = hak_probe_class_of(size);
+    const size_t size = 16 * 1024 - hak_probe_canary_room();  // a 16 KiB slot
+    const size_t c = hak_probe_class_of(size + hak_probe_canary_room());
     void* first = hak_malloc(size);
     ASSERT_NE(first, nullptr);
     EXPECT_EQ(hak_probe_page_slices(first), 1u) << "4 blocks of 16 KiB fill one slice";
@@ -216,15 +217,18 @@ TEST(SizeClass, StatsReportTheClassSizes) {
 
 TEST(SizeClass, MallocUsesTheClassOfTheSize) {
   // What malloc hands out sits in a page of exactly the class hak_size_class names and
-  // of the slices that class's pages span, and malloc_usable_size is the block size.
+  // of the slices that class's pages span, and malloc_usable_size is the block size
+  // (hardened level 2: the request goes to the class of its size and the canary's
+  // room, and malloc_usable_size is the size requested).
+  const size_t room = hak_probe_canary_room();
   std::vector<void*> live;
-  for (size_t size = 0; size <= kPoolMax; size += (size < 2048 ? 1 : size < kMidMax ? 61 : 4093)) {
+  for (size_t size = 0; size + room <= kPoolMax; size += (size < 2048 ? 1 : size < kMidMax ? 61 : 4093)) {
     void* p = hak_malloc(size);
     ASSERT_NE(p, nullptr);
-    size_t c = hak_probe_class_of(size);
+    size_t c = hak_probe_class_of(size + room);
     ASSERT_EQ(hak_probe_page_class(p), c) << "size " << size;
     ASSERT_EQ(hak_probe_page_block_size(p), hak_probe_block_size(c)) << "size " << size;
-    ASSERT_EQ(hak_usable_size(p), hak_probe_block_size(c)) << "size " << size;
+    ASSERT_EQ(hak_usable_size(p), room != 0 ? size : hak_probe_block_size(c)) << "size " << size;
     ASSERT_EQ(hak_probe_segment_kind_of(p), hak_probe_kind_pool()) << "size " << size;
     size_t slices = hak_probe_page_slices(p);
     bool a_geometry_of_the_class = false;

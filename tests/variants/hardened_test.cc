@@ -234,6 +234,87 @@ TEST_F(Hardened, CorruptLinksOfRemoteFreesAreCaughtWhenCollected) {
       kCorruptFreeList);
 }
 
+// ---- Level 2: canaries after the requested bytes -------------------------------------
+
+constexpr const char kOverflow[] = "heap buffer overflow (the canary after the requested bytes was overwritten)";
+
+TEST_F(Hardened, OverflowsByOneAndEightBytesAreCaughtOnFree) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  // 24 and 40 bytes sit in 32- and 48-byte slots: the overflow stays inside the slot,
+  // where only the canary can see it.
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(24);
+        p[24] = 'A';
+        Announce(p);
+        free(p);
+        fprintf(stderr, "not caught\n");
+      },
+      FaultAt(kOverflow));
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(40);
+        memset(p + 40, 'B', 8);
+        Announce(p);
+        free(p);
+        fprintf(stderr, "not caught\n");
+      },
+      FaultAt(kOverflow));
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(3000);  // a mid class
+        p[3000] = 1;
+        Announce(p);
+        free(p);
+        fprintf(stderr, "not caught\n");
+      },
+      FaultAt(kOverflow));
+}
+
+TEST_F(Hardened, AStringOverflowIsCaughtOnReallocAndUsableSize) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  static const char kLong[] = "0123456789abcdef";  // 17 bytes with its NUL
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(10);
+        memcpy(p, kLong, sizeof kLong);  // as strcpy would
+        Announce(p);
+        p = (char*)realloc(p, 12);
+        fprintf(stderr, "not caught %p\n", (void*)p);
+      },
+      FaultAt(kOverflow));
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(10);
+        memcpy(p, kLong, sizeof kLong);
+        Announce(p);
+        fprintf(stderr, "not caught %zu\n", malloc_usable_size(p));
+      },
+      FaultAt(kOverflow));
+}
+
+TEST_F(Hardened, UsableSizeIsTheRequestedSizeAndReallocKeepsTheCanary) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  for (size_t n : {(size_t)0, (size_t)1, (size_t)11, (size_t)27, (size_t)1000, (size_t)4091, (size_t)70000}) {
+    char* p = (char*)malloc(n);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(malloc_usable_size(p), n);
+    memset(p, 0x5a, n);  // every requested byte is the caller's
+    p = (char*)realloc(p, n + 3);  // in place when it fits: the canary moves
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(malloc_usable_size(p), n + 3);
+    memset(p, 0x5a, n + 3);
+    p = (char*)realloc(p, n / 2 + 1);
+    EXPECT_EQ(malloc_usable_size(p), n / 2 + 1);
+    free(p);
+    void* q = aligned_alloc(64, n + 64);
+    EXPECT_EQ((uintptr_t)q % 64, 0u);
+    EXPECT_EQ(malloc_usable_size(q), n + 64);
+    memset(q, 0x5a, n + 64);
+    free(q);
+  }
+}
+
 TEST_F(Hardened, LevelOneDoesNotCheckFreedMemory) {
   if (HAK_HARDENED >= 2) GTEST_SKIP() << "level 1 only";
   if (HAK_TEST_ASAN) GTEST_SKIP() << "ASan reports the write into the freed block";
