@@ -36,6 +36,10 @@ HAK_INLINE void* hak_pool_malloc(hak_heap_t* heap, size_t size) {
 }
 
 HAK_INLINE void* hak_malloc_inline(size_t size) {
+  if (HAK_HARDEN_INTEGRITY && hak_unlikely(size == 0)) {
+    void* p = hak_hardening_zero_alloc(); /* faults when read or written */
+    if (p != NULL) return p;
+  }
   hak_heap_t* heap = hak_heap_get();
   /* hardened level 2: room for the canary (HAK_CANARY_ROOM is 0 otherwise) */
   if (hak_likely(size <= HAK_POOL_MAX - HAK_CANARY_ROOM)) {
@@ -50,7 +54,7 @@ HAK_INLINE void* hak_malloc_inline(size_t size) {
 
 HAK_INLINE void hak_free_inline(void* p) {
   if (hak_unlikely(p == NULL)) return;
-  hak_hardening_on_free(p);
+  if (hak_hardening_on_free(p)) return;
   hak_segment_t* segment = hak_segment_of(p);
   hak_page_t* page = hak_segment_page_of(segment, p);
   hak_block_t* block = (hak_block_t*)p;
@@ -74,6 +78,7 @@ HAK_INLINE size_t hak_usable_size_inline(const void* p) {
   hak_hardening_check_owned(p, HAK_FAULT_INVALID_USABLE_SIZE);
   hak_segment_t* segment = hak_segment_of(p);
   if (segment->kind == HAK_SEGMENT_HUGE) return hak_whale_usable(segment, p);
+  if (HAK_HARDEN_INTEGRITY && segment->kind == HAK_SEGMENT_ZERO) return 0;
   hak_page_t* page = hak_segment_page_of(segment, p);
 #if HAK_HARDEN_CANARY
   if (segment->kind == HAK_SEGMENT_POOL) return hak_hardening_requested_size(page, p);
@@ -89,6 +94,7 @@ HAK_INLINE void* hak_calloc_inline(size_t count, size_t size) {
   }
   void* p = hak_malloc_inline(total);
   if (hak_unlikely(p == NULL)) return NULL;
+  if (HAK_HARDEN_INTEGRITY && total == 0) return p; /* nothing to clear (maybe no access at all) */
   /* Zero provenance: memory fresh from the OS (or purged with DONTNEED) and never
    * handed out reads zero already; writing it would only fault its pages in. */
   hak_segment_t* segment = hak_segment_of(p);
@@ -184,6 +190,11 @@ HAK_INLINE void* hak_realloc_inline(void* p, size_t size) {
   hak_hardening_check_owned(p, HAK_FAULT_INVALID_REALLOC);
   hak_segment_t* segment = hak_segment_of(p);
   size_t usable = hak_usable_size_inline(p);
+  if (HAK_HARDEN_INTEGRITY && segment->kind == HAK_SEGMENT_ZERO) {
+    void* q = hak_malloc_inline(size); /* nothing to copy */
+    if (q != NULL) hak_free_inline(p);
+    return q;
+  }
   if (segment->kind == HAK_SEGMENT_HUGE) {
     if (size > HAK_POOL_MAX || size > usable / 2) return hak_whale_realloc(segment, p, size);
   } else if (segment->kind == HAK_SEGMENT_BIG) {

@@ -98,6 +98,7 @@ static bool hak_hardening_recently_released(const void* p) {
 
 #define HAK_NOT_A_BLOCK (-1)
 #define HAK_BLOCK_OF_RELEASED_PAGE (-2)
+#define HAK_ZERO_BLOCK (-3) /* hak_hardening_find_block: a pointer of the zero segment */
 
 /* Whether p starts a block of a page that went back to its segment (all its blocks
  * were freed: p was freed before). Its slices now belong to a free span, perhaps merged
@@ -194,6 +195,75 @@ size_t hak_hardening_requested_size(const hak_page_t* page, const void* block) {
 #define hak_hardening_check_canary(page, block) ((void)(page), (void)(block))
 #endif
 
+#if HAK_HARDEN_INTEGRITY
+/* ---- malloc(0): a unique pointer into memory that faults when read or written ----
+ * One segment (4 MiB, its own mapping): slice 0 the header, read-write; slices 1-63
+ * PROT_NONE, cut into 16-byte slots, one live bit each (the header's live bits, one
+ * per slot: 63 * 4096 of them). Slots are claimed lock-free from a cursor that moves
+ * on, so a freed address comes back only after every other one; when all are live,
+ * malloc(0) falls back to a pool block of 0 usable bytes (its canary catches writes). */
+#define HAK_ZERO_SLOT 16
+#define HAK_ZERO_SLOTS ((HAK_SEGMENT_SLICES - 1) * (HAK_SLICE_SIZE / HAK_ZERO_SLOT))
+_Static_assert(HAK_ZERO_SLOTS <= HAK_SEGMENT_SLICES * HAK_SEGMENT_SLICES * 64, "one live bit per zero slot");
+
+static _Atomic(hak_segment_t*) hak_zero_segment;
+static _Atomic uint64_t hak_zero_cursor;
+
+static hak_segment_t* hak_zero_segment_get(void) {
+  hak_segment_t* segment = atomic_load_explicit(&hak_zero_segment, memory_order_acquire);
+  if (segment != NULL) return segment;
+  hak_process_init(); /* the secret, for the cookie: malloc(0) may be a process's first call */
+  uint8_t* raw = hak_os_map_aligned(HAK_SEGMENT_SIZE, HAK_SEGMENT_SIZE, 0, HAK_OS_MAP_NORESERVE | HAK_OS_MAP_NOACCESS,
+                                    HAK_OS_USER_META);
+  if (raw == NULL) return NULL;
+  if (!hak_os_map_fixed(raw, HAK_SLICE_SIZE, HAK_OS_USER_META)) { /* the header, read-write */
+    hak_os_unmap(raw, HAK_SEGMENT_SIZE, HAK_OS_USER_META);
+    return NULL;
+  }
+  segment = (hak_segment_t*)raw;
+  segment->kind = HAK_SEGMENT_ZERO;
+  segment->cookie = (uintptr_t)segment ^ hak_process_secret;
+  hak_segment_map_set(segment, true);
+  hak_segment_t* expected = NULL;
+  if (!atomic_compare_exchange_strong_explicit(&hak_zero_segment, &expected, segment, memory_order_acq_rel,
+                                               memory_order_acquire)) {
+    hak_segment_map_set(segment, false);
+    hak_os_unmap(raw, HAK_SEGMENT_SIZE, HAK_OS_USER_META); /* another thread's won */
+    return expected;
+  }
+  return segment;
+}
+
+static _Atomic(uint64_t)* hak_zero_live_word(hak_segment_t* segment, size_t slot) {
+  return &segment->live[0][0] + slot / 64;
+}
+
+void* hak_hardening_zero_alloc(void) {
+  hak_segment_t* segment = hak_zero_segment_get();
+  if (segment == NULL) return NULL;
+  for (int tries = 0; tries < 64; tries++) {
+    size_t slot = (size_t)(atomic_fetch_add_explicit(&hak_zero_cursor, 1, memory_order_relaxed) % HAK_ZERO_SLOTS);
+    uint64_t bit = (uint64_t)1 << (slot % 64);
+    if (!(atomic_fetch_or_explicit(hak_zero_live_word(segment, slot), bit, memory_order_relaxed) & bit)) {
+      return (uint8_t*)segment + HAK_SLICE_SIZE + slot * HAK_ZERO_SLOT;
+    }
+  }
+  return NULL;
+}
+
+/* The slot p names in the zero segment; faults unless it is one handed out. With
+ * `release`, its live bit is cleared in the same atomic step (a second free loses). */
+static void hak_zero_check(hak_segment_t* segment, const void* p, hak_fault_t fault_if_not, bool release) {
+  size_t offset = (size_t)((const uint8_t*)p - (const uint8_t*)segment);
+  if (offset < HAK_SLICE_SIZE || (offset - HAK_SLICE_SIZE) % HAK_ZERO_SLOT != 0) hak_fault(fault_if_not, p);
+  size_t slot = (offset - HAK_SLICE_SIZE) / HAK_ZERO_SLOT;
+  uint64_t bit = (uint64_t)1 << (slot % 64);
+  uint64_t was = release ? atomic_fetch_and_explicit(hak_zero_live_word(segment, slot), ~bit, memory_order_relaxed)
+                         : atomic_load_explicit(hak_zero_live_word(segment, slot), memory_order_relaxed);
+  if (!(was & bit)) hak_fault(hak_hardening_not_live_fault(fault_if_not, true), p);
+}
+#endif
+
 /* Faults unless p is a block of ours: a whale's block (returns HAK_NOT_A_BLOCK) or a
  * block of a page in use (returns its index and the page). Its live bit is the
  * caller's to check. */
@@ -206,6 +276,9 @@ static long hak_hardening_find_block(const void* p, hak_fault_t fault_if_not, ha
     if (p != segment->whale_block) hak_fault_in_class(fault_if_not, p, HAK_FAULT_CLASS_HUGE);
     return HAK_NOT_A_BLOCK;
   }
+#if HAK_HARDEN_INTEGRITY
+  if (segment->kind == HAK_SEGMENT_ZERO) return HAK_ZERO_BLOCK;
+#endif
   long index = hak_hardening_block_index(segment, p);
   if (index == HAK_NOT_A_BLOCK) hak_fault(fault_if_not, p);
   if (index == HAK_BLOCK_OF_RELEASED_PAGE) {
@@ -221,6 +294,12 @@ void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not) {
   hak_page_t* page;
   long index = hak_hardening_find_block(p, fault_if_not, &page);
   if (index == HAK_NOT_A_BLOCK) return; /* a whale's block: live while its page says so */
+#if HAK_HARDEN_INTEGRITY
+  if (index == HAK_ZERO_BLOCK) {
+    hak_zero_check(hak_segment_of(p), p, fault_if_not, false);
+    return;
+  }
+#endif
   uint64_t bits = atomic_load_explicit(hak_hardening_live_word(hak_segment_of(p), page, (size_t)index),
                                        memory_order_relaxed);
   if (((bits >> (index % 64)) & 1) == 0) {
@@ -248,16 +327,22 @@ HAK_NO_MEMSET_IDIOM static void hak_hardening_zero(void* p, size_t bytes) {
 /* Validates a free and marks the block free; the check-and-clear is one atomic step.
  * Level 2 then zeroes a small block, so hak_hardening_on_handout can tell a write
  * after free when the slot is handed out again. */
-void hak_hardening_on_free(void* p) {
+bool hak_hardening_on_free(void* p) {
   hak_page_t* page;
   long index = hak_hardening_find_block(p, HAK_FAULT_INVALID_FREE, &page);
   hak_segment_t* segment = hak_segment_of(p);
+#if HAK_HARDEN_INTEGRITY
+  if (index == HAK_ZERO_BLOCK) {
+    hak_zero_check(segment, p, HAK_FAULT_INVALID_FREE, true);
+    return true; /* nothing more to do */
+  }
+#endif
   if (index == HAK_NOT_A_BLOCK) {
     /* A huge page's thread-free word reads HAK_DELAYED_NEVER while the block is live;
      * swapping it out makes a racing second free of the same block lose. */
     uintptr_t was = atomic_exchange(&segment->pages[0].xthread_free, 0);
     if (was != HAK_DELAYED_NEVER) hak_fault_in_class(HAK_FAULT_DOUBLE_FREE, p, HAK_FAULT_CLASS_HUGE);
-    return;
+    return false;
   }
   uint64_t bit = (uint64_t)1 << (index % 64);
   uint64_t old = atomic_fetch_and_explicit(hak_hardening_live_word(segment, page, (size_t)index), ~bit,
@@ -269,6 +354,7 @@ void hak_hardening_on_free(void* p) {
     hak_hardening_zero(p, page->block_size);
   }
 #endif
+  return false;
 }
 
 #if HAK_HARDEN_INTEGRITY

@@ -81,6 +81,7 @@ typedef enum hak_segment_kind_e {
   HAK_SEGMENT_POOL = 0, /* one unit of slices: pages of the tiny, mid and L2.5 pools, one owner heap */
   HAK_SEGMENT_BIG = 1,  /* one unit of slices: big blocks, shared by every thread under a lock */
   HAK_SEGMENT_HUGE = 2, /* a run of units holding one block (a whale) */
+  HAK_SEGMENT_ZERO = 3, /* hardened level 2: malloc(0)'s unique pointers, into PROT_NONE slices */
 } hak_segment_kind_t;
 
 struct hak_segment_s {
@@ -315,6 +316,7 @@ typedef enum hak_os_user_e {
 
 #define HAK_OS_MAP_NORESERVE 1 /* no commit charge: address space to be used sparsely */
 #define HAK_OS_MAP_FIXED 2     /* replace whatever is mapped at the address */
+#define HAK_OS_MAP_NOACCESS 4  /* PROT_NONE: any access faults (hardened malloc(0)) */
 
 /* Injectable primitives: tests swap in fakes; the default calls the kernel. */
 typedef struct hak_os_ops_s {
@@ -625,12 +627,12 @@ HAK_COLD __attribute__((noreturn)) void hak_fault_message(const char* message); 
 #if HAK_HARDEN_FREE_CHECKS
 void hak_hardening_on_alloc(hak_page_t* page, void* block);
 void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not);
-void hak_hardening_on_free(void* p);
+bool hak_hardening_on_free(void* p); /* true: p was a zero-size block, freed already */
 void hak_hardening_on_segment_release(const hak_segment_t* segment);
 #else
 #define hak_hardening_on_alloc(page, block) ((void)0)
 #define hak_hardening_check_owned(p, fault) ((void)0)
-#define hak_hardening_on_free(p) ((void)0)
+#define hak_hardening_on_free(p) ((void)(p), false)
 #define hak_hardening_on_segment_release(segment) ((void)0)
 #endif
 #if HAK_HARDEN_INTEGRITY
@@ -639,9 +641,11 @@ void hak_hardening_check_link(const hak_page_t* page, const hak_block_t* block, 
 void hak_hardening_check_delayed_link(const hak_block_t* block, const hak_block_t* next);
 void hak_hardening_zero_fresh(const hak_page_t* page, void* first, size_t bytes);
 void* hak_hardening_canary_set(void* block, size_t size);
+void* hak_hardening_zero_alloc(void);
 size_t hak_hardening_requested_size(const hak_page_t* page, const void* block);
 #else
 #define hak_hardening_canary_set(block, size) ((void)(size), (block))
+#define hak_hardening_zero_alloc() ((void*)0)
 #define hak_hardening_on_handout(page, block) ((void)(page), (void)(block))
 #define hak_hardening_check_link(page, block, next) ((void)(page), (void)(block), (void)(next))
 #define hak_hardening_check_delayed_link(block, next) ((void)(block), (void)(next))

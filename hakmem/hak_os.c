@@ -42,7 +42,7 @@ static void* hak_os_kernel_map(void* addr, size_t size, int flags) {
   int mflags = MAP_PRIVATE | MAP_ANONYMOUS;
   if (flags & HAK_OS_MAP_NORESERVE) mflags |= MAP_NORESERVE;
   if (flags & HAK_OS_MAP_FIXED) mflags |= MAP_FIXED;
-  return mmap(addr, size, PROT_READ | PROT_WRITE, mflags, -1, 0);
+  return mmap(addr, size, (flags & HAK_OS_MAP_NOACCESS) ? PROT_NONE : PROT_READ | PROT_WRITE, mflags, -1, 0);
 }
 
 static int hak_os_kernel_unmap(void* addr, size_t size) {

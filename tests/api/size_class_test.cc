@@ -223,6 +223,7 @@ TEST(SizeClass, MallocUsesTheClassOfTheSize) {
   const size_t room = hak_probe_canary_room();
   std::vector<void*> live;
   for (size_t size = 0; size + room <= kPoolMax; size += (size < 2048 ? 1 : size < kMidMax ? 61 : 4093)) {
+    if (size == 0 && room != 0) continue;  // hardened level 2: malloc(0) is no pool block
     void* p = hak_malloc(size);
     ASSERT_NE(p, nullptr);
     size_t c = hak_probe_class_of(size + room);

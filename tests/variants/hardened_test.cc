@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 #include <thread>
@@ -273,10 +274,12 @@ TEST_F(Hardened, OverflowsByOneAndEightBytesAreCaughtOnFree) {
 
 TEST_F(Hardened, AStringOverflowIsCaughtOnReallocAndUsableSize) {
   if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
-  static const char kLong[] = "0123456789abcdef";  // 17 bytes with its NUL
+  // 25 bytes with its NUL into a block of 20 (a 32-byte slot: the overflow stays in
+  // the slot, so under ASan too it is the canary that sees it)
+  static const char kLong[] = "0123456789abcdefghijklmn";
   EXPECT_DEATH(
       {
-        char* p = (char*)malloc(10);
+        char* p = (char*)malloc(20);
         memcpy(p, kLong, sizeof kLong);  // as strcpy would
         Announce(p);
         p = (char*)realloc(p, 12);
@@ -285,7 +288,7 @@ TEST_F(Hardened, AStringOverflowIsCaughtOnReallocAndUsableSize) {
       FaultAt(kOverflow));
   EXPECT_DEATH(
       {
-        char* p = (char*)malloc(10);
+        char* p = (char*)malloc(20);
         memcpy(p, kLong, sizeof kLong);
         Announce(p);
         fprintf(stderr, "not caught %zu\n", malloc_usable_size(p));
@@ -313,6 +316,68 @@ TEST_F(Hardened, UsableSizeIsTheRequestedSizeAndReallocKeepsTheCanary) {
     memset(q, 0x5a, n + 64);
     free(q);
   }
+}
+
+// ---- Level 2: malloc(0) --------------------------------------------------------------
+
+TEST_F(Hardened, ZeroSizeBlocksAreUniqueAndWorkWithEveryCall) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  std::vector<void*> v;
+  for (int i = 0; i < 1000; i++) {
+    void* p = malloc(0);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(malloc_usable_size(p), 0u);
+    v.push_back(p);
+  }
+  std::vector<void*> sorted = v;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end()) << "two live malloc(0) share a pointer";
+  void* c = calloc(0, 8);
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(malloc_usable_size(c), 0u);
+  v.push_back(c);
+  char* r = (char*)realloc(v[0], 10);  // out of the zero segment, into a pool block
+  ASSERT_NE(r, nullptr);
+  memset(r, 7, 10);
+  EXPECT_EQ(malloc_usable_size(r), 10u);
+  v[0] = r;
+  for (void* p : v) free(p);
+}
+
+TEST_F(Hardened, ZeroSizeBlocksFaultWhenReadOrWritten) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  EXPECT_DEATH(
+      {
+        volatile char* p = (volatile char*)malloc(0);
+        fprintf(stderr, "read %d\n", p[0]);
+      },
+      "");
+  EXPECT_DEATH(
+      {
+        volatile char* p = (volatile char*)malloc(0);
+        p[0] = 1;
+        fprintf(stderr, "written\n");
+      },
+      "");
+}
+
+TEST_F(Hardened, ZeroSizeBlockMisuseIsNamed) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  EXPECT_DEATH(
+      {
+        void* p = malloc(0);
+        free(p);
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kDoubleFree));
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc(0);
+        Announce(p + 8);
+        free(p + 8);
+      },
+      FaultAt(kInvalidFree));
 }
 
 TEST_F(Hardened, LevelOneDoesNotCheckFreedMemory) {
