@@ -163,12 +163,41 @@ static void hak_os_hint_follow(void* p, size_t size) {
   }
 }
 
+/* Hardened level 2: a failed mmap, munmap or purge for any reason but a lack of memory
+ * (ENOMEM: the machine's limits, which hakmem handles) means the address space is not
+ * what hakmem believes it is, so it stops. */
+#if HAK_HARDEN_INTEGRITY
+static void hak_os_check(bool failed, const char* call) {
+  if (!failed || errno == ENOMEM) return;
+  char message[96];
+  const char* prefix = "the OS refused ";
+  size_t n = 0;
+  for (const char* s = prefix; *s != '\0' && n < 60; s++) message[n++] = *s;
+  for (const char* s = call; *s != '\0' && n < 80; s++) message[n++] = *s;
+  const char* middle = ", errno ";
+  for (const char* s = middle; *s != '\0' && n < 88; s++) message[n++] = *s;
+  int e = errno;
+  char digits[8];
+  int d = 0;
+  do {
+    digits[d++] = (char)('0' + e % 10);
+    e /= 10;
+  } while (e > 0 && d < 7);
+  while (d > 0 && n < sizeof(message) - 1) message[n++] = digits[--d];
+  message[n] = '\0';
+  hak_fault_message(message);
+}
+#else
+#define hak_os_check(failed, call) ((void)(failed), (void)(call))
+#endif
+
 /* ---- Mapping -------------------------------------------------------------------------- */
 
 static void* hak_os_map(void* addr, size_t size, int flags, hak_os_user_t user) {
   uint64_t t0 = hak_os_now_ns();
   void* p = hak_os_current()->map(addr, size, flags);
   hak_os_count(user, HAK_STATS_OS_MMAP, t0, p == MAP_FAILED);
+  hak_os_check(p == MAP_FAILED, "mmap");
   if (p == MAP_FAILED) return NULL;
   hak_os_mapped_add(size);
   if (user == HAK_OS_USER_META) atomic_fetch_add_explicit(&hak_os_meta_mapped_bytes, size, memory_order_relaxed);
@@ -182,6 +211,7 @@ void hak_os_unmap(void* addr, size_t size, hak_os_user_t user) {
   uint64_t t0 = hak_os_now_ns();
   int rc = hak_os_current()->unmap(addr, size);
   hak_os_count(user, HAK_STATS_OS_MUNMAP, t0, rc != 0);
+  hak_os_check(rc != 0, "munmap");
   if (rc == 0) {
     hak_os_mapped_sub(size);
     if (user == HAK_OS_USER_META) atomic_fetch_sub_explicit(&hak_os_meta_mapped_bytes, size, memory_order_relaxed);
@@ -267,6 +297,7 @@ bool hak_os_purge(void* addr, size_t size, hak_os_user_t user) {
     hak_os_count(user, HAK_STATS_OS_MADVISE, t0, rc != 0);
     dontneed = true;
   }
+  if (dontneed) hak_os_check(rc != 0, "madvise(MADV_DONTNEED)");
   errno = saved_errno;
   return rc == 0 && dontneed;
 }

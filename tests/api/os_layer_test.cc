@@ -20,6 +20,7 @@ int hak_probe_mode_counting(void);
 int hak_probe_mode_fail_map(void);
 int hak_probe_mode_ignore_hint(void);
 int hak_probe_mode_fail_unmap(void);
+int hak_probe_mode_fail_unmap_einval(void);
 void hak_probe_os_install(int mode);
 void hak_probe_os_restore(void);
 size_t hak_probe_os_map_calls(void);
@@ -368,6 +369,25 @@ TEST(OsLayer, FailingUnmapIsCountedKeepsErrnoAndStillGivesTheMemoryBack) {
   ASSERT_NE(q, nullptr);
   memset(q, 0, 2 * kMiB);
   hak_free(q);
+}
+
+// munmap failing for another reason than ENOMEM: the hardened level 2 stops (hakmem's
+// idea of its address space is wrong); the other variants count it and go on as above.
+TEST(OsLayer, UnmapFailingWithEinvalStopsTheHardenedVariant) {
+  const size_t size = hak_probe_chunk_size() + kMiB;
+  auto run = [size] {
+    void* p = hak_malloc(size);  // a whale of its own mapping
+    if (p == nullptr) _exit(3);
+    OpsGuard guard(hak_probe_mode_fail_unmap_einval());
+    hak_free(p);
+    fprintf(stderr, "went on\n");
+    _exit(0);
+  };
+  if (kHakHardenedLevel >= 2) {
+    EXPECT_DEATH(run(), "hakmem: fatal: the OS refused munmap, errno 22 \\(hardened\\)");
+  } else {
+    EXPECT_EXIT(run(), ::testing::ExitedWithCode(0), "went on");
+  }
 }
 
 // ---- Stats API, every variant -----------------------------------------------------------------

@@ -7,7 +7,10 @@
  *   FAIL_MAP      map fails (MAP_FAILED, errno ENOMEM); unmap/advise go to the kernel
  *   IGNORE_HINT   map ignores the address hint, forcing hak_os_map_aligned's over-map
  *                 and trim path
- *   FAIL_UNMAP    unmap fails (EINVAL) and leaves the mapping; map/advise are real
+ *   FAIL_UNMAP    unmap fails (ENOMEM, as when vm.max_map_count forbids splitting a
+ *                 mapping) and leaves the mapping; map/advise are real
+ *   FAIL_UNMAP_EINVAL  the same with EINVAL: hakmem's own view of its mappings is
+ *                 wrong (fatal in the hardened variant)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,7 +19,13 @@
 
 #include "hakmem/hak_internal.h"
 
-enum { HAK_PROBE_COUNTING = 0, HAK_PROBE_FAIL_MAP = 1, HAK_PROBE_IGNORE_HINT = 2, HAK_PROBE_FAIL_UNMAP = 3 };
+enum {
+  HAK_PROBE_COUNTING = 0,
+  HAK_PROBE_FAIL_MAP = 1,
+  HAK_PROBE_IGNORE_HINT = 2,
+  HAK_PROBE_FAIL_UNMAP = 3,
+  HAK_PROBE_FAIL_UNMAP_EINVAL = 4
+};
 
 static _Atomic int probe_mode;
 static _Atomic size_t probe_map_calls, probe_unmap_calls, probe_advise_calls;
@@ -39,8 +48,9 @@ static void* probe_map(void* hint, size_t size, int flags) {
 
 static int probe_unmap(void* addr, size_t size) {
   atomic_fetch_add(&probe_unmap_calls, 1);
-  if (atomic_load(&probe_mode) == HAK_PROBE_FAIL_UNMAP) {
-    errno = EINVAL;
+  int mode = atomic_load(&probe_mode);
+  if (mode == HAK_PROBE_FAIL_UNMAP || mode == HAK_PROBE_FAIL_UNMAP_EINVAL) {
+    errno = mode == HAK_PROBE_FAIL_UNMAP ? ENOMEM : EINVAL;
     return -1;
   }
   return munmap(addr, size);
@@ -65,6 +75,7 @@ int hak_probe_mode_counting(void) { return HAK_PROBE_COUNTING; }
 int hak_probe_mode_fail_map(void) { return HAK_PROBE_FAIL_MAP; }
 int hak_probe_mode_ignore_hint(void) { return HAK_PROBE_IGNORE_HINT; }
 int hak_probe_mode_fail_unmap(void) { return HAK_PROBE_FAIL_UNMAP; }
+int hak_probe_mode_fail_unmap_einval(void) { return HAK_PROBE_FAIL_UNMAP_EINVAL; }
 
 /* Installs the fake ops in the given mode and zeroes the call counters. */
 void hak_probe_os_install(int mode) {
