@@ -153,9 +153,13 @@ void hak_hardening_on_alloc(hak_page_t* page, void* block) {
 }
 
 #if HAK_HARDEN_CANARY
-/* The canary of a pool block of n requested bytes in a slot of B: byte n is 0, bytes
- * n+1 .. B-5 hold a byte of the secret (never 0), bytes B-4 .. B-1 hold n encoded with
- * the block's key, so an overflow that rewrites the size is caught too. */
+/* The canary of a pool block of n requested bytes in a slot of B: byte n is 0, the
+ * next bytes up to B-5 (at most HAK_CANARY_SPAN of them) hold a byte of the secret
+ * (never 0), bytes B-4 .. B-1 hold n encoded with the block's key, so an overflow that
+ * reaches the size is caught too. An overflow runs on from byte n, so the first bytes
+ * past it are what it must cross: a large slack (up to 128 KiB in the L2.5 classes) is
+ * neither filled nor checked beyond them. */
+#define HAK_CANARY_SPAN ((size_t)64)
 static uint8_t hak_canary_byte(void) {
   return (uint8_t)((hak_process_secret >> 24) | 1);
 }
@@ -170,7 +174,8 @@ void* hak_hardening_canary_set(void* block, size_t size) {
   uint8_t* b = (uint8_t*)block;
   size_t end = page->block_size - sizeof(uint32_t);
   b[size] = 0;
-  memset(b + size + 1, hak_canary_byte(), end - size - 1);
+  size_t span = end - size - 1 < HAK_CANARY_SPAN ? end - size - 1 : HAK_CANARY_SPAN;
+  memset(b + size + 1, hak_canary_byte(), span);
   uint32_t record = (uint32_t)size ^ hak_canary_size_key(block);
   memcpy(b + end, &record, sizeof(record));
   return block;
@@ -185,8 +190,17 @@ size_t hak_hardening_requested_size(const hak_page_t* page, const void* block) {
   size_t size = record ^ hak_canary_size_key(block);
   if (size >= end) hak_fault_in_class(HAK_FAULT_OVERFLOW, block, page->class_index);
   uint8_t canary = hak_canary_byte();
-  bool intact = b[size] == 0;
-  for (size_t i = size + 1; i < end; i++) intact &= b[i] == canary;
+  uint64_t canary8 = canary * 0x0101010101010101ull, diff = b[size];
+  size_t span = end - size - 1 < HAK_CANARY_SPAN ? end - size - 1 : HAK_CANARY_SPAN;
+  const uint8_t* c = b + size + 1;
+  size_t i = 0;
+  for (; i + 8 <= span; i += 8) { /* eight bytes per compare */
+    uint64_t w;
+    memcpy(&w, c + i, sizeof(w));
+    diff |= w ^ canary8;
+  }
+  for (; i < span; i++) diff |= (uint64_t)(c[i] ^ canary);
+  bool intact = diff == 0;
   if (!intact) hak_fault_in_class(HAK_FAULT_OVERFLOW, block, page->class_index);
   return size;
 }
