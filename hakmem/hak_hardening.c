@@ -411,6 +411,42 @@ void hak_hardening_check_delayed_link(const hak_block_t* block, const hak_block_
   hak_hardening_check_link(page, block, next); /* carved: within the page's capacity */
 }
 
+/* Fresh blocks of a page are handed out in a random order (level 2), so neighbours in
+ * time are not neighbours in memory: an overflow or a use after free cannot count on
+ * which block lies next to its target. Links `count` blocks from `first` in a random
+ * permutation (Fisher-Yates, a per-thread xorshift seeded from the process secret),
+ * the last one to `tail`; returns the new head. count is at most
+ * HAK_PAGE_EXTEND_BYTES / HAK_ALIGNMENT (hak_page_extend carves that much at once). */
+static __thread uint64_t hak_hardening_rng __attribute__((tls_model("initial-exec")));
+
+static uint64_t hak_hardening_random(void) {
+  uint64_t x = hak_hardening_rng;
+  if (x == 0) x = (hak_process_secret ^ (uintptr_t)&hak_hardening_rng) | 1;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  hak_hardening_rng = x;
+  return x;
+}
+
+hak_block_t* hak_hardening_link_shuffled(uint8_t* first, size_t count, size_t block_size, hak_block_t* tail) {
+  uint16_t order[HAK_PAGE_EXTEND_BYTES / HAK_ALIGNMENT];
+  for (size_t i = 0; i < count; i++) order[i] = (uint16_t)i;
+  for (size_t i = count - 1; i > 0; i--) {
+    size_t j = (size_t)(hak_hardening_random() % (i + 1));
+    uint16_t t = order[i];
+    order[i] = order[j];
+    order[j] = t;
+  }
+  hak_block_t* next = tail;
+  for (size_t i = count; i-- > 0;) {
+    hak_block_t* block = (hak_block_t*)(first + (size_t)order[i] * block_size);
+    hak_block_set_next(block, next);
+    next = block;
+  }
+  return next;
+}
+
 /* Blocks carved from memory that held data before are zeroed, as freed ones are, so
  * that hak_hardening_on_alloc finds every small block zero. */
 void hak_hardening_zero_fresh(const hak_page_t* page, void* first, size_t bytes) {

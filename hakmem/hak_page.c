@@ -41,12 +41,16 @@ void hak_page_extend(hak_page_t* page) {
   if (count > (size_t)(page->reserved - page->capacity)) count = page->reserved - page->capacity;
   if (count == 0) return;
   uint8_t* first = hak_page_area(page) + (size_t)page->capacity * bsize;
-  uint8_t* last = first + (count - 1) * bsize;
   hak_hardening_zero_fresh(page, first, count * bsize);
+  page->free_is_zero = page->free == NULL && page->is_zero;
+#if HAK_HARDEN_INTEGRITY
+  page->free = hak_hardening_link_shuffled(first, count, bsize, page->free);
+#else
+  uint8_t* last = first + (count - 1) * bsize;
   for (uint8_t* b = first; b < last; b += bsize) hak_block_set_next((hak_block_t*)b, (hak_block_t*)(b + bsize));
   hak_block_set_next((hak_block_t*)last, page->free);
-  page->free_is_zero = page->free == NULL && page->is_zero;
   page->free = (hak_block_t*)first;
+#endif
   page->capacity = (uint16_t)(page->capacity + count);
 }
 

@@ -318,6 +318,23 @@ TEST_F(Hardened, UsableSizeIsTheRequestedSizeAndReallocKeepsTheCanary) {
   }
 }
 
+// ---- Level 2: fresh blocks in a random order ----------------------------------------
+
+TEST_F(Hardened, FreshBlocksOfAPageComeInARandomOrder) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  // 40 blocks of 200 B (208-byte slots: 19 to each 4 KiB carved at once) from a new
+  // thread's fresh pages: handed out in address order, each would be the previous one
+  // plus 208; shuffled, hardly two in a row are (1 in 19 on average).
+  size_t in_order = 0, pairs = 0;
+  std::thread([&] {
+    std::vector<char*> v;
+    for (int i = 0; i < 40; i++) v.push_back((char*)malloc(200));
+    for (size_t i = 1; i < v.size(); i++, pairs++) in_order += v[i] == v[i - 1] + 208;
+    for (char* p : v) free(p);
+  }).join();
+  EXPECT_LT(in_order, pairs / 2) << in_order << " of " << pairs << " blocks followed their predecessor";
+}
+
 // ---- Level 2: malloc(0) --------------------------------------------------------------
 
 TEST_F(Hardened, ZeroSizeBlocksAreUniqueAndWorkWithEveryCall) {
