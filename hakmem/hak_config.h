@@ -10,11 +10,12 @@
  *                 2 = 1 + heap integrity: free-list links encoded per location with a
  *                     process secret and checked on every decode, small blocks zeroed
  *                     on free and checked still zero when handed out again (write
- *                     after free); fresh blocks handed out in a random order; a canary after every pool block's requested bytes
- *                     and the request size recorded, checked on free, realloc and
- *                     malloc_usable_size (overflow), exact sized delete; malloc(0) a
- *                     unique pointer to memory that faults; a failed mmap, munmap or
- *                     purge for another reason than ENOMEM is fatal
+ *                     after free); fresh blocks handed out in a random order; a
+ *                     canary after every pool block's requested bytes and the request
+ *                     size recorded, checked on free, realloc and malloc_usable_size
+ *                     (overflow), exact sized delete; malloc(0) a unique pointer to
+ *                     memory that faults; a failed mmap, munmap or purge for another
+ *                     reason than ENOMEM is fatal
  *                 (the public hardened variant is the highest level)
  * Every feature below derives from them with a no-op twin, so hot code carries no
  * #if clutter and the release build compiles checks and counters to nothing.
