@@ -50,7 +50,9 @@ TEST(HugeRealloc, GrowingFrom1MiBTo32MiBIn64KiBStepsMostlyStaysInPlace) {
     // The old contents: one byte per 4 KiB here, every byte every 64 steps.
     for (size_t i = 0; i < have; i += 4096) ASSERT_EQ(q[i], PatternByte(i, kSeed)) << "offset " << i << " at " << size;
     ASSERT_EQ(q[have - 1], PatternByte(have - 1, kSeed)) << size;
-    if (step % 64 == 0) ASSERT_EQ(FirstPatternMismatch(q, 0, have, kSeed), have) << size;
+    if (step % 64 == 0) {  // braces: ASSERT_EQ is an if/else of its own
+      ASSERT_EQ(FirstPatternMismatch(q, 0, have, kSeed), have) << size;
+    }
     FillPattern(q, have, size, kSeed);
     p = q;
     have = size;
