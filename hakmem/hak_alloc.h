@@ -49,7 +49,7 @@ HAK_INLINE void* hak_malloc_inline(size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  return hak_large_alloc(heap, size, 0);
+  return hak_hardening_canary_set(hak_large_alloc(heap, size + HAK_CANARY_ROOM, 0), size);
 }
 
 HAK_INLINE void hak_free_inline(void* p) {
@@ -71,19 +71,19 @@ HAK_INLINE void hak_free_inline(void* p) {
   hak_heap_free_generic(segment, page, block);
 }
 
-/* Usable bytes of a live block: the whole slot (pages; hardened level 2: the bytes
- * requested, the canary follows) or the rest of the run. */
+/* Usable bytes of a live block: the whole slot of a page, or a whale's page-rounded
+ * request; hardened level 2: the bytes requested (the canary follows). */
 HAK_INLINE size_t hak_usable_size_inline(const void* p) {
   if (p == NULL) return 0;
   hak_hardening_check_owned(p, HAK_FAULT_INVALID_USABLE_SIZE);
   hak_segment_t* segment = hak_segment_of(p);
-  if (segment->kind == HAK_SEGMENT_HUGE) return hak_whale_usable(segment, p);
   if (HAK_HARDEN_INTEGRITY && segment->kind == HAK_SEGMENT_ZERO) return 0;
-  hak_page_t* page = hak_segment_page_of(segment, p);
 #if HAK_HARDEN_CANARY
-  if (segment->kind == HAK_SEGMENT_POOL) return hak_hardening_requested_size(page, p);
+  return hak_hardening_requested_size(p);
+#else
+  if (segment->kind == HAK_SEGMENT_HUGE) return hak_whale_usable(segment, p);
+  return hak_segment_page_of(segment, p)->block_size;
 #endif
-  return page->block_size;
 }
 
 HAK_INLINE void* hak_calloc_inline(size_t count, size_t size) {
@@ -125,7 +125,7 @@ HAK_INLINE void* hak_malloc_aligned_inline(size_t align, size_t size) {
     while (hak_class_block_size(cls) % align != 0) cls++;
     return hak_hardening_canary_set(hak_pool_malloc(hak_heap_get(), hak_class_block_size(cls)), size);
   }
-  return hak_large_alloc(hak_heap_get(), size, align);
+  return hak_hardening_canary_set(hak_large_alloc(hak_heap_get(), size + HAK_CANARY_ROOM, align), size);
 }
 
 HAK_INLINE int hak_posix_memalign_inline(void** out, size_t align, size_t size) {
@@ -196,9 +196,13 @@ HAK_INLINE void* hak_realloc_inline(void* p, size_t size) {
     return q;
   }
   if (segment->kind == HAK_SEGMENT_HUGE) {
-    if (size > HAK_POOL_MAX || size > usable / 2) return hak_whale_realloc(segment, p, size);
+    if (size > HAK_POOL_MAX || size > usable / 2) {
+      return hak_hardening_canary_set(hak_whale_realloc(segment, p, size + HAK_CANARY_ROOM), size);
+    }
   } else if (segment->kind == HAK_SEGMENT_BIG) {
-    if (hak_big_resize_in_place(hak_segment_page_of(segment, p), size)) return p;
+    if (hak_big_resize_in_place(hak_segment_page_of(segment, p), size + HAK_CANARY_ROOM)) {
+      return hak_hardening_canary_set(p, size);
+    }
   } else {
     size_t room = hak_segment_page_of(segment, p)->block_size - HAK_CANARY_ROOM;
     if (size <= room && (size > room / 2 || room <= 32)) return hak_hardening_canary_set(p, size);

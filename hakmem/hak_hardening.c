@@ -168,11 +168,24 @@ static uint32_t hak_canary_size_key(const void* block) {
   return (uint32_t)(hak_block_key((const hak_block_t*)block) >> 21);
 }
 
+/* The slot a block's canary ends with: a pool or big block's page slot, or a whale's
+ * page-rounded block (segment->block_bytes). */
+static size_t hak_canary_slot(const void* block, int* size_class) {
+  const hak_segment_t* segment = hak_segment_of(block);
+  if (segment->kind == HAK_SEGMENT_HUGE) {
+    *size_class = HAK_FAULT_CLASS_HUGE;
+    return segment->block_bytes;
+  }
+  const hak_page_t* page = hak_segment_page_of(segment, block);
+  *size_class = page->class_index;
+  return page->block_size;
+}
+
 void* hak_hardening_canary_set(void* block, size_t size) {
   if (block == NULL) return NULL;
-  hak_page_t* page = hak_segment_page_of(hak_segment_of(block), block);
+  int size_class;
+  size_t end = hak_canary_slot(block, &size_class) - sizeof(uint32_t);
   uint8_t* b = (uint8_t*)block;
-  size_t end = page->block_size - sizeof(uint32_t);
   b[size] = 0;
   size_t span = end - size - 1 < HAK_CANARY_SPAN ? end - size - 1 : HAK_CANARY_SPAN;
   memset(b + size + 1, hak_canary_byte(), span);
@@ -181,14 +194,19 @@ void* hak_hardening_canary_set(void* block, size_t size) {
   return block;
 }
 
-/* The size recorded for a pool block; faults if its canary does not hold. */
-size_t hak_hardening_requested_size(const hak_page_t* page, const void* block) {
+/* The size recorded for a block in a slot of `slot` bytes; faults if its canary does
+ * not hold. The record keeps 32 bits of the size: a large block's upper bits come
+ * from the slot, which is less than 4 GiB longer than the request. */
+static size_t hak_canary_check(const void* block, size_t slot, int size_class) {
   const uint8_t* b = (const uint8_t*)block;
-  size_t end = page->block_size - sizeof(uint32_t);
+  size_t end = slot - sizeof(uint32_t);
   uint32_t record;
   memcpy(&record, b + end, sizeof(record));
-  size_t size = record ^ hak_canary_size_key(block);
-  if (size >= end) hak_fault_in_class(HAK_FAULT_OVERFLOW, block, page->class_index);
+  size_t size = (uint32_t)(record ^ hak_canary_size_key(block));
+  size_t high = end & ~(size_t)UINT32_MAX;
+  size |= high;
+  if (size > end && high != 0) size -= (size_t)1 << 32;
+  if (size >= end) hak_fault_in_class(HAK_FAULT_OVERFLOW, block, size_class);
   uint8_t canary = hak_canary_byte();
   uint64_t canary8 = canary * 0x0101010101010101ull, diff = b[size];
   size_t span = end - size - 1 < HAK_CANARY_SPAN ? end - size - 1 : HAK_CANARY_SPAN;
@@ -201,12 +219,20 @@ size_t hak_hardening_requested_size(const hak_page_t* page, const void* block) {
   }
   for (; i < span; i++) diff |= (uint64_t)(c[i] ^ canary);
   bool intact = diff == 0;
-  if (!intact) hak_fault_in_class(HAK_FAULT_OVERFLOW, block, page->class_index);
+  if (!intact) hak_fault_in_class(HAK_FAULT_OVERFLOW, block, size_class);
   return size;
 }
-#define hak_hardening_check_canary(page, block) ((void)hak_hardening_requested_size((page), (block)))
+
+size_t hak_hardening_requested_size(const void* block) {
+  int size_class;
+  size_t slot = hak_canary_slot(block, &size_class);
+  return hak_canary_check(block, slot, size_class);
+}
+#define hak_hardening_check_canary(page, block) ((void)hak_canary_check((block), (page)->block_size, (page)->class_index))
+#define hak_hardening_check_whale_canary(block) ((void)hak_hardening_requested_size(block))
 #else
 #define hak_hardening_check_canary(page, block) ((void)(page), (void)(block))
+#define hak_hardening_check_whale_canary(block) ((void)(block))
 #endif
 
 #if HAK_HARDEN_INTEGRITY
@@ -307,7 +333,10 @@ static long hak_hardening_find_block(const void* p, hak_fault_t fault_if_not, ha
 void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not) {
   hak_page_t* page;
   long index = hak_hardening_find_block(p, fault_if_not, &page);
-  if (index == HAK_NOT_A_BLOCK) return; /* a whale's block: live while its page says so */
+  if (index == HAK_NOT_A_BLOCK) { /* a whale's block: live while its page says so */
+    hak_hardening_check_whale_canary(p);
+    return;
+  }
 #if HAK_HARDEN_INTEGRITY
   if (index == HAK_ZERO_BLOCK) {
     hak_zero_check(hak_segment_of(p), p, fault_if_not, false);
@@ -319,7 +348,7 @@ void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not) {
   if (((bits >> (index % 64)) & 1) == 0) {
     hak_fault_in_class(hak_hardening_not_live_fault(fault_if_not, true), p, page->class_index);
   }
-  if (hak_segment_of(p)->kind == HAK_SEGMENT_POOL) hak_hardening_check_canary(page, p);
+  hak_hardening_check_canary(page, p); /* a pool or big block */
 }
 
 #if HAK_HARDEN_INTEGRITY
@@ -356,13 +385,14 @@ bool hak_hardening_on_free(void* p) {
      * swapping it out makes a racing second free of the same block lose. */
     uintptr_t was = atomic_exchange(&segment->pages[0].xthread_free, 0);
     if (was != HAK_DELAYED_NEVER) hak_fault_in_class(HAK_FAULT_DOUBLE_FREE, p, HAK_FAULT_CLASS_HUGE);
+    hak_hardening_check_whale_canary(p);
     return false;
   }
   uint64_t bit = (uint64_t)1 << (index % 64);
   uint64_t old = atomic_fetch_and_explicit(hak_hardening_live_word(segment, page, (size_t)index), ~bit,
                                            memory_order_relaxed);
   if ((old & bit) == 0) hak_fault_in_class(HAK_FAULT_DOUBLE_FREE, p, page->class_index);
-  if (segment->kind == HAK_SEGMENT_POOL) hak_hardening_check_canary(page, p);
+  hak_hardening_check_canary(page, p); /* a pool or big block */
 #if HAK_HARDEN_INTEGRITY
   if (segment->kind == HAK_SEGMENT_POOL && page->block_size <= HAK_HARDEN_ZERO_MAX) {
     hak_hardening_zero(p, page->block_size);

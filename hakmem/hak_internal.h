@@ -643,7 +643,7 @@ void hak_hardening_zero_fresh(const hak_page_t* page, void* first, size_t bytes)
 void* hak_hardening_canary_set(void* block, size_t size);
 void* hak_hardening_zero_alloc(void);
 hak_block_t* hak_hardening_link_shuffled(uint8_t* first, size_t count, size_t block_size, hak_block_t* tail);
-size_t hak_hardening_requested_size(const hak_page_t* page, const void* block);
+size_t hak_hardening_requested_size(const void* block);
 #else
 #define hak_hardening_canary_set(block, size) ((void)(size), (block))
 #define hak_hardening_zero_alloc() ((void*)0)

@@ -68,7 +68,7 @@ static void hak_delete_check(void* p, size_t size, size_t align) {
   if (size == SIZE_MAX) return;
   if (size > usable) hak_fault_in_class(HAK_FAULT_SIZED_DELETE, p, cls);
   /* Level 2 knows the size new was asked for: sized delete must pass exactly that. */
-  if (HAK_HARDEN_CANARY && pool && size != usable) hak_fault_in_class(HAK_FAULT_SIZED_DELETE, p, cls);
+  if (HAK_HARDEN_CANARY && size != usable) hak_fault_in_class(HAK_FAULT_SIZED_DELETE, p, cls);
   /* A pool block of plain new sits in the class of its size (aligned new may have
    * picked a larger class that meets the alignment). */
   if (pool && align <= HAK_ALIGNMENT && hak_size_class(size + HAK_CANARY_ROOM) != (size_t)cls) {

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <stddef.h>
+#include <unistd.h>
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -79,6 +80,20 @@ constexpr int kHakHardenedLevel = HAK_HARDENED;
 constexpr int kHakHardenedLevel = 0;
 #endif
 
+// Hardened level 2 keeps room for a canary after every block's requested bytes, and
+// malloc_usable_size is then the request: a block of n bytes takes the slot (page
+// class, slices or whale pages) of n + kHakCanaryRoom.
+constexpr size_t kHakCanaryRoom = kHakHardenedLevel >= 2 ? 5 : 0;
+
+// A whale of `size` bytes: the bytes its block takes (the slot rounded to OS pages),
+// and what malloc_usable_size says of it (that, or the request at level 2).
+constexpr size_t HakWhaleSlot(size_t size, size_t page) {
+  return (size + kHakCanaryRoom + page - 1) & ~(page - 1);
+}
+constexpr size_t HakWhaleUsable(size_t size, size_t page) {
+  return kHakCanaryRoom != 0 ? size : HakWhaleSlot(size, page);
+}
+
 // The bytes of its pool slot that a block of `usable` bytes takes, which the in-use
 // figures count. The hardened level 2 serves a request of n bytes (malloc_usable_size
 // n) from the size class of n + 5 (the canary and the size record: HAK_CANARY_ROOM);
@@ -87,7 +102,10 @@ constexpr int kHakHardenedLevel = 0;
 inline size_t HakTestSlotBytes(size_t usable) {
 #if defined(HAK_HARDENED) && HAK_HARDENED >= 2
   size_t need = usable + 5;
-  if (need > ((size_t)1 << 20)) return usable;
+  if (need > ((size_t)1 << 20)) {  // big blocks take whole 64 KiB slices, whales pages
+    size_t unit = need <= ((size_t)63 << 16) ? (size_t)64 << 10 : (size_t)sysconf(_SC_PAGESIZE);
+    return (need + unit - 1) & ~(unit - 1);
+  }
   if (need <= 256) return (need + 15) & ~(size_t)15;
   size_t step = (size_t)1 << (63 - __builtin_clzll(need - 1) - 3);
   return (need + step - 1) & ~(step - 1);

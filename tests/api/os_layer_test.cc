@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backends.h"
+#include "hak_test_env.h"
 #include "hak_test_stats.h"
 #include "hak_test_names.h"  // last: see its rule
 
@@ -252,11 +253,11 @@ TEST(OsLayer, WhalesOfTheirOwnMappingAreExactlyAccounted) {
       ASSERT_NE(p, nullptr);
       ASSERT_EQ(hak_probe_is_whale(p), 1);
       ASSERT_EQ(hak_probe_whale_is_dedicated(p), 1) << size;
-      size_t rounded = (size + page - 1) & ~(page - 1);
+      size_t rounded = HakWhaleSlot(size, page);
       size_t mapping = hak_probe_whale_mapping_size(p);
       EXPECT_EQ(Addr(p) % (4 * kMiB), page) << "a whale starts one OS page into its first unit";
       EXPECT_EQ(mapping, page + rounded);
-      EXPECT_EQ(hak_usable_size(p), rounded);
+      EXPECT_EQ(hak_usable_size(p), HakWhaleUsable(size, page));
       EXPECT_EQ(b.os_mapped_bytes - a.os_mapped_bytes, mapping) << "mode " << mode << " size " << size;
       EXPECT_EQ(b.segments_live, a.segments_live + 1);
       memset(p, 0x6b, kMiB);
@@ -284,7 +285,7 @@ TEST(OsLayer, RegionWhalesNeedNoSystemCall) {
     EXPECT_EQ(hak_probe_is_whale(p), 1) << size;
     EXPECT_EQ(hak_probe_whale_is_dedicated(p), 0) << size;
     EXPECT_EQ(Addr(p) % (4 * kMiB), page);
-    EXPECT_EQ(hak_usable_size(p), (size + page - 1) & ~(page - 1));
+    EXPECT_EQ(hak_usable_size(p), HakWhaleUsable(size, page));
     EXPECT_EQ(b.segments_live, a.segments_live + 1);
     memset(p, 0x3c, size);
     hak_free(p);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "hak_test_env.h"
 #include "hakmem.h"
 #include "hak_test_names.h"  // last: see its rule
 
@@ -45,10 +46,10 @@ int Workload(size_t page) {
     return 3;
   }
   void* whale = hak_malloc(5 * kMiB + 123);
-  if (whale == nullptr || hak_usable_size(whale) % page != 0) return 4;
+  if (whale == nullptr || hak_usable_size(whale) != HakWhaleUsable(5 * kMiB + 123, page)) return 4;
   for (size_t to : {6 * kMiB + 1, 40 * kMiB + 7, 90 * kMiB, 7 * kMiB + 3, 5 * kMiB}) {
     whale = hak_realloc(whale, to);
-    if (whale == nullptr || hak_usable_size(whale) < to || hak_usable_size(whale) % page != 0) return 5;
+    if (whale == nullptr || hak_usable_size(whale) != HakWhaleUsable(to, page)) return 5;
     memset(whale, 3, 4096);
   }
   void* aligned = nullptr;

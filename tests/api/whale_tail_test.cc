@@ -55,7 +55,7 @@ TEST(WhaleTail, ALastUnitASegmentLeftResidentIsPurged) {
     whales[i] = w;
     memset(w, 0x44, 4 * kMiB);
     uint8_t* run = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(w) - 1) & ~(uintptr_t)(kUnit - 1));
-    uint8_t* end = w + 4 * kMiB;
+    uint8_t* end = w + HakWhaleSlot(4 * kMiB, (size_t)sysconf(_SC_PAGESIZE));  // level 2: a canary's page
     long resident = ResidentPages(end, static_cast<size_t>(run + 2 * kUnit - end));
     ASSERT_GE(resident, 0) << "mincore failed";
     EXPECT_EQ(resident, 0) << "whale " << i << " at " << static_cast<void*>(w) << ": pages past its end stayed resident";

@@ -124,7 +124,7 @@ CACHE_TEST(Caches, BigCacheEvictsTheOldestBeyondItsSlots) {
   EXPECT_EQ(slots, 4u);
 #endif
   EXPECT_EQ(s1.bigcache.cached, slots);
-  EXPECT_EQ(s1.bigcache.cached_bytes, slots * 2 * kMiB);
+  EXPECT_EQ(s1.bigcache.cached_bytes, slots * HakTestSlotBytes(2 * kMiB));
   EXPECT_EQ(s1.bigcache.puts - s0.bigcache.puts, (uint64_t)kBlocks);
   EXPECT_EQ(s1.bigcache.evictions - s0.bigcache.evictions, kBlocks - slots);
   // The newest entries are still there: the last block freed is a hit.

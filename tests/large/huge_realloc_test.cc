@@ -142,7 +142,7 @@ TEST(HugeRealloc, GrowInPlaceIntoTheFreeUnitsAfterTheWhale) {
   free(q);
 
   // A big block grows into the free slices after it the same way.
-  uint8_t* big = static_cast<uint8_t*>(malloc(4 * kMiB - 64 * kKiB));
+  uint8_t* big = static_cast<uint8_t*>(malloc(4 * kMiB - 64 * kKiB - kHakCanaryRoom));  // the largest big block
   ASSERT_NE(big, nullptr);
   ASSERT_EQ(hak_probe_is_big(big), 1);
   FillPattern(big, 0, kMiB + 4096, kSeed);
@@ -238,6 +238,7 @@ TEST(HugeRealloc, ContentsSurviveEveryWayOfMoving) {
 uint8_t* BlockGrowthAfter(uint8_t* block, size_t room) {
   const size_t unit = hak_probe_segment_size(), page = hak_probe_os_page_size();
   uintptr_t start = reinterpret_cast<uintptr_t>(block) & ~(uintptr_t)(unit - 1);
+  room += kHakCanaryRoom;
   uintptr_t end = start + (((reinterpret_cast<uintptr_t>(block) - start) + room + page - 1) & ~(uintptr_t)(page - 1));
   void* blocker = mmap(reinterpret_cast<void*>(end), page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
   return blocker == MAP_FAILED ? nullptr : static_cast<uint8_t*>(blocker);

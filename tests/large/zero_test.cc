@@ -158,7 +158,7 @@ TEST(ZeroProvenance, UnitsLeftBehindByAWhaleMovedWithMremap) {
     SCOPED_TRACE(c.size);
     hak_collect(true);  // every free unit clean; the whale ring empty
     // Two units, written to the end.
-    const size_t full = 2 * unit - page;
+    const size_t full = 2 * unit - page - kHakCanaryRoom;
     uint8_t* p = static_cast<uint8_t*>(malloc(full));
     ASSERT_NE(p, nullptr);
     ASSERT_EQ(hak_probe_is_whale(p), 1);
@@ -229,7 +229,7 @@ TEST(ZeroProvenance, BytesAWhaleMovedWithMremapLeftBehindArePurged) {
   const size_t page = hak_probe_os_page_size();
   const size_t unit = hak_probe_segment_size();
   hak_collect(true);
-  const size_t full = 2 * unit - page;
+  const size_t full = 2 * unit - page - kHakCanaryRoom;
   uint8_t* p = static_cast<uint8_t*>(malloc(full));
   ASSERT_NE(p, nullptr);
   ASSERT_EQ(hak_probe_whale_units(p), 2u);
@@ -264,7 +264,7 @@ TEST(ZeroProvenance, AWhaleMovedWithMremapLeavesNoDirtyUnitsWhenNothingLayPastIt
   const size_t page = hak_probe_os_page_size();
   const size_t unit = hak_probe_segment_size();
   hak_collect(true);
-  const size_t full = 2 * unit - page;  // the header's page, then the block to the run's end
+  const size_t full = 2 * unit - page - kHakCanaryRoom;  // the header's page, then the block to the run's end
   uint8_t* p = static_cast<uint8_t*>(malloc(full));
   ASSERT_NE(p, nullptr);
   ASSERT_EQ(hak_probe_whale_units(p), 2u);

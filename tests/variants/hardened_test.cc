@@ -272,6 +272,49 @@ TEST_F(Hardened, OverflowsByOneAndEightBytesAreCaughtOnFree) {
       FaultAt(kOverflow));
 }
 
+TEST_F(Hardened, OverflowsOfLargeBlocksAreCaughtOnFree) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  // A big block of whole slices and a whale of whole pages: without room kept for
+  // the canary, the byte after either would be the next block's or an unused page.
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc((size_t)2 << 20);
+        p[(size_t)2 << 20] = 1;
+        Announce(p);
+        free(p);
+        fprintf(stderr, "not caught\n");
+      },
+      FaultAt(kOverflow));
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc((size_t)8 << 20);
+        memset(p + ((size_t)8 << 20), 'B', 8);
+        Announce(p);
+        free(p);
+        fprintf(stderr, "not caught\n");
+      },
+      FaultAt(kOverflow));
+  EXPECT_DEATH(
+      {
+        char* p = (char*)malloc((size_t)5 << 20);
+        p = (char*)realloc(p, (size_t)9 << 20);  // grown: the canary follows the new end
+        p[(size_t)9 << 20] = 1;
+        Announce(p);
+        p = (char*)realloc(p, (size_t)3 << 20);
+        fprintf(stderr, "not caught %p\n", (void*)p);
+      },
+      FaultAt(kOverflow));
+  EXPECT_DEATH(
+      {
+        void* q = nullptr;
+        if (posix_memalign(&q, (size_t)1 << 20, 300000) != 0) abort();  // a whale at 1 MiB
+        static_cast<char*>(q)[300000] = 1;
+        Announce(q);
+        fprintf(stderr, "not caught %zu\n", malloc_usable_size(q));
+      },
+      FaultAt(kOverflow));
+}
+
 TEST_F(Hardened, AStringOverflowIsCaughtOnReallocAndUsableSize) {
   if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
   // 25 bytes with its NUL into a block of 20 (a 32-byte slot: the overflow stays in
@@ -298,7 +341,8 @@ TEST_F(Hardened, AStringOverflowIsCaughtOnReallocAndUsableSize) {
 
 TEST_F(Hardened, UsableSizeIsTheRequestedSizeAndReallocKeepsTheCanary) {
   if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
-  for (size_t n : {(size_t)0, (size_t)1, (size_t)11, (size_t)27, (size_t)1000, (size_t)4091, (size_t)70000}) {
+  for (size_t n : {(size_t)0, (size_t)1, (size_t)11, (size_t)27, (size_t)1000, (size_t)4091, (size_t)70000,
+                   (size_t)2 << 20, ((size_t)63 << 16) - 5, (size_t)8 << 20, ((size_t)12 << 20) + 3}) {
     char* p = (char*)malloc(n);
     ASSERT_NE(p, nullptr);
     EXPECT_EQ(malloc_usable_size(p), n);
