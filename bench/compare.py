@@ -55,8 +55,8 @@ EXTRA_RE = re.compile(r"(\w+)=(\S+)")
 
 # hakmem's stats report (hak_stats_print). Totals of OS calls are the only lines that
 # start with the call's name (the per-user lines start with the user).
-OS_CALLS = ("mmap", "munmap", "madvise", "mremap")
-OS_CALL_RE = re.compile(r"^\s*(mmap|munmap|madvise|mremap)\s+(\d+) calls\s+(\d+) failed\s+(\d+) us", re.M)
+OS_CALLS = ("mmap", "munmap", "madvise", "mremap", "mprotect")
+OS_CALL_RE = re.compile(r"^\s*(mmap|munmap|madvise|mremap|mprotect)\s+(\d+) calls\s+(\d+) failed\s+(\d+) us", re.M)
 CACHE_RE = re.compile(r"^\s*(bigcache|whale)\s+hits\s+(\d+)\s+misses\s+(\d+)\s+hit rate\s+\d+%"
                       r"\s+puts\s+(\d+)\s+evictions\s+(\d+)", re.M)
 LABEL_VALUE_RE = re.compile(r"^  (\S.*?)\s+(\d+)$")

@@ -12,8 +12,35 @@
  *             most HAKMEM_WHALE_WASTE_PCT; a larger region run is split, its tail going
  *             back to the region. Bounded by slots and bytes; the oldest entry is evicted
  *             to the region (kept mapped, purged later), never unmapped here. Entries
- *             unused for the purge delay are evicted on the next purge tick. */
+ *             unused for the purge delay are evicted on the next purge tick.
+ *
+ * Hardened level 2: a block waits in either cache PROT_NONE (a use after free faults),
+ * made accessible again as it leaves (reuse or eviction). */
 #include "hak_internal.h"
+
+/* ---- Quarantine (hardened level 2) ------------------------------------------------------ */
+
+/* Makes a cached block's memory inaccessible, or accessible again as it leaves the
+ * cache. Refused protection (ENOMEM: too many mappings) leaves the block usable, only
+ * unguarded; refused access falls back to fresh pages over it (its contents are
+ * garbage anyway), else hakmem cannot hand the memory out and stops. */
+#if HAK_HARDEN_LARGE_QUARANTINE
+static void hak_cache_protect(void* block, size_t bytes, bool accessible) {
+  if (hak_os_protect(block, bytes, accessible, HAK_OS_USER_HUGE) || !accessible) return;
+  if (!hak_os_map_fixed(block, bytes, HAK_OS_USER_HUGE)) {
+    hak_fault_message("a cached block could not be made accessible again (out of memory)");
+  }
+}
+#define hak_bigcache_protect(page, accessible) \
+  hak_cache_protect(hak_page_area(page), hak_page_bytes_of(page), (accessible))
+#define hak_whale_protect(segment, accessible)                                                   \
+  hak_cache_protect((segment)->whale_block,                                                      \
+                    (size_t)((uint8_t*)(segment) + (segment)->mapping_size - (segment)->whale_block), \
+                    (accessible))
+#else
+#define hak_bigcache_protect(page, accessible) ((void)(page), (void)(accessible))
+#define hak_whale_protect(segment, accessible) ((void)(segment), (void)(accessible))
+#endif
 
 /* ---- BigCache --------------------------------------------------------------------------- */
 
@@ -30,6 +57,7 @@ static size_t hak_bigcache_slots(void) {
 
 static hak_page_t* hak_bigcache_remove(hak_bigcache_t* cache, size_t i) {
   hak_page_t* page = cache->pages[i];
+  hak_bigcache_protect(page, true);
   hak_bigcache_add(cache->bytes, -hak_page_bytes_of(page));
   for (size_t j = i + 1; j < cache->count; j++) {
     cache->pages[j - 1] = cache->pages[j];
@@ -74,6 +102,7 @@ void hak_bigcache_put(hak_heap_t* heap, hak_page_t* page) {
   while (cache->count > 0 && (cache->count >= slots || cache->bytes + bytes > hak_options.bigcache_bytes)) {
     hak_bigcache_evict_oldest(cache);
   }
+  hak_bigcache_protect(page, false);
   cache->pages[cache->count] = page;
   cache->put_ms[cache->count] = now;
   hak_bigcache_add(cache->count, 1);
@@ -163,6 +192,7 @@ static size_t hak_whale_slots(void) {
 
 static hak_segment_t* hak_whale_remove(size_t i) {
   hak_segment_t* segment = hak_whales.entries[i].segment;
+  hak_whale_protect(segment, true);
   hak_whales.bytes -= segment->mapping_size;
   for (size_t j = i + 1; j < hak_whales.count; j++) hak_whales.entries[j - 1] = hak_whales.entries[j];
   hak_whales.count--;
@@ -231,6 +261,7 @@ hak_segment_t* hak_whale_get(size_t need, size_t align, size_t align_offset) {
 bool hak_whale_put(hak_segment_t* segment) {
   size_t slots = hak_whale_slots(), limit = hak_options.whale_bytes;
   if (slots == 0 || segment->mapping_size > limit) return false;
+  hak_whale_protect(segment, false);
   uint64_t now = hak_purge_now_ms();
   hak_whale_evicted_t evicted;
   evicted.count = 0;

@@ -50,11 +50,15 @@
  * block is what a use after free most often writes into, and zeroing it costs
  * little; larger blocks would cost a memset of up to a MiB per free. */
 #define HAK_HARDEN_ZERO_MAX ((size_t)4096)
-/* Level 2 serves a pool request of n bytes from a slot of at least n + 5: byte n is 0
- * (a runaway string stops there), then canary bytes, then the request size in the
- * slot's last 4 bytes, encoded with the process secret. */
+/* Level 2 serves a request of n bytes (any size) from a slot of at least n + 5: byte n
+ * is 0 (a runaway string stops there), then canary bytes, then the request size in
+ * the slot's last 4 bytes, encoded with the process secret. */
 #define HAK_HARDEN_CANARY HAK_HARDEN_INTEGRITY
 #define HAK_CANARY_ROOM ((size_t)(HAK_HARDEN_CANARY ? 5 : 0))
+/* Level 2: freed big blocks and whales wait in their caches (BigCache, whale ring)
+ * PROT_NONE, so a read or write after free faults at once; two mprotect calls per
+ * cached block, pages kept. */
+#define HAK_HARDEN_LARGE_QUARANTINE HAK_HARDEN_INTEGRITY
 
 /* HAK_SMALL_LIMITS 1 shrinks caches and batch sizes so that short fuzz and test runs
  * reach eviction, page and segment release, and reuse. Never for production. */

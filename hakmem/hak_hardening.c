@@ -24,6 +24,8 @@ static const char* hak_fault_name(hak_fault_t fault) {
     case HAK_FAULT_WRITE_AFTER_FREE: return "write after free";
     case HAK_FAULT_HANDED_OUT_TWICE: return "block handed out while still in use (corrupted free list)";
     case HAK_FAULT_OVERFLOW: return "heap buffer overflow (the canary after the requested bytes was overwritten)";
+    case HAK_FAULT_USE_AFTER_FREE: return "use after free (a freed block was read or written)";
+    case HAK_FAULT_ZERO_SIZE_ACCESS: return "read or write of a zero-size block";
   }
   return "unknown fault";
 }
@@ -73,6 +75,72 @@ void hak_fault_message(const char* message) {
   hak_fault_write(" (" HAK_VARIANT_NAME ")\n");
   abort();
 }
+
+/* ---- Faults in memory kept inaccessible (level 2) -----------------------------------
+ * malloc(0)'s slots and freed big blocks and whales in the caches are PROT_NONE: a
+ * read or write there raises SIGSEGV. If the process has no SIGSEGV handler of its own
+ * when hakmem starts, a handler names the fault: it finds the segment around the
+ * address (the nearest segment start at or below it in the ownership map; a whale
+ * spans many units) and reads only its header, which stays read-write. A fault it
+ * does not recognise goes on as if no handler were there: SA_RESETHAND has restored
+ * the default action, and returning repeats the access. Not under ASan or TSan,
+ * whose own handlers report such faults. */
+#if HAK_HARDEN_INTEGRITY && !HAK_ASAN && !HAK_TSAN
+#define HAK_FAULT_LOOKBACK_UNITS 4096 /* 16 GiB: whales longer than that go unnamed */
+
+static hak_segment_t* hak_fault_segment_around(const uint8_t* addr) {
+  uintptr_t unit = (uintptr_t)addr & ~(uintptr_t)HAK_SEGMENT_MASK;
+  for (uintptr_t back = 0; back < HAK_FAULT_LOOKBACK_UNITS && (back << HAK_SEGMENT_SHIFT) <= unit; back++) {
+    hak_segment_t* segment = (hak_segment_t*)(unit - (back << HAK_SEGMENT_SHIFT));
+    if (!hak_segment_map_contains((uint8_t*)segment + 1)) continue; /* (it maps p - 1's unit) */
+    if (segment->cookie != ((uintptr_t)segment ^ hak_process_secret)) return NULL;
+    if (back == 0 || segment->kind == HAK_SEGMENT_HUGE) return segment;
+    return NULL; /* a one-unit segment below: addr is not in it */
+  }
+  return NULL;
+}
+
+static void hak_fault_on_segv(int sig, siginfo_t* info, void* context) {
+  (void)sig;
+  (void)context;
+  const uint8_t* addr = (const uint8_t*)info->si_addr;
+  hak_segment_t* segment = info->si_code == SEGV_ACCERR ? hak_fault_segment_around(addr) : NULL;
+  if (segment == NULL) return;
+  const uint8_t* base = (const uint8_t*)segment;
+  switch (segment->kind) {
+    case HAK_SEGMENT_ZERO:
+      if (addr >= base + HAK_SLICE_SIZE) hak_fault(HAK_FAULT_ZERO_SIZE_ACCESS, addr);
+      break;
+    case HAK_SEGMENT_HUGE:
+      if (addr >= segment->whale_block && addr < base + segment->mapping_size && segment->pages[0].used == 0) {
+        hak_fault_in_class(HAK_FAULT_USE_AFTER_FREE, addr, HAK_FAULT_CLASS_HUGE);
+      }
+      break;
+    case HAK_SEGMENT_BIG: {
+      if (addr < base + HAK_SLICE_SIZE) break;
+      const hak_page_t* page = hak_segment_page_of(segment, addr);
+      if (page->in_use && page->used == 0) hak_fault_in_class(HAK_FAULT_USE_AFTER_FREE, addr, HAK_FAULT_CLASS_HUGE);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void hak_hardening_install_fault_handler(void) {
+  struct sigaction old;
+  if (sigaction(SIGSEGV, NULL, &old) != 0) return;
+  if ((old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL) return; /* the program's own */
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_sigaction = hak_fault_on_segv;
+  action.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGSEGV, &action, NULL);
+}
+#else
+void hak_hardening_install_fault_handler(void) {}
+#endif
 
 #if HAK_HARDEN_FREE_CHECKS
 
@@ -171,7 +239,7 @@ static uint32_t hak_canary_size_key(const void* block) {
 /* The slot a block's canary ends with: a pool or big block's page slot, or a whale's
  * page-rounded block (segment->block_bytes). */
 static size_t hak_canary_slot(const void* block, int* size_class) {
-  const hak_segment_t* segment = hak_segment_of(block);
+  hak_segment_t* segment = hak_segment_of(block);
   if (segment->kind == HAK_SEGMENT_HUGE) {
     *size_class = HAK_FAULT_CLASS_HUGE;
     return segment->block_bytes;

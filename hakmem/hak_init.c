@@ -112,6 +112,7 @@ void hak_process_init(void) {
     hak_process_secret = hak_init_secret();
     hak_options_init();
     hak_os_init();
+    hak_hardening_install_fault_handler();
     atomic_store_explicit(&hak_core_ready, true, memory_order_release);
   }
   hak_unlock(&hak_init_lock);

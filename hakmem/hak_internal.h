@@ -301,7 +301,7 @@ void hak_lock(hak_lock_t* lock);
 bool hak_trylock(hak_lock_t* lock);
 void hak_unlock(hak_lock_t* lock);
 
-/* ---- hak_os.c: the only file that calls mmap, munmap, mremap or madvise ------------ */
+/* ---- hak_os.c: the only file that calls mmap, munmap, mremap, madvise or mprotect -- */
 
 void hak_os_wait(_Atomic uint32_t* word, uint32_t value); /* sleeps while *word == value (futex) */
 void hak_os_wake_one(_Atomic uint32_t* word);
@@ -325,6 +325,7 @@ typedef struct hak_os_ops_s {
   int (*advise)(void* addr, size_t size, int advice);
   void* (*remap)(void* old_addr, size_t old_size, size_t new_size, int flags, void* new_addr);
   size_t page_size; /* 0: the kernel's (AT_PAGESZ); tests pretend 16 KiB or 64 KiB pages */
+  int (*protect)(void* addr, size_t size, int prot); /* NULL: the kernel's mprotect */
 } hak_os_ops_t;
 
 void hak_os_set_ops(const hak_os_ops_t* ops);      /* NULL restores the kernel's */
@@ -341,6 +342,9 @@ bool hak_os_shrink(void* addr, size_t old_size, size_t new_size, hak_os_user_t u
  * Counted as a madvise of `user`; callers say when (HAKMEM_THP), once per mapping or
  * per run whose role changed, never per allocation. */
 bool hak_os_advise_thp(void* addr, size_t size, bool huge, hak_os_user_t user);
+/* Hardened: makes [addr, +size) inaccessible (PROT_NONE) or read-write again, keeping
+ * its pages. False if refused for lack of memory (ENOMEM: the mapping count). */
+bool hak_os_protect(void* addr, size_t size, bool accessible, hak_os_user_t user);
 bool hak_os_can_back(size_t size);                 /* the overcommit policy would allow it */
 void hak_os_stats_read(hak_stats_t* out);
 
@@ -614,6 +618,8 @@ typedef enum hak_fault_e {
   HAK_FAULT_WRITE_AFTER_FREE,
   HAK_FAULT_HANDED_OUT_TWICE,
   HAK_FAULT_OVERFLOW,
+  HAK_FAULT_USE_AFTER_FREE,
+  HAK_FAULT_ZERO_SIZE_ACCESS,
 } hak_fault_t;
 
 /* The size class a fault names: a class index, or one of these. */
@@ -624,6 +630,8 @@ typedef enum hak_fault_e {
 HAK_COLD __attribute__((noreturn)) void hak_fault_in_class(hak_fault_t fault, const void* p, int size_class);
 #define hak_fault(fault, p) hak_fault_in_class((fault), (p), HAK_FAULT_CLASS_UNKNOWN)
 HAK_COLD __attribute__((noreturn)) void hak_fault_message(const char* message); /* no address */
+/* Hardened level 2 (no sanitizer): names faults in memory hakmem keeps inaccessible. */
+void hak_hardening_install_fault_handler(void);
 #if HAK_HARDEN_FREE_CHECKS
 void hak_hardening_on_alloc(hak_page_t* page, void* block);
 void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not);

@@ -1,6 +1,7 @@
-/* hak_os.c - the OS layer: every mmap, munmap, mremap and madvise of hakmem goes through
- * here, where it is counted and timed per caller. The primitives are injectable
- * (hak_os_set_ops) so tests can fake failures or observe calls without the kernel. */
+/* hak_os.c - the OS layer: every mmap, munmap, mremap, madvise and mprotect of hakmem
+ * goes through here, where it is counted and timed per caller. The primitives are
+ * injectable (hak_os_set_ops) so tests can fake failures or observe calls without the
+ * kernel. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -57,10 +58,15 @@ static void* hak_os_kernel_remap(void* old_addr, size_t old_size, size_t new_siz
   return mremap(old_addr, old_size, new_size, flags, new_addr);
 }
 
+static int hak_os_kernel_protect(void* addr, size_t size, int prot) {
+  return mprotect(addr, size, prot);
+}
+
 static const hak_os_ops_t hak_os_kernel_ops = {.map = hak_os_kernel_map,
                                                .unmap = hak_os_kernel_unmap,
                                                .advise = hak_os_kernel_advise,
-                                               .remap = hak_os_kernel_remap};
+                                               .remap = hak_os_kernel_remap,
+                                               .protect = hak_os_kernel_protect};
 static const hak_os_ops_t* _Atomic hak_os_ops = &hak_os_kernel_ops;
 
 void hak_os_set_ops(const hak_os_ops_t* ops) {
@@ -375,6 +381,19 @@ bool hak_os_can_back(size_t size) {
   return (uint64_t)size <= l;
 }
 
+bool hak_os_protect(void* addr, size_t size, bool accessible, hak_os_user_t user) {
+  if (size == 0) return true;
+  int saved_errno = errno;
+  const hak_os_ops_t* ops = hak_os_current();
+  int (*protect)(void*, size_t, int) = ops->protect != NULL ? ops->protect : hak_os_kernel_protect;
+  uint64_t t0 = hak_os_now_ns();
+  int rc = protect(addr, size, accessible ? PROT_READ | PROT_WRITE : PROT_NONE);
+  hak_os_count(user, HAK_STATS_OS_MPROTECT, t0, rc != 0);
+  hak_os_check(rc != 0, "mprotect");
+  errno = saved_errno;
+  return rc == 0;
+}
+
 /* ---- Stats ------------------------------------------------------------------------------ */
 
 static void hak_os_counter_add(const hak_os_counter_t* c, hak_os_call_stats_t* out) {
@@ -385,7 +404,7 @@ static void hak_os_counter_add(const hak_os_counter_t* c, hak_os_call_stats_t* o
 
 void hak_os_stats_read(hak_stats_t* out) {
   hak_os_call_stats_t* totals[HAK_STATS_OS_KINDS] = {&out->os_mmap, &out->os_munmap, &out->os_madvise,
-                                                     &out->os_mremap};
+                                                     &out->os_mremap, &out->os_mprotect};
   for (int k = 0; k < HAK_STATS_OS_KINDS; k++) *totals[k] = (hak_os_call_stats_t){0, 0, 0};
   for (int u = 0; u < HAK_STATS_OS_USERS; u++) {
     for (int k = 0; k < HAK_STATS_OS_KINDS; k++) {

@@ -193,7 +193,8 @@ static void hak_report_os(hak_report_t* r, const char* name, const hak_os_call_s
 
 static void hak_report_os_by_user(hak_report_t* r, const hak_stats_t* s) {
   static const char* const users[HAK_STATS_OS_USERS] = {"region ", "purge  ", "huge   ", "meta   "};
-  static const char* const kinds[HAK_STATS_OS_KINDS] = {" mmap   ", " munmap ", " madvise", " mremap "};
+  static const char* const kinds[HAK_STATS_OS_KINDS] = {" mmap    ", " munmap  ",
+                                                                " madvise ", " mremap  ", " mprotect"};
   hak_report_str(r, "OS calls by user:\n");
   for (int u = 0; u < HAK_STATS_OS_USERS; u++) {
     for (int k = 0; k < HAK_STATS_OS_KINDS; k++) {
@@ -240,10 +241,11 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_str(&r, ", pid ");
   hak_report_u64(&r, (uint64_t)getpid(), 0);
   hak_report_str(&r, ")\nOS calls:\n");
-  hak_report_os(&r, "mmap   ", &s.os_mmap);
-  hak_report_os(&r, "munmap ", &s.os_munmap);
-  hak_report_os(&r, "madvise", &s.os_madvise);
-  hak_report_os(&r, "mremap ", &s.os_mremap);
+  hak_report_os(&r, "mmap    ", &s.os_mmap);
+  hak_report_os(&r, "munmap  ", &s.os_munmap);
+  hak_report_os(&r, "madvise ", &s.os_madvise);
+  hak_report_os(&r, "mremap  ", &s.os_mremap);
+  hak_report_os(&r, "mprotect", &s.os_mprotect);
   hak_report_line(&r, "mapped bytes", s.os_mapped_bytes);
   hak_report_line(&r, "  of which metadata", s.os_meta_mapped_bytes);
   hak_report_line(&r, "live segments", s.segments_live);

@@ -61,7 +61,7 @@ typedef struct hak_os_call_stats_s {
 
 /* Who made the OS calls: os_by[user][kind]. */
 enum { HAK_STATS_OS_REGION, HAK_STATS_OS_PURGE, HAK_STATS_OS_HUGE, HAK_STATS_OS_META, HAK_STATS_OS_USERS };
-enum { HAK_STATS_OS_MMAP, HAK_STATS_OS_MUNMAP, HAK_STATS_OS_MADVISE, HAK_STATS_OS_MREMAP, HAK_STATS_OS_KINDS };
+enum { HAK_STATS_OS_MMAP, HAK_STATS_OS_MUNMAP, HAK_STATS_OS_MADVISE, HAK_STATS_OS_MREMAP, HAK_STATS_OS_MPROTECT, HAK_STATS_OS_KINDS };
 
 /* A cache of freed huge blocks (kept mapped, reused without a system call). */
 typedef struct hak_cache_stats_s {
@@ -83,6 +83,7 @@ typedef struct hak_stats_s {
   hak_os_call_stats_t os_munmap;
   hak_os_call_stats_t os_madvise;
   hak_os_call_stats_t os_mremap;
+  hak_os_call_stats_t os_mprotect;  /* hardened: freed large blocks made inaccessible while cached */
   hak_os_call_stats_t os_by[HAK_STATS_OS_USERS][HAK_STATS_OS_KINDS];
   uint64_t os_mapped_bytes;        /* currently mapped from the OS */
   uint64_t os_meta_mapped_bytes;   /* ... of which metadata hakmem keeps for the process (heap

@@ -29,6 +29,7 @@ size_t hak_probe_os_unmap_calls(void);
 size_t hak_probe_os_advise_calls(void);
 size_t hak_probe_os_map_hinted(void);
 size_t hak_probe_os_remap_calls(void);
+size_t hak_probe_os_protect_calls(void);
 void* hak_probe_os_map_aligned(size_t size, size_t align, size_t align_offset);
 void hak_probe_os_unmap(void* addr, size_t size);
 int hak_probe_os_purge(void* addr, size_t size);
@@ -188,7 +189,7 @@ TEST(OsLayer, EveryOsCallGoesThroughTheOps) {
   for (int mode : {hak_probe_mode_counting(), hak_probe_mode_ignore_hint()}) {
     hak_stats_t before = Stats();
     static void* blocks[32768];
-    size_t map_calls, unmap_calls, advise_calls, remap_calls;
+    size_t map_calls, unmap_calls, advise_calls, remap_calls, protect_calls;
     void* whale;
     void* grown;
     {
@@ -198,6 +199,7 @@ TEST(OsLayer, EveryOsCallGoesThroughTheOps) {
       grown = hak_realloc(hak_malloc(9 * kMiB), 200 * kMiB);  // moves: region whale -> mremap
       hak_free(whale);  // too big for the whale ring: unmapped
       hak_free(grown);
+      hak_free(hak_malloc(2 * kMiB));  // to the BigCache (hardened level 2: made inaccessible)
       // 32 MiB of 1 KiB blocks: new segments, emptied; hak_collect purges them at once.
       for (auto& b : blocks) {
         b = hak_malloc(1024);
@@ -209,6 +211,7 @@ TEST(OsLayer, EveryOsCallGoesThroughTheOps) {
       unmap_calls = hak_probe_os_unmap_calls();
       advise_calls = hak_probe_os_advise_calls();
       remap_calls = hak_probe_os_remap_calls();
+      protect_calls = hak_probe_os_protect_calls();
     }
     hak_stats_t after = Stats();
     ASSERT_NE(whale, nullptr);
@@ -222,13 +225,17 @@ TEST(OsLayer, EveryOsCallGoesThroughTheOps) {
     EXPECT_EQ(after.os_munmap.count - before.os_munmap.count, unmap_calls);
     EXPECT_EQ(after.os_madvise.count - before.os_madvise.count, advise_calls);
     EXPECT_EQ(after.os_mremap.count - before.os_mremap.count, remap_calls);
+    EXPECT_EQ(after.os_mprotect.count - before.os_mprotect.count, protect_calls);
+    // Hardened level 2: the cached big block went in inaccessible and came out again.
+    EXPECT_EQ(protect_calls, kHakHardenedLevel >= 2 ? 2u : 0u);
     EXPECT_EQ(after.os_mmap.failures, before.os_mmap.failures);
     EXPECT_EQ(after.os_munmap.failures, before.os_munmap.failures);
     // The totals are the sums over the users.
     for (int k = 0; k < HAK_STATS_OS_KINDS; k++) {
       uint64_t sum = 0;
       for (int u = 0; u < HAK_STATS_OS_USERS; u++) sum += after.os_by[u][k].count;
-      const hak_os_call_stats_t* total[] = {&after.os_mmap, &after.os_munmap, &after.os_madvise, &after.os_mremap};
+      const hak_os_call_stats_t* total[] = {&after.os_mmap,   &after.os_munmap, &after.os_madvise,
+                                                &after.os_mremap, &after.os_mprotect};
       EXPECT_EQ(sum, total[k]->count) << "kind " << k;
     }
   }

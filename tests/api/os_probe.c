@@ -68,8 +68,15 @@ static void* probe_remap(void* old_addr, size_t old_size, size_t new_size, int f
   return mremap(old_addr, old_size, new_size, flags, new_addr);
 }
 
+static _Atomic size_t probe_protect_calls;
+
+static int probe_protect(void* addr, size_t size, int prot) {
+  atomic_fetch_add(&probe_protect_calls, 1);
+  return mprotect(addr, size, prot);
+}
+
 static const hak_os_ops_t probe_ops = {
-    .map = probe_map, .unmap = probe_unmap, .advise = probe_advise, .remap = probe_remap};
+    .map = probe_map, .unmap = probe_unmap, .advise = probe_advise, .remap = probe_remap, .protect = probe_protect};
 
 int hak_probe_mode_counting(void) { return HAK_PROBE_COUNTING; }
 int hak_probe_mode_fail_map(void) { return HAK_PROBE_FAIL_MAP; }
@@ -85,6 +92,7 @@ void hak_probe_os_install(int mode) {
   atomic_store(&probe_advise_calls, 0);
   atomic_store(&probe_map_hinted, 0);
   atomic_store(&probe_remap_calls, 0);
+  atomic_store(&probe_protect_calls, 0);
   hak_os_set_ops(&probe_ops);
 }
 
@@ -96,6 +104,7 @@ size_t hak_probe_os_unmap_calls(void) { return atomic_load(&probe_unmap_calls); 
 size_t hak_probe_os_advise_calls(void) { return atomic_load(&probe_advise_calls); }
 size_t hak_probe_os_map_hinted(void) { return atomic_load(&probe_map_hinted); }
 size_t hak_probe_os_remap_calls(void) { return atomic_load(&probe_remap_calls); }
+size_t hak_probe_os_protect_calls(void) { return atomic_load(&probe_protect_calls); }
 
 /* Direct calls into hak_os.c. */
 void* hak_probe_os_map_aligned(size_t size, size_t align, size_t align_offset) {

@@ -52,7 +52,7 @@ inline hak_stats_t Stats() {
 
 // System calls hakmem made, all kinds and users together.
 inline uint64_t OsCalls(const hak_stats_t& s) {
-  return s.os_mmap.count + s.os_munmap.count + s.os_madvise.count + s.os_mremap.count;
+  return s.os_mmap.count + s.os_munmap.count + s.os_madvise.count + s.os_mremap.count + s.os_mprotect.count;
 }
 
 // Lines of /proc/self/maps: the mappings (VMAs) of this process. Read with a static
