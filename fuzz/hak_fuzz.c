@@ -1340,6 +1340,9 @@ static void end_of_input(const hak_stats_t* before) {
    * (on each thread that owns a heap) hands all that back now (and is fuzzed that way),
    * so what stays is a leak. */
   g_op_name = "end of input: hak_collect";
+  /* The hardened quarantine holds this thread's last frees, some of them blocks of the
+   * second thread's pages: let them go before that thread collects. */
+  hak_quarantine_flush();
   worker_collect();
   hak_collect(false);
   hak_stats_t st = read_stats();

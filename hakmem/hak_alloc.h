@@ -52,9 +52,8 @@ HAK_INLINE void* hak_malloc_inline(size_t size) {
   return hak_hardening_canary_set(hak_large_alloc(heap, size + HAK_CANARY_ROOM, 0), size);
 }
 
-HAK_INLINE void hak_free_inline(void* p) {
-  if (hak_unlikely(p == NULL)) return;
-  if (hak_hardening_on_free(p)) return;
+/* Frees a block whose checks are done (or that leaves the hardened quarantine). */
+HAK_INLINE void hak_free_checked(void* p) {
   hak_segment_t* segment = hak_segment_of(p);
   hak_page_t* page = hak_segment_page_of(segment, p);
   hak_block_t* block = (hak_block_t*)p;
@@ -69,6 +68,14 @@ HAK_INLINE void hak_free_inline(void* p) {
     return;
   }
   hak_heap_free_generic(segment, page, block);
+}
+
+HAK_INLINE void hak_free_inline(void* p) {
+  if (hak_unlikely(p == NULL)) return;
+  if (hak_hardening_on_free(p)) return;
+  p = hak_hardening_quarantine(p); /* level 2: another block, freed earlier, or none */
+  if (p == NULL) return;
+  hak_free_checked(p);
 }
 
 /* Usable bytes of a live block: the whole slot of a page, or a whale's page-rounded

@@ -77,6 +77,11 @@ HAK_EXPORT size_t hak_collect(bool force) {
   return (size_t)(after.purge_bytes - before.purge_bytes + unmapped);
 }
 
+HAK_EXPORT void hak_quarantine_flush(void) {
+  hak_heap_t* heap = hak_heap_get();
+  if (heap != &hak_heap_empty) hak_hardening_quarantine_flush(heap);
+}
+
 HAK_EXPORT const char* hak_variant(void) {
   return HAK_VARIANT_NAME;
 }

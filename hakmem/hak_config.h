@@ -59,6 +59,12 @@
  * PROT_NONE, so a read or write after free faults at once; two mprotect calls per
  * cached block, pages kept. */
 #define HAK_HARDEN_LARGE_QUARANTINE HAK_HARDEN_INTEGRITY
+/* Level 2: a freed block of up to HAK_HARDEN_ZERO_MAX waits among the freeing thread's
+ * last HAK_QUARANTINE_SLOTS freed blocks, and a random one of them is freed for real
+ * in its place: a block is not reused right after its free (a use after free does not
+ * land in the next allocation of its class), and not in free order. */
+#define HAK_HARDEN_QUARANTINE HAK_HARDEN_INTEGRITY
+#define HAK_QUARANTINE_SLOTS 64
 
 /* HAK_SMALL_LIMITS 1 shrinks caches and batch sizes so that short fuzz and test runs
  * reach eviction, page and segment release, and reuse. Never for production. */

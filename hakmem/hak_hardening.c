@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hak_alloc.h"
 #include "hak_internal.h"
 
 static const char* hak_fault_name(hak_fault_t fault) {
@@ -544,6 +545,57 @@ hak_block_t* hak_hardening_link_shuffled(uint8_t* first, size_t count, size_t bl
   }
   return next;
 }
+
+#if HAK_HARDEN_QUARANTINE
+/* The quarantine of small blocks: per heap, so no lock; a block freed by a thread
+ * without a heap, or too large to be zero-checked, is freed at once. The block waits
+ * zeroed (hak_hardening_on_free) and, under ASan, poisoned; a write into it is caught
+ * when its slot is handed out after it leaves, a second free at once (its live bit
+ * is clear already). */
+void* hak_hardening_quarantine(void* p) {
+  hak_segment_t* segment = hak_segment_of(p);
+  if (segment->kind != HAK_SEGMENT_POOL) return p;
+  size_t block_size = hak_segment_page_of(segment, p)->block_size;
+  if (block_size > HAK_HARDEN_ZERO_MAX) return p;
+  hak_heap_t* heap = hak_heap_get();
+  if (heap == &hak_heap_empty) return p;
+  hak_asan_poison(p, block_size);
+  if (heap->quarantine_count < HAK_QUARANTINE_SLOTS) {
+    heap->quarantine[heap->quarantine_count] = p;
+    __atomic_store_n(&heap->quarantine_count, heap->quarantine_count + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&heap->quarantine_bytes, heap->quarantine_bytes + block_size, __ATOMIC_RELAXED);
+    return NULL;
+  }
+  size_t i = (size_t)(hak_hardening_random() % HAK_QUARANTINE_SLOTS);
+  void* out = heap->quarantine[i];
+  heap->quarantine[i] = p;
+  size_t out_size = hak_segment_page_of(hak_segment_of(out), out)->block_size;
+  __atomic_store_n(&heap->quarantine_bytes, heap->quarantine_bytes + block_size - out_size, __ATOMIC_RELAXED);
+  return out;
+}
+
+/* Oldest slot first: until the quarantine first fills, the last block freed ends at
+ * the head of its page's free list, as without a quarantine. */
+void hak_hardening_quarantine_flush(hak_heap_t* heap) {
+  uint32_t count = heap->quarantine_count;
+  __atomic_store_n(&heap->quarantine_count, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&heap->quarantine_bytes, 0, __ATOMIC_RELAXED);
+  for (uint32_t i = 0; i < count; i++) hak_free_checked(heap->quarantine[i]);
+}
+
+static void hak_hardening_quarantine_visit(const hak_heap_t* heap, void* arg) {
+  uint64_t* sums = arg;
+  sums[0] += __atomic_load_n(&heap->quarantine_count, __ATOMIC_RELAXED);
+  sums[1] += __atomic_load_n(&heap->quarantine_bytes, __ATOMIC_RELAXED);
+}
+
+void hak_hardening_quarantine_stats(uint64_t* blocks, uint64_t* bytes) {
+  uint64_t sums[2] = {0, 0};
+  hak_heap_visit_all(hak_hardening_quarantine_visit, sums);
+  *blocks = sums[0];
+  *bytes = sums[1];
+}
+#endif
 
 /* Blocks carved from memory that held data before are zeroed, as freed ones are, so
  * that hak_hardening_on_alloc finds every small block zero. */

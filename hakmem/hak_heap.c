@@ -509,6 +509,7 @@ static void hak_heap_collect_remote(hak_heap_t* heap) {
 void hak_heap_collect(void) {
   hak_heap_t* heap = hak_heap_get();
   if (heap == &hak_heap_empty) return;
+  hak_hardening_quarantine_flush(heap);
   hak_heap_collect_delayed(heap);
   hak_heap_collect_remote(heap);
   if (heap->retired_min != UINT8_MAX) hak_heap_collect_retired(heap, true);
@@ -613,6 +614,7 @@ void hak_heap_fork_child(void) {
  * other threads adopt it. No remote thread may use the heap afterwards. */
 void hak_heap_thread_done(hak_heap_t* heap) {
   if (heap == NULL || heap == &hak_heap_empty) return;
+  hak_hardening_quarantine_flush(heap);
   hak_heap_tls = &hak_heap_empty;
   hak_heap_collect_delayed(heap);
   hak_bigcache_flush(heap);

@@ -171,6 +171,11 @@ struct hak_heap_s {
 #if HAK_STATS
   hak_heap_stats_t stats;
 #endif
+#if HAK_HARDEN_QUARANTINE
+  uint32_t quarantine_count;                  /* blocks in quarantine[] (stats: read racily) */
+  size_t quarantine_bytes;                    /* their block sizes, for the stats */
+  void* quarantine[HAK_QUARANTINE_SLOTS];     /* freed small blocks not yet reusable */
+#endif
 };
 
 /* ---- Free blocks ------------------------------------------------------------------
@@ -630,6 +635,18 @@ typedef enum hak_fault_e {
 HAK_COLD __attribute__((noreturn)) void hak_fault_in_class(hak_fault_t fault, const void* p, int size_class);
 #define hak_fault(fault, p) hak_fault_in_class((fault), (p), HAK_FAULT_CLASS_UNKNOWN)
 HAK_COLD __attribute__((noreturn)) void hak_fault_message(const char* message); /* no address */
+/* Hardened level 2: the small-block quarantine (hak_hardening.c). Takes a freed block
+ * and returns the one to free for real now, or NULL; flush frees them all (this
+ * thread's heap: hak_collect, thread exit). */
+#if HAK_HARDEN_QUARANTINE
+void* hak_hardening_quarantine(void* p);
+void hak_hardening_quarantine_flush(hak_heap_t* heap);
+void hak_hardening_quarantine_stats(uint64_t* blocks, uint64_t* bytes); /* every heap's */
+#else
+#define hak_hardening_quarantine_stats(blocks, bytes) ((void)(blocks), (void)(bytes))
+#define hak_hardening_quarantine(p) (p)
+#define hak_hardening_quarantine_flush(heap) ((void)(heap))
+#endif
 /* Hardened level 2 (no sanitizer): names faults in memory hakmem keeps inaccessible. */
 void hak_hardening_install_fault_handler(void);
 #if HAK_HARDEN_FREE_CHECKS

@@ -96,6 +96,10 @@ HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
   out->region_used_max_bytes = usage.unit_max_bytes;
   out->in_use_bytes = usage.in_use_bytes;
   out->in_use_blocks = usage.in_use_blocks;
+  uint64_t quarantined_blocks = 0, quarantined_bytes = 0; /* freed: not in use */
+  hak_hardening_quarantine_stats(&quarantined_blocks, &quarantined_bytes);
+  out->in_use_blocks -= quarantined_blocks < out->in_use_blocks ? quarantined_blocks : out->in_use_blocks;
+  out->in_use_bytes -= quarantined_bytes < out->in_use_bytes ? quarantined_bytes : out->in_use_bytes;
   out->cached_bytes = out->bigcache.cached_bytes + out->whale.cached_bytes;
   out->free_dirty_bytes = usage.free_dirty_bytes;
   out->dedicated_count = usage.dedicated_count;

@@ -39,7 +39,8 @@ const char* hak_variant(void);
 
 /* ---- Memory return --------------------------------------------------------- */
 
-/* Gives memory back to the OS now instead of after the purge delay: takes back the
+/* Gives memory back to the OS now instead of after the purge delay: frees the calling
+ * thread's quarantine (hak_quarantine_flush), takes back the
  * blocks other threads freed onto the calling thread's pages and onto exited threads'
  * segments (hak_stats_get's in-use figures are then exact), empties the calling
  * thread's kept pages, the BigCache and whale cache, and purges every free
@@ -47,6 +48,13 @@ const char* hak_variant(void);
  * nothing (otherwise only those beyond HAKMEM_REGION_KEEP). Returns the bytes purged
  * or unmapped. Thread-safe; costs system calls, so call it when idle. */
 size_t hak_collect(bool force);
+
+/* The hardened variant keeps the calling thread's last 64 freed small blocks (up to
+ * 4 KiB) in a quarantine, so that a freed block is not reused at once; each free lets
+ * a random one of them go. This frees them all now, on the calling thread (a thread's
+ * exit does too): for leak checks and tests that want freed memory back at once.
+ * Nothing to do in the other variants. */
+void hak_quarantine_flush(void);
 
 /* ---- Statistics ---------------------------------------------------------- */
 
@@ -117,7 +125,8 @@ typedef struct hak_stats_s {
   /* Every variant: what is in use now, found by walking every segment and whale at
    * each call (nothing is counted on the fast paths). A snapshot: other threads keep
    * allocating meanwhile, and pool blocks freed by another thread count as in use
-   * until their owner thread collects them. */
+   * until their owner thread collects them. Blocks in the hardened quarantine are
+   * free: not in use (though they hold their pages). */
   uint64_t in_use_bytes;           /* blocks handed out: usable bytes (size classes,
                                       whole slices for big blocks, page-rounded whales) */
   uint64_t in_use_blocks;          /* blocks handed out */

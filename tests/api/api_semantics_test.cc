@@ -152,7 +152,9 @@ TYPED_TEST(ApiSemantics, CallocMemoryIsZeroAfterReusingDirtyBlocksOfEveryClass) 
       ASSERT_NE(p, nullptr) << size;
       memset(p, 0xa5, A::Usable(p));
     }
+    hak_quarantine_flush();  // hardened: the quarantine empty, then only these in it,
     for (int i = kBlocks - 1; i >= 0; i--) A::Free(dirty[i]);
+    hak_quarantine_flush();  // then out, last freed first
     void* fresh[kBlocks];
     size_t reused = 0;
     for (auto& p : fresh) {
@@ -245,7 +247,9 @@ TYPED_TEST(ApiSemantics, ReallocToZeroFreesAndReturnsNull) {
     void* p = A::Malloc(size);
     ASSERT_NE(keeper, nullptr);
     ASSERT_NE(p, nullptr);
+    hak_quarantine_flush();  // hardened: the quarantine empty, then p alone in it,
     void* r = A::Realloc(p, 0);
+    hak_quarantine_flush();  // then out, at the head of its page's free list
     void* again = A::Malloc(size);
     EXPECT_EQ(r, nullptr) << "realloc(p, 0) must return NULL (glibc)";
     EXPECT_EQ(again, p) << "realloc(p, 0) did not free the " << size << "-byte block";

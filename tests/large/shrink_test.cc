@@ -53,12 +53,16 @@ TEST(Shrink, FreeingEverythingGivesTheSegmentsBackDespiteKeptPages) {
     uint64_t full = Stats().segments_live;
     ASSERT_GE(full, start + 8) << "the blocks should fill many segments";
     for (void* p : blocks) hak_free(p);
+    hak_quarantine_flush();  // (hardened: this thread's last 64 frees wait there)
     uint64_t after = Stats().segments_live;
     // What stays: one kept page per small and medium class used (up to 8 slices each,
     // about 300 slices), in segments given back only while the others would stay at
     // most half full: two or three. Before, 9 (one per class whose last page sat in
-    // its own segment); with more data, more.
-    EXPECT_LE(after, start + 3) << full - start << " segments filled, " << after - start
+    // its own segment); with more data, more. Hardened level 2 frees for real in a
+    // random order (the quarantine lets a random one of the last 64 go), so which page
+    // of a class empties last, and is kept, is random too: four, measured.
+    const uint64_t bound = kHakHardenedLevel >= 2 ? 4 : 3;
+    EXPECT_LE(after, start + bound) << full - start << " segments filled, " << after - start
                                 << " still held after everything was freed";
   });
 }

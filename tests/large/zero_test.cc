@@ -63,11 +63,13 @@ TEST(ZeroProvenance, CallocReusesTheFreedBlock) {
   // list, the BigCache and the whale ring hand the freed block out again.
   for (const Tier& t : Tiers()) {
     SCOPED_TRACE(t.size);
+    hak_quarantine_flush();  // hardened: the quarantine empty, then p alone in it,
     void* keep = malloc(t.size);
     void* p = malloc(t.size);
     ASSERT_NE(p, nullptr);
     memset(p, 0xAA, t.size);
     free(p);
+    hak_quarantine_flush();  // then out at the head of its page's free list
     void* q = calloc(1, t.size);
     EXPECT_EQ(q, p) << t.name << ": calloc did not reuse the block just freed";
     EXPECT_EQ(FirstNonZero(q, t.size), t.size);
