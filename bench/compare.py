@@ -106,6 +106,8 @@ def workload_table(threads):
          ["--mode", "xfree", "--objs", "1500000", "--threads", t]),
         ("threads_churn_t" + t, "threads", ["--mode", "churn", "--steps", "8000000", "--threads", t],
          ["--mode", "churn", "--steps", "2500000", "--threads", t]),
+        ("stress_t" + t, "stress", ["--threads", t, "--iters", "10", "--steps", "300000"],
+         ["--threads", t, "--iters", "5", "--steps", "200000"]),
         ("realloc", "realloc", ["--rounds", "10"], ["--rounds", "3"]),
         ("realloc_grow", "realloc_grow", ["--rounds", "2"], ["--rounds", "1"]),
         ("rss", "rss", ["--objs", "150000"], ["--objs", "50000"]),

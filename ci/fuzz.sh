@@ -12,7 +12,7 @@
 #                 120 with CI=true, so each engine's job stays near 2 minutes)
 #   --target T    fuzz only T (repeatable): alloc_small, alloc_hardened_small,
 #                 threads_small, threads_hardened_small, concurrent_small,
-#                 concurrent_hardened_small (default: all six)
+#                 concurrent_hardened_small, misuse_hardened_small (default: all seven)
 #   --min-execs N fail a target that ran fewer than N executions (default: 5 per
 #                 second of the target's share, 100 in the CI-sized campaign of 20 s per
 #                 target; a heavily loaded 2-core machine ran at least 260 there, see
@@ -34,7 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ALL_TARGETS=(alloc_small alloc_hardened_small threads_small threads_hardened_small
-  concurrent_small concurrent_hardened_small)
+  concurrent_small concurrent_hardened_small misuse_hardened_small)
 
 usage() {
   sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'

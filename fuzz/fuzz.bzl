@@ -32,12 +32,12 @@ FUZZ_COPTS = [
     "-fno-builtin",
 ]
 
-def hak_fuzz_target(name, variant, threads = 0, concurrent = 0, replay_size = "small", replay_rounds = 1):
+def hak_fuzz_target(name, variant, threads = 0, concurrent = 0, replay_size = "small", replay_rounds = 1, src = "hak_fuzz.c"):
     v = HAK_INTERNAL_VARIANTS[variant]
     harness = name + "_harness"
     native.cc_library(
         name = harness,
-        srcs = ["hak_fuzz.c"],
+        srcs = [src],
         copts = FUZZ_COPTS,
         local_defines = [
             "HAK_FUZZ_THREADS=%d" % threads,

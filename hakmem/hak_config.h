@@ -196,6 +196,9 @@
 #ifndef HAK_ASAN
 #define HAK_ASAN 0
 #endif
+#ifndef HAK_UBSAN /* -DHAK_UBSAN=1 from the ubsan config: no feature macro tells */
+#define HAK_UBSAN 0
+#endif
 
 /* For the few functions that read other threads' metadata on purpose without their
  * locks (the usage walk, hak_segment_usage): a racy snapshot by design, not a bug the

@@ -85,8 +85,9 @@ void hak_fault_message(const char* message) {
  * spans many units) and reads only its header, which stays read-write. A fault it
  * does not recognise goes on as if no handler were there: SA_RESETHAND has restored
  * the default action, and returning repeats the access. Not under ASan or TSan,
- * whose own handlers report such faults. */
-#if HAK_HARDEN_INTEGRITY && !HAK_ASAN && !HAK_TSAN
+ * whose own handlers report such faults, nor under UBSan, whose static runtime
+ * breaks sigaction. */
+#if HAK_HARDEN_INTEGRITY && !HAK_ASAN && !HAK_TSAN && !HAK_UBSAN
 #define HAK_FAULT_LOOKBACK_UNITS 4096 /* 16 GiB: whales longer than that go unnamed */
 
 static hak_segment_t* hak_fault_segment_around(const uint8_t* addr) {
@@ -402,7 +403,11 @@ static long hak_hardening_find_block(const void* p, hak_fault_t fault_if_not, ha
 void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not) {
   hak_page_t* page;
   long index = hak_hardening_find_block(p, fault_if_not, &page);
-  if (index == HAK_NOT_A_BLOCK) { /* a whale's block: live while its page says so */
+  if (index == HAK_NOT_A_BLOCK) { /* a whale's block: live while its free word says so */
+    hak_segment_t* segment = hak_segment_of(p);
+    if (atomic_load_explicit(&segment->pages[0].xthread_free, memory_order_relaxed) != HAK_DELAYED_NEVER) {
+      hak_fault_in_class(hak_hardening_not_live_fault(fault_if_not, true), p, HAK_FAULT_CLASS_HUGE);
+    }
     hak_hardening_check_whale_canary(p);
     return;
   }
