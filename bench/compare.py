@@ -13,7 +13,7 @@ reported as a failure of that allocator (the run goes on; the exit status is 1).
 
 hakmem's own counters come from running each workload once more under
 libhakmem_stats.so with HAKMEM_STATS=1 and reading its report (hakmem/hak_stats.c):
-OS calls (mmap, munmap, madvise, mremap), the BigCache and whale cache, the purge
+OS calls (mmap, munmap, madvise, mremap, mprotect), the BigCache and whale cache, the purge
 batcher, and how realloc grew huge blocks.
 
 Output (in --out, default bench-out/): the Markdown tables on stdout and in
@@ -417,7 +417,7 @@ def counters_table(by_key, wnames):
     have = [w for w in wnames if any(k in by_key.get((w, "hakmem"), {}) for k in HAKMEM_COUNTER_KEYS)]
     if not have:
         return []
-    out = ["hakmem's caches and batches, from the same stats run (OS calls/op = (mmap + munmap + madvise + mremap) "
+    out = ["hakmem's caches and batches, from the same stats run (OS calls/op = (mmap + munmap + madvise + mremap + mprotect) "
            "/ ops; hit rate = hits / (hits + misses); realloc: huge blocks grown in place, moved by mremap, copied):",
            "",
            "| workload | " + " | ".join(c[0] for c in COUNTER_COLUMNS) + " |",
@@ -453,16 +453,16 @@ def tables(rows, allocs, wnames, failures):
     """The Markdown report, as a list of lines."""
     out = []
     out.append("| workload | allocator | ns/op (median) | spread | peak RSS MiB | end RSS MiB | time / glibc "
-               "| time / mimalloc | RSS / mimalloc | mmap | munmap | madvise | mremap |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+               "| time / mimalloc | RSS / mimalloc | " + " | ".join(OS_CALLS) + " |")
+    out.append("|---|---|" + "---:|" * (7 + len(OS_CALLS)))
     by_key = {(r["workload"], r["allocator"]): r for r in rows}
     for w in wnames:
         for a in allocs:
             r = by_key.get((w, a))
             if r is None:
-                out.append("| %s | %s | FAILED | | | | | | | | | | |" % (w, a))
+                out.append("| %s | %s | FAILED |" % (w, a) + " |" * (6 + len(OS_CALLS)))
                 continue
-            out.append("| %s | %s | %.2f | %.1f%% | %.1f | %.1f | %s | %s | %s | %s | %s | %s | %s |" % (
+            out.append(("| %s | %s | %.2f | %.1f%% | %.1f | %.1f | %s | %s | %s |" + " %s |" * len(OS_CALLS)) % (
                 w, a, r["ns_per_op"], r["spread_pct"], r["peak_rss_kib"] / 1024.0, r["end_rss_kib"] / 1024.0,
                 fmt(r.get("time_ratio_to_glibc")), fmt(r.get("time_ratio_to_mimalloc")),
                 fmt(r.get("rss_ratio_to_mimalloc")),

@@ -26,6 +26,7 @@
  * garbage anyway), else hakmem cannot hand the memory out and stops. */
 #if HAK_HARDEN_LARGE_QUARANTINE
 static void hak_cache_protect(void* block, size_t bytes, bool accessible) {
+  if (!hak_options.large_quarantine) return; /* HAKMEM_LARGE_QUARANTINE=0 */
   if (hak_os_protect(block, bytes, accessible, HAK_OS_USER_HUGE) || !accessible) return;
   if (!hak_os_map_fixed(block, bytes, HAK_OS_USER_HUGE)) {
     hak_fault_message("a cached block could not be made accessible again (out of memory)");

@@ -42,14 +42,15 @@ static void hak_fault_write(const char* s) {
   }
 }
 
-void hak_fault_in_class(hak_fault_t fault, const void* p, int size_class) {
+/* "<prefix><fault> at address 0x... (size class N, <variant>)". */
+static void hak_fault_line(const char* prefix, hak_fault_t fault, const void* p, int size_class) {
   char hex[2 + 16 + 1];
   uintptr_t v = (uintptr_t)p;
   hex[0] = '0';
   hex[1] = 'x';
   for (int i = 0; i < 16; i++) hex[2 + i] = "0123456789abcdef"[(v >> (60 - 4 * i)) & 0xf];
   hex[18] = '\0';
-  hak_fault_write("hakmem: fatal: ");
+  hak_fault_write(prefix);
   hak_fault_write(hak_fault_name(fault));
   hak_fault_write(" at address ");
   hak_fault_write(hex);
@@ -67,6 +68,10 @@ void hak_fault_in_class(hak_fault_t fault, const void* p, int size_class) {
   } else {
     hak_fault_write(" (" HAK_VARIANT_NAME ")\n");
   }
+}
+
+void hak_fault_in_class(hak_fault_t fault, const void* p, int size_class) {
+  hak_fault_line("hakmem: fatal: ", fault, p, size_class);
   abort();
 }
 
@@ -289,7 +294,12 @@ static size_t hak_canary_check(const void* block, size_t slot, int size_class) {
   }
   for (; i < span; i++) diff |= (uint64_t)(c[i] ^ canary);
   bool intact = diff == 0;
-  if (!intact) hak_fault_in_class(HAK_FAULT_OVERFLOW, block, size_class);
+  if (!intact) {
+    /* HAKMEM_CANARY_REPORT=1: report and go on (the size record held, so the block can
+     * still be freed or resized; the caller's memory past it is the caller's concern). */
+    if (!hak_options.canary_report_only) hak_fault_in_class(HAK_FAULT_OVERFLOW, block, size_class);
+    hak_fault_line("hakmem: error: ", HAK_FAULT_OVERFLOW, block, size_class);
+  }
   return size;
 }
 

@@ -377,6 +377,8 @@ typedef struct hak_options_s {
   size_t region_dirty_bytes;   /* free units waiting out the purge delay, at least (see hak_region.c) */
   hak_thp_mode_t thp_mode;     /* HAKMEM_THP */
   bool stats_report;           /* HAKMEM_STATS=1: report at exit (stats variant) */
+  bool canary_report_only;     /* HAKMEM_CANARY_REPORT=1: hardened canary faults reported, not fatal */
+  bool large_quarantine;       /* HAKMEM_LARGE_QUARANTINE: hardened cached large blocks PROT_NONE */
 } hak_options_t;
 
 extern hak_options_t hak_options;

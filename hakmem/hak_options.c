@@ -55,6 +55,8 @@ hak_options_t hak_options = {
     .region_dirty_bytes = HAK_DEF_REGION_DIRTY,
     .thp_mode = HAK_THP_LEAN,
     .stats_report = false,
+    .canary_report_only = false,
+    .large_quarantine = true,
 };
 
 typedef enum hak_option_kind_e {
@@ -87,6 +89,8 @@ static const hak_option_t hak_option_table[] = {
     {"REGION_KEEP", HAK_OPT_BYTES, 0, (size_t)1 << 46, &hak_options.region_keep_bytes},
     {"REGION_DIRTY", HAK_OPT_BYTES, 0, (size_t)1 << 46, &hak_options.region_dirty_bytes},
     {"STATS", HAK_OPT_BOOL, 0, 1, &hak_options.stats_report},
+    {"CANARY_REPORT", HAK_OPT_BOOL, 0, 1, &hak_options.canary_report_only},
+    {"LARGE_QUARANTINE", HAK_OPT_BOOL, 0, 1, &hak_options.large_quarantine},
     {"THP", HAK_OPT_THP, 0, 2, &hak_options.thp_mode},
 };
 #define HAK_OPTION_COUNT (sizeof(hak_option_table) / sizeof(hak_option_table[0]))

@@ -391,6 +391,31 @@ TEST_F(Hardened, OverflowsOfLargeBlocksAreCaughtOnFree) {
       FaultAt(kOverflow));
 }
 
+TEST_F(Hardened, CanaryReportOnlyReportsOverflowsAndGoesOn) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  setenv("HAKMEM_CANARY_REPORT", "1", 1);  // the death tests' children read it at start
+  EXPECT_EXIT(
+      {
+        char* p = (char*)malloc(24);
+        p[24] = 'A';
+        free(p);
+        fprintf(stderr, "went on\n");
+        exit(0);
+      },
+      ::testing::ExitedWithCode(0),
+      "hakmem: error: heap buffer overflow \\(the canary after the requested bytes was overwritten\\) at address "
+      "0x[0-9a-f]{16} \\(size class [0-9]+, hardened\\)\n(.|\n)*went on");
+  EXPECT_DEATH(
+      {
+        void* p = malloc(24);
+        free(p);
+        Announce(p);
+        free(p);
+      },
+      FaultAt(kDoubleFree));
+  unsetenv("HAKMEM_CANARY_REPORT");
+}
+
 TEST_F(Hardened, AStringOverflowIsCaughtOnReallocAndUsableSize) {
   if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
   // 25 bytes with its NUL into a block of 20 (a 32-byte slot: the overflow stays in
@@ -522,6 +547,23 @@ TEST_F(Hardened, ReadAndWriteAfterFreeOfLargeBlocksFault) {
         fprintf(stderr, "written\n");
       },
       kUseAfterFree);
+}
+
+TEST_F(Hardened, TheLargeQuarantineCanBeTurnedOff) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  setenv("HAKMEM_LARGE_QUARANTINE", "0", 1);  // the child reads it at start
+  EXPECT_EXIT(
+      {
+        hak_stats_t before;
+        hak_stats_t after;
+        hak_stats_get(&before);
+        for (int i = 0; i < 10; i++) free(malloc((size_t)2 << 20));
+        hak_stats_get(&after);
+        fprintf(stderr, "mprotect calls %llu\n", (unsigned long long)(after.os_mprotect.count - before.os_mprotect.count));
+        exit(0);
+      },
+      ::testing::ExitedWithCode(0), "mprotect calls 0\n");
+  unsetenv("HAKMEM_LARGE_QUARANTINE");
 }
 
 TEST_F(Hardened, CachedLargeBlocksComeBackUsable) {
