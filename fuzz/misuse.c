@@ -79,16 +79,19 @@ static uint8_t pattern(uint8_t tag, size_t i) {
   return (uint8_t)(tag * 31u + i * 7u + (i >> 8));
 }
 
-/* Fills the first and last 64 bytes and one byte of every 4 KiB (all of a small
- * block), so checks stay cheap for blocks of megabytes. */
+/* The bytes of a block that carry its pattern: the first and last 64 and one of
+ * every 4 KiB between (all of a small block), so blocks of megabytes stay cheap. */
+static size_t next_marked(size_t i, size_t size) {
+  if (i < 64 || i + 64 >= size) return i + 1;
+  return i + 4096 < size - 64 ? i + 4096 : size - 64;
+}
+
 static void fill(uint8_t* p, size_t size, uint8_t tag) {
-  for (size_t i = 0; i < size; i = (i < 64 || i + 64 >= size) ? i + 1 : (i + 4096 < size - 64 ? i + 4096 : size - 64)) {
-    p[i] = pattern(tag, i);
-  }
+  for (size_t i = 0; i < size; i = next_marked(i, size)) p[i] = pattern(tag, i);
 }
 
 static int intact(const uint8_t* p, size_t size, uint8_t tag) {
-  for (size_t i = 0; i < size; i = (i < 64 || i + 64 >= size) ? i + 1 : (i + 4096 < size - 64 ? i + 4096 : size - 64)) {
+  for (size_t i = 0; i < size; i = next_marked(i, size)) {
     if (p[i] != pattern(tag, i)) return 0;
   }
   return 1;
