@@ -72,8 +72,9 @@ HAK_INLINE void hak_free_checked(void* p) {
 
 HAK_INLINE void hak_free_inline(void* p) {
   if (hak_unlikely(p == NULL)) return;
-  if (hak_hardening_on_free(p)) return;
-  p = hak_hardening_quarantine(p); /* level 2: another block, freed earlier, or none */
+  /* hardened: checks; level 2 may keep p (malloc(0)'s, the quarantine) and give back
+   * a block freed earlier */
+  p = hak_hardening_on_free(p);
   if (p == NULL) return;
   hak_free_checked(p);
 }

@@ -451,17 +451,22 @@ HAK_NO_MEMSET_IDIOM static void hak_hardening_zero(void* p, size_t bytes) {
 }
 #endif
 
+#if HAK_HARDEN_QUARANTINE
+static void* hak_hardening_quarantine(void* p, size_t block_size);
+#endif
+
 /* Validates a free and marks the block free; the check-and-clear is one atomic step.
  * Level 2 then zeroes a small block, so hak_hardening_on_handout can tell a write
- * after free when the slot is handed out again. */
-bool hak_hardening_on_free(void* p) {
+ * after free when the slot is handed out again, and puts it in the quarantine.
+ * Returns the block to free now: p, one the quarantine lets go, or NULL. */
+void* hak_hardening_on_free(void* p) {
   hak_page_t* page;
   long index = hak_hardening_find_block(p, HAK_FAULT_INVALID_FREE, &page);
   hak_segment_t* segment = hak_segment_of(p);
 #if HAK_HARDEN_INTEGRITY
   if (index == HAK_ZERO_BLOCK) {
     hak_zero_check(segment, p, HAK_FAULT_INVALID_FREE, true);
-    return true; /* nothing more to do */
+    return NULL; /* nothing more to do */
   }
 #endif
   if (index == HAK_NOT_A_BLOCK) {
@@ -470,7 +475,7 @@ bool hak_hardening_on_free(void* p) {
     uintptr_t was = atomic_exchange(&segment->pages[0].xthread_free, 0);
     if (was != HAK_DELAYED_NEVER) hak_fault_in_class(HAK_FAULT_DOUBLE_FREE, p, HAK_FAULT_CLASS_HUGE);
     hak_hardening_check_whale_canary(p);
-    return false;
+    return p;
   }
   uint64_t bit = (uint64_t)1 << (index % 64);
   uint64_t old = atomic_fetch_and_explicit(hak_hardening_live_word(segment, page, (size_t)index), ~bit,
@@ -480,9 +485,10 @@ bool hak_hardening_on_free(void* p) {
 #if HAK_HARDEN_INTEGRITY
   if (segment->kind == HAK_SEGMENT_POOL && page->block_size <= HAK_HARDEN_ZERO_MAX) {
     hak_hardening_zero(p, page->block_size);
+    return hak_hardening_quarantine(p, page->block_size);
   }
 #endif
-  return false;
+  return p;
 }
 
 #if HAK_HARDEN_INTEGRITY
@@ -562,16 +568,12 @@ hak_block_t* hak_hardening_link_shuffled(uint8_t* first, size_t count, size_t bl
 }
 
 #if HAK_HARDEN_QUARANTINE
-/* The quarantine of small blocks: per heap, so no lock; a block freed by a thread
- * without a heap, or too large to be zero-checked, is freed at once. The block waits
- * zeroed (hak_hardening_on_free) and, under ASan, poisoned; a write into it is caught
- * when its slot is handed out after it leaves, a second free at once (its live bit
- * is clear already). */
-void* hak_hardening_quarantine(void* p) {
-  hak_segment_t* segment = hak_segment_of(p);
-  if (segment->kind != HAK_SEGMENT_POOL) return p;
-  size_t block_size = hak_segment_page_of(segment, p)->block_size;
-  if (block_size > HAK_HARDEN_ZERO_MAX) return p;
+/* The quarantine of small blocks (pool blocks hak_hardening_on_free zeroed): per heap,
+ * so no lock; a block freed by a thread without a heap is freed at once. The block
+ * waits zeroed and, under ASan, poisoned; a write into it is caught when its slot is
+ * handed out after it leaves, a second free at once (its live bit is clear already).
+ * Returns the block to free now (one that was waiting), or NULL. */
+static void* hak_hardening_quarantine(void* p, size_t block_size) {
   hak_heap_t* heap = hak_heap_get();
   if (heap == &hak_heap_empty) return p;
   hak_asan_poison(p, block_size);

@@ -637,16 +637,14 @@ typedef enum hak_fault_e {
 HAK_COLD __attribute__((noreturn)) void hak_fault_in_class(hak_fault_t fault, const void* p, int size_class);
 #define hak_fault(fault, p) hak_fault_in_class((fault), (p), HAK_FAULT_CLASS_UNKNOWN)
 HAK_COLD __attribute__((noreturn)) void hak_fault_message(const char* message); /* no address */
-/* Hardened level 2: the small-block quarantine (hak_hardening.c). Takes a freed block
- * and returns the one to free for real now, or NULL; flush frees them all (this
- * thread's heap: hak_collect, thread exit). */
+/* Hardened level 2: the small-block quarantine (hak_hardening.c; hak_hardening_on_free
+ * fills it). Flush frees every block in it (this thread's heap: hak_collect,
+ * hak_quarantine_flush, thread exit). */
 #if HAK_HARDEN_QUARANTINE
-void* hak_hardening_quarantine(void* p);
 void hak_hardening_quarantine_flush(hak_heap_t* heap);
 void hak_hardening_quarantine_stats(uint64_t* blocks, uint64_t* bytes); /* every heap's */
 #else
 #define hak_hardening_quarantine_stats(blocks, bytes) ((void)(blocks), (void)(bytes))
-#define hak_hardening_quarantine(p) (p)
 #define hak_hardening_quarantine_flush(heap) ((void)(heap))
 #endif
 /* Hardened level 2 (no sanitizer): names faults in memory hakmem keeps inaccessible. */
@@ -654,12 +652,12 @@ void hak_hardening_install_fault_handler(void);
 #if HAK_HARDEN_FREE_CHECKS
 void hak_hardening_on_alloc(hak_page_t* page, void* block);
 void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not);
-bool hak_hardening_on_free(void* p); /* true: p was a zero-size block, freed already */
+void* hak_hardening_on_free(void* p); /* the block to free now (level 2: or NULL) */
 void hak_hardening_on_segment_release(const hak_segment_t* segment);
 #else
 #define hak_hardening_on_alloc(page, block) ((void)0)
 #define hak_hardening_check_owned(p, fault) ((void)0)
-#define hak_hardening_on_free(p) ((void)(p), false)
+#define hak_hardening_on_free(p) (p)
 #define hak_hardening_on_segment_release(segment) ((void)0)
 #endif
 #if HAK_HARDEN_INTEGRITY
