@@ -35,6 +35,16 @@ HAK_INLINE void* hak_pool_malloc(hak_heap_t* heap, size_t size) {
   return hak_page_pop(heap, heap->current[hak_mid_class_of(size)], size);
 }
 
+/* The largest slot the pools serve. Hardened level 2 with its large quarantine serves
+ * blocks above the medium pages (a page of their own otherwise, which goes straight back
+ * to its segment when freed) as big blocks, so that a freed one waits PROT_NONE in the
+ * BigCache like any larger block. */
+#if HAK_HARDEN_LARGE_QUARANTINE
+#define hak_pool_slot_max() (hak_options.large_quarantine ? HAK_MEDIUM_BLOCK_MAX : HAK_POOL_MAX)
+#else
+#define hak_pool_slot_max() HAK_POOL_MAX
+#endif
+
 HAK_INLINE void* hak_malloc_inline(size_t size) {
   if (HAK_HARDEN_INTEGRITY && hak_unlikely(size == 0)) {
     void* p = hak_hardening_zero_alloc(); /* faults when read or written */
@@ -42,7 +52,7 @@ HAK_INLINE void* hak_malloc_inline(size_t size) {
   }
   hak_heap_t* heap = hak_heap_get();
   /* hardened level 2: room for the canary (HAK_CANARY_ROOM is 0 otherwise) */
-  if (hak_likely(size <= HAK_POOL_MAX - HAK_CANARY_ROOM)) {
+  if (hak_likely(size <= hak_pool_slot_max() - HAK_CANARY_ROOM)) {
     return hak_hardening_canary_set(hak_pool_malloc(heap, size + HAK_CANARY_ROOM), size);
   }
   if (hak_unlikely(size > PTRDIFF_MAX)) {
@@ -128,7 +138,7 @@ HAK_INLINE void* hak_malloc_aligned_inline(size_t align, size_t size) {
     errno = ENOMEM;
     return NULL;
   }
-  if (align <= HAK_POOL_ALIGN_MAX && size <= HAK_POOL_MAX - align - HAK_CANARY_ROOM) {
+  if (align <= HAK_POOL_ALIGN_MAX && size <= hak_pool_slot_max() - align - HAK_CANARY_ROOM) {
     size_t cls = hak_size_class(hak_align_up(size + HAK_CANARY_ROOM == 0 ? 1 : size + HAK_CANARY_ROOM, align));
     while (hak_class_block_size(cls) % align != 0) cls++;
     return hak_hardening_canary_set(hak_pool_malloc(hak_heap_get(), hak_class_block_size(cls)), size);

@@ -15,7 +15,8 @@
  *             unused for the purge delay are evicted on the next purge tick.
  *
  * Hardened level 2: a block waits in either cache PROT_NONE (a use after free faults),
- * made accessible again as it leaves (reuse or eviction). */
+ * made accessible again as it leaves (reuse or eviction), and the newest entry is not
+ * handed out (see hak_cache_hold). */
 #include "hak_internal.h"
 
 /* ---- Quarantine (hardened level 2) ------------------------------------------------------ */
@@ -42,6 +43,18 @@ static void hak_cache_protect(void* block, size_t bytes, bool accessible) {
 #define hak_bigcache_protect(page, accessible) ((void)(page), (void)(accessible))
 #define hak_whale_protect(segment, accessible) ((void)(segment), (void)(accessible))
 #endif
+
+/* Entries, newest first, that neither a request nor a search for resident memory may
+ * take: hardened level 2 holds the last block freed until another one comes in (or the
+ * purge delay evicts it), so the next allocation of its size lands elsewhere and a use
+ * after free of it still faults. */
+static size_t hak_cache_hold(void) {
+#if HAK_HARDEN_LARGE_QUARANTINE
+  return hak_options.large_quarantine ? 1 : 0;
+#else
+  return 0;
+#endif
+}
 
 /* ---- BigCache --------------------------------------------------------------------------- */
 
@@ -77,8 +90,9 @@ static void hak_bigcache_evict_oldest(hak_bigcache_t* cache) {
 
 hak_page_t* hak_bigcache_get(hak_heap_t* heap, size_t slices) {
   hak_bigcache_t* cache = &heap->bigcache;
+  size_t hold = hak_cache_hold();
   long best = -1;
-  for (size_t i = 0; i < cache->count; i++) {
+  for (size_t i = 0; i + hold < cache->count; i++) {
     if (cache->pages[i]->slice_count < slices) continue;
     if (best < 0 || cache->pages[i]->slice_count <= cache->pages[best]->slice_count) best = (long)i;
   }
@@ -111,10 +125,11 @@ void hak_bigcache_put(hak_heap_t* heap, hak_page_t* page) {
   hak_bigcache_add(cache->puts, 1);
 }
 
-bool hak_bigcache_flush(hak_heap_t* heap) {
+bool hak_bigcache_flush(hak_heap_t* heap, bool all) {
   hak_bigcache_t* cache = &heap->bigcache;
-  if (cache->count == 0) return false;
-  while (cache->count > 0) hak_bigcache_evict_oldest(cache);
+  size_t keep = all ? 0 : hak_cache_hold();
+  if (cache->count <= keep) return false;
+  while (cache->count > keep) hak_bigcache_evict_oldest(cache);
   return true;
 }
 
@@ -221,8 +236,9 @@ static bool hak_whale_fits(const hak_segment_t* segment, size_t need, size_t ali
 
 /* Index of the best entry (fewest units, newest on ties), or -1. Lock held. */
 static long hak_whale_best(size_t need, size_t align, size_t align_offset) {
+  size_t hold = hak_cache_hold();
   long best = -1;
-  for (size_t i = 0; i < hak_whales.count; i++) {
+  for (size_t i = 0; i + hold < hak_whales.count; i++) {
     const hak_segment_t* s = hak_whales.entries[i].segment;
     if (!hak_whale_fits(s, need, align, align_offset)) continue;
     if (best < 0 || s->units <= hak_whales.entries[best].segment->units) best = (long)i;
@@ -280,12 +296,13 @@ bool hak_whale_put(hak_segment_t* segment) {
 }
 
 /* Gives the oldest whale to the region, so that a region that would otherwise hand out
- * clean units (page faults to come) reuses resident memory the ring holds. */
+ * clean units (page faults to come) reuses resident memory the ring holds (not the
+ * entries hak_cache_hold keeps from reuse). */
 bool hak_whale_evict_oldest(void) {
   hak_whale_evicted_t evicted;
   evicted.count = 0;
   hak_lock(&hak_whale_lock);
-  if (hak_whales.count > 0) hak_whale_evict_first(&evicted);
+  if (hak_whales.count > hak_cache_hold()) hak_whale_evict_first(&evicted);
   hak_unlock(&hak_whale_lock);
   hak_whale_release_all(&evicted);
   return evicted.count > 0;

@@ -57,7 +57,8 @@
 #define HAK_CANARY_ROOM ((size_t)(HAK_HARDEN_CANARY ? 5 : 0))
 /* Level 2: freed big blocks and whales wait in their caches (BigCache, whale ring)
  * PROT_NONE, so a read or write after free faults at once; two mprotect calls per
- * cached block, pages kept. */
+ * cached block, pages kept. Blocks above HAK_MEDIUM_BLOCK_MAX (one per L2.5 page
+ * otherwise) are big blocks then, and each cache's newest entry is held from reuse. */
 #define HAK_HARDEN_LARGE_QUARANTINE HAK_HARDEN_INTEGRITY
 /* Level 2: a freed block of up to HAK_HARDEN_ZERO_MAX waits among the freeing thread's
  * last HAK_QUARANTINE_SLOTS freed blocks, and a random one of them is freed for real

@@ -367,7 +367,6 @@ static void hak_heap_free_local(hak_page_t* page, hak_block_t* block) {
 }
 
 static void hak_heap_collect_delayed(hak_heap_t* heap);
-static void hak_heap_decay(hak_heap_t* heap);
 
 /* Local free that found the page full or empty. Every 256th time (the counter wraps)
  * it also takes in the blocks other threads handed over and lets idle memory decay:
@@ -449,10 +448,11 @@ static hak_page_t* hak_heap_find_page(hak_heap_t* heap, size_t cls) {
   return hak_heap_fresh_page(heap, cls);
 }
 
-/* Memory nobody used for the purge delay goes back to the OS, checked on slow paths:
- * the region's free units and the whale ring (global), this heap's BigCache and the
- * free spans of its segments, and the big segments' free spans. */
-static void hak_heap_decay(hak_heap_t* heap) {
+/* Memory nobody used for the purge delay goes back to the OS, checked on slow paths
+ * (of the pools and of big blocks): the region's free units and the whale ring
+ * (global), this heap's BigCache and the free spans of its segments, the big
+ * segments' and the abandoned segments' free spans. */
+void hak_heap_decay(hak_heap_t* heap) {
   hak_purge_tick();
   if (heap->bigcache.count > 0) hak_bigcache_trim(heap, hak_purge_now_ms());
   hak_segment_decay(heap, false);
@@ -513,7 +513,7 @@ void hak_heap_collect(void) {
   hak_heap_collect_delayed(heap);
   hak_heap_collect_remote(heap);
   if (heap->retired_min != UINT8_MAX) hak_heap_collect_retired(heap, true);
-  hak_bigcache_flush(heap);
+  hak_bigcache_flush(heap, true);
   hak_segment_decay(heap, true);
 }
 
@@ -617,7 +617,7 @@ void hak_heap_thread_done(hak_heap_t* heap) {
   hak_hardening_quarantine_flush(heap);
   hak_heap_tls = &hak_heap_empty;
   hak_heap_collect_delayed(heap);
-  hak_bigcache_flush(heap);
+  hak_bigcache_flush(heap, true);
   hak_bigcache_fold(heap);
   hak_heap_for_each_page(heap, hak_heap_page_never_delayed);
   /* Blocks that reached the delayed list before the switch: free without requeueing. */

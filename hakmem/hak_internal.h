@@ -521,6 +521,7 @@ extern __thread hak_heap_t* hak_heap_tls __attribute__((tls_model("initial-exec"
 void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size);
 void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page, hak_block_t* block);
 void hak_heap_local_free_slow(hak_page_t* page);
+void hak_heap_decay(hak_heap_t* heap); /* idle memory to the OS (slow paths) */
 void hak_heap_thread_done(hak_heap_t* heap);
 void hak_heap_collect(void); /* the calling thread: delayed frees, kept empty pages */
 hak_heap_t* hak_heap_acquire(void); /* the calling thread's heap, made on first use; NULL: OOM */
@@ -552,7 +553,7 @@ void hak_large_stats_read(hak_stats_t* out);
 
 hak_page_t* hak_bigcache_get(hak_heap_t* heap, size_t slices);
 void hak_bigcache_put(hak_heap_t* heap, hak_page_t* page);
-bool hak_bigcache_flush(hak_heap_t* heap); /* false if it was empty */
+bool hak_bigcache_flush(hak_heap_t* heap, bool all); /* !all: not the held newest; false if none went */
 void hak_bigcache_trim(hak_heap_t* heap, uint64_t now); /* evicts entries idle for the purge delay */
 void hak_bigcache_fold(const hak_heap_t* heap); /* an exiting heap's counters */
 

@@ -52,9 +52,9 @@ static void* hak_big_hand_out(hak_page_t* page) {
 static void* hak_big_alloc(hak_heap_t* heap, size_t size) {
   size_t slices = hak_big_slices(size);
   hak_page_t* page = hak_bigcache_get(heap, slices);
-  if (page == NULL) hak_segment_big_decay(false); /* on the way to the locked path anyway */
+  if (page == NULL) hak_heap_decay(heap); /* on the way to the locked path anyway */
   if (page == NULL) page = hak_segment_big_alloc(slices, false);
-  if (page == NULL && hak_bigcache_flush(heap)) page = hak_segment_big_alloc(slices, false);
+  if (page == NULL && hak_bigcache_flush(heap, false)) page = hak_segment_big_alloc(slices, false);
   if (page == NULL) page = hak_segment_big_alloc(slices, true);
   if (page == NULL) return NULL;
   return hak_big_hand_out(page);

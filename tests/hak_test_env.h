@@ -85,6 +85,14 @@ constexpr int kHakHardenedLevel = 0;
 // class, slices or whale pages) of n + kHakCanaryRoom.
 constexpr size_t kHakCanaryRoom = kHakHardenedLevel >= 2 ? 5 : 0;
 
+// Hardened level 2, its large quarantine on (the default): a request whose slot would
+// be above 128 KiB (a page of its own in the L2.5 pool) is a big block instead, so that
+// freed it waits PROT_NONE in the BigCache; and the newest entry of the BigCache and of
+// the whale ring is held from reuse (the next allocation of its size lands elsewhere):
+// tests of cache reuse free one more block first.
+constexpr size_t kHakPoolSlotMax = kHakHardenedLevel >= 2 ? (size_t)128 << 10 : (size_t)1 << 20;
+constexpr size_t kHakCacheHold = kHakHardenedLevel >= 2 ? 1 : 0;
+
 // A whale of `size` bytes: the bytes its block takes (the slot rounded to OS pages),
 // and what malloc_usable_size says of it (that, or the request at level 2).
 constexpr size_t HakWhaleSlot(size_t size, size_t page) {
@@ -97,12 +105,12 @@ constexpr size_t HakWhaleUsable(size_t size, size_t page) {
 // The bytes of its pool slot that a block of `usable` bytes takes, which the in-use
 // figures count. The hardened level 2 serves a request of n bytes (malloc_usable_size
 // n) from the size class of n + 5 (the canary and the size record: HAK_CANARY_ROOM);
-// elsewhere, and above the pools, the usable size is the slot. Class sizes: 16 B apart
+// elsewhere, and above the pools, the usable size is the slot (above kHakPoolSlotMax). Class sizes: 16 B apart
 // up to 256, then 8 per doubling (docs/ARCHITECTURE.md).
 inline size_t HakTestSlotBytes(size_t usable) {
 #if defined(HAK_HARDENED) && HAK_HARDENED >= 2
   size_t need = usable + 5;
-  if (need > ((size_t)1 << 20)) {  // big blocks take whole 64 KiB slices, whales pages
+  if (need > kHakPoolSlotMax) {  // big blocks take whole 64 KiB slices, whales pages
     size_t unit = need <= ((size_t)63 << 16) ? (size_t)64 << 10 : (size_t)sysconf(_SC_PAGESIZE);
     return (need + unit - 1) & ~(unit - 1);
   }

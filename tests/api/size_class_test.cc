@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "hak_test_env.h"
 #include "hakmem.h"
 #include "hak_test_names.h"  // last: see its rule
 
@@ -219,10 +220,11 @@ TEST(SizeClass, MallocUsesTheClassOfTheSize) {
   // What malloc hands out sits in a page of exactly the class hak_size_class names and
   // of the slices that class's pages span, and malloc_usable_size is the block size
   // (hardened level 2: the request goes to the class of its size and the canary's
-  // room, and malloc_usable_size is the size requested).
+  // room, and malloc_usable_size is the size requested; and slots above 128 KiB are
+  // big blocks, kHakPoolSlotMax).
   const size_t room = hak_probe_canary_room();
   std::vector<void*> live;
-  for (size_t size = 0; size + room <= kPoolMax; size += (size < 2048 ? 1 : size < kMidMax ? 61 : 4093)) {
+  for (size_t size = 0; size + room <= kHakPoolSlotMax; size += (size < 2048 ? 1 : size < kMidMax ? 61 : 4093)) {
     if (size == 0 && room != 0) continue;  // hardened level 2: malloc(0) is no pool block
     void* p = hak_malloc(size);
     ASSERT_NE(p, nullptr);

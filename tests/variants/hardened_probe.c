@@ -8,3 +8,4 @@ HAK_EXPORT void hardened_probe_forge_link(void* freed_block, void* next) {
   hak_block_set_next((hak_block_t*)freed_block, (hak_block_t*)next);
 }
 HAK_EXPORT int hardened_probe_level(void) { return HAK_HARDENED; }
+HAK_EXPORT int hardened_probe_is_big(const void* p) { return hak_segment_of(p)->kind == HAK_SEGMENT_BIG; }

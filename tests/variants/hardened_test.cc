@@ -26,6 +26,7 @@
 
 extern "C" void hardened_probe_forge_link(void* freed_block, void* next);
 extern "C" int hardened_probe_level(void);
+extern "C" int hardened_probe_is_big(const void* p);
 
 #include "hak_test_names.h"  // last: see its rule
 
@@ -36,6 +37,14 @@ constexpr const char kDoubleFree[] = "double free";
 constexpr const char kInvalidFree[] = "free of a pointer hakmem does not own";
 constexpr const char kInvalidRealloc[] = "realloc of a pointer hakmem does not own or already freed";
 constexpr const char kInvalidUsableSize[] = "malloc_usable_size of a pointer hakmem does not own";
+
+// In a death test's child: stops it (exit 3, not the death expected) with `what`.
+void Require(bool ok, const char* what) {
+  if (ok) return;
+  if (write(2, what, strlen(what)) < 0) {
+  }
+  _exit(3);
+}
 
 // Writes "hak-test-ptr=0x<16 hex>" to stderr without allocating.
 void Announce(const void* p) {
@@ -549,6 +558,63 @@ TEST_F(Hardened, ReadAndWriteAfterFreeOfLargeBlocksFault) {
       kUseAfterFree);
 }
 
+// Blocks above 128 KiB (a page of their own in the L2.5 pool otherwise) are big blocks
+// at level 2, so they wait in the BigCache inaccessible too.
+TEST_F(Hardened, ReadAndWriteAfterFreeOfL25SizedBlocksFault) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  for (size_t size : {(size_t)128 << 10, (size_t)256 << 10, (size_t)1 << 20}) {
+    SCOPED_TRACE(size);
+    EXPECT_ACCESS_CAUGHT(
+        {
+          volatile char* p = (volatile char*)malloc(size);
+          p[0] = 1;
+          free((void*)p);
+          Announce((void*)p);
+          fprintf(stderr, "read %d\n", p[0]);
+        },
+        kUseAfterFree);
+    EXPECT_ACCESS_CAUGHT(
+        {
+          volatile char* p = (volatile char*)malloc(size);
+          free((void*)p);
+          Announce((void*)(p + size - 1));
+          p[size - 1] = 1;
+          fprintf(stderr, "written\n");
+        },
+        kUseAfterFree);
+  }
+  void* big = malloc((size_t)128 << 10);
+  ASSERT_NE(big, nullptr);
+  EXPECT_EQ(hardened_probe_is_big(big), 1);
+  free(big);
+  // Just below, the pool serves them (the zeroed-slot check covers up to 4 KiB only).
+  void* pooled = malloc(((size_t)128 << 10) - 5);
+  ASSERT_NE(pooled, nullptr);
+  EXPECT_EQ(hardened_probe_is_big(pooled), 0);
+  free(pooled);
+}
+
+// The next allocation of the same size does not get the block just freed (the caches
+// hold their newest entry), so a write through the old pointer still faults.
+TEST_F(Hardened, WriteAfterFreeOfALargeBlockFaultsAfterAnAllocationOfItsSize) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  for (size_t size : {(size_t)256 << 10, (size_t)2 << 20, (size_t)8 << 20}) {
+    SCOPED_TRACE(size);
+    EXPECT_ACCESS_CAUGHT(
+        {
+          volatile char* p = (volatile char*)malloc(size);
+          free((void*)p);
+          volatile char* q = (volatile char*)malloc(size);
+          Require(q != nullptr && q != p, "the block just freed was handed out again\n");
+          q[0] = 2;
+          Announce((void*)(p + 65537));
+          p[65537] = 1;
+          fprintf(stderr, "written\n");
+        },
+        kUseAfterFree);
+  }
+}
+
 TEST_F(Hardened, TheLargeQuarantineCanBeTurnedOff) {
   if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
   setenv("HAKMEM_LARGE_QUARANTINE", "0", 1);  // the child reads it at start
@@ -802,13 +868,6 @@ hak_stats_t StatsNow() {
   return s;
 }
 
-void Require(bool ok, const char* what) {
-  if (ok) return;
-  if (write(2, what, strlen(what)) < 0) {
-  }
-  _exit(3);
-}
-
 // A whale of 5 MiB (a run of two units) with another whale right after its run, so it
 // cannot grow in place. The other whales are left allocated.
 void* WhaleWithANeighbour() {
@@ -886,6 +945,7 @@ TEST_F(Hardened, DoubleFreeOfCachedOrMovedHugeBlocks) {
         Require(resident != nullptr, "malloc failed\n");
         memset(resident, 1, 8 * kUnit - 4096);
         free(resident);
+        for (size_t i = 0; i < kHakCacheHold; i++) free(malloc(5 * kMiB));  // the newest is held
         uint64_t copies = StatsNow().huge_moved_by_copy;
         void* q = realloc(p, 12 * kMiB);
         Require(q != nullptr && q != p && StatsNow().huge_moved_by_copy == copies + 1, "not moved by copy\n");
