@@ -49,6 +49,8 @@ PEER_PACKAGES = {"glibc": "libc6", "mimalloc": "libmimalloc2.0", "jemalloc": "li
                  "tcmalloc": "libtcmalloc-minimal4"}
 ALL_ALLOCATORS = ["glibc", "hakmem", "hakmem_stats", "hakmem_hardened", "mimalloc", "jemalloc", "tcmalloc"]
 QUICK_ALLOCATORS = ["glibc", "hakmem", "mimalloc", "jemalloc", "tcmalloc"]
+# On request only: hardened level 1 alone (checked frees), an internal variant.
+EXTRA_ALLOCATORS = ["hakmem_hardened1"]
 
 RESULT_RE = re.compile(r"RESULT workload=(\S+) ops=(\d+) ns=(\d+) checksum=(\d+) peak_rss_kib=(\d+) rss_kib=(\d+)(.*)")
 EXTRA_RE = re.compile(r"(\w+)=(\S+)")
@@ -128,8 +130,9 @@ def parse_args(argv=None):
                     "stats and hardened variants)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions per allocator (default 5)")
     ap.add_argument("--allocators", default="",
-                    help="comma list from: %s (default: all of them; with --quick: %s)"
-                    % (", ".join(ALL_ALLOCATORS), ", ".join(QUICK_ALLOCATORS)))
+                    help="comma list from: %s (default: all of them but %s; with --quick: %s)"
+                    % (", ".join(ALL_ALLOCATORS + EXTRA_ALLOCATORS), ", ".join(EXTRA_ALLOCATORS),
+                       ", ".join(QUICK_ALLOCATORS)))
     ap.add_argument("--workloads", default="", help="comma list of workload names (default: all)")
     ap.add_argument("--threads", type=int, default=2, help="threads of the threads_* workloads (default 2)")
     ap.add_argument("--no-os-stats", action="store_true", help="skip the extra run under libhakmem_stats.so")
@@ -144,7 +147,7 @@ def parse_args(argv=None):
 
 def allocator_paths(names, hakmem_dir):
     paths = {"glibc": None}
-    for suffix in ("", "_stats", "_hardened"):
+    for suffix in ("", "_stats", "_hardened", "_hardened1"):
         paths["hakmem" + suffix] = os.path.join(hakmem_dir, "libhakmem%s.so" % suffix)
     paths.update(PEERS)
     chosen = {}
@@ -556,6 +559,7 @@ set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb '#000000' lw 1
 
 # Colours by allocator, so a chart keeps them when allocators are left out.
 ALLOC_COLOURS = {"glibc": "#9e9e9e", "hakmem": "#d62728", "hakmem_stats": "#ff9896", "hakmem_hardened": "#8c564b",
+                 "hakmem_hardened1": "#c49c94",
                  "mimalloc": "#1f77b4", "jemalloc": "#2ca02c", "tcmalloc": "#ff7f0e"}
 
 

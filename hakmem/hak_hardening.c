@@ -436,9 +436,10 @@ void hak_hardening_check_owned(const void* p, hak_fault_t fault_if_not) {
 }
 
 #if HAK_HARDEN_INTEGRITY
-/* Zeroes a block (a multiple of 16 bytes, 16-byte aligned) with 16-byte stores: the
- * compiler would emit `rep stos` for a memset here, whose start-up cost is most of
- * the time for a block of a few dozen bytes. */
+/* Zeroes a block (a multiple of 16 bytes, 16-byte aligned): small ones with 16-byte
+ * stores (for a memset the compiler would emit `rep stos`, whose start-up cost is
+ * most of the time for a few dozen bytes), from 256 bytes on with libc's memset, whose
+ * wider vector stores win there (tiny_pairs, 16..1024 B: about 12% faster). */
 typedef uint64_t hak_hardening_v16 __attribute__((vector_size(16)));
 #if defined(__clang__)
 #define HAK_NO_MEMSET_IDIOM
@@ -446,6 +447,10 @@ typedef uint64_t hak_hardening_v16 __attribute__((vector_size(16)));
 #define HAK_NO_MEMSET_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #endif
 HAK_NO_MEMSET_IDIOM static void hak_hardening_zero(void* p, size_t bytes) {
+  if (bytes >= 256) {
+    memset(p, 0, bytes);
+    return;
+  }
   hak_hardening_v16* v = (hak_hardening_v16*)p;
   for (size_t i = 0; i < bytes / sizeof(*v); i++) v[i] = (hak_hardening_v16){0, 0};
 }

@@ -20,8 +20,9 @@ HAK_INTERNAL_VARIANTS = {
     "small": struct(suffix = "_small", defines = ["HAK_SMALL_LIMITS=1"]),
     "hardened_small": struct(suffix = "_hardened_small", defines = ["HAK_HARDENED=2", "HAK_SMALL_LIMITS=1"]),
     # Hardened level 1 (checked frees only), so the hardened tests also cover the
-    # lower level (the public hardened variant is the highest).
-    "hardened1": struct(suffix = "_hardened1", defines = ["HAK_HARDENED=1"]),
+    # lower level (the public hardened variant is the highest); its shared library
+    # lets the benchmarks and the misuse table measure the level on its own.
+    "hardened1": struct(suffix = "_hardened1", defines = ["HAK_HARDENED=1"], shared = True),
     # The thread identity of targets without a thread-pointer register, forced here
     # (with counters, to see which path frees take).
     "tid_fallback": struct(suffix = "_tid_fallback", defines = ["HAK_TID_FALLBACK=1", "HAK_STATS=1"]),
@@ -105,26 +106,32 @@ def hak_library_variants(internal_visibility):
     """
     for v in HAK_INTERNAL_VARIANTS.values():
         _hak_core_and_api(v, internal_visibility, internal_visibility)
+        if getattr(v, "shared", False):
+            _hak_override_and_shared(v, internal_visibility)
     for v in HAK_VARIANTS.values():
         _hak_core_and_api(v, ["//visibility:public"], internal_visibility)
-        native.cc_library(
-            name = "hakmem" + v.suffix,
-            # hak_new.c: C++'s operator new and delete; a new_handler or bad_alloc may
-            # throw through its frames.
-            srcs = ["hak_api.c", "hak_new.c"],
-            copts = HAK_COPTS + ["-fexceptions"],
-            local_defines = v.defines + ["HAK_OVERRIDE=1"],
-            deps = [":hak_core" + v.suffix],
-            linkstatic = 1,
-            alwayslink = 1,
-            visibility = ["//visibility:public"],
-        )
-        native.cc_binary(
-            name = "libhakmem" + v.suffix + ".so",
-            deps = [":hakmem" + v.suffix],
-            linkshared = 1,
-            # A malloc for every program must not drag in the C++ runtime: drop the
-            # libraries the toolchain links by default but nothing here uses.
-            linkopts = ["-Wl,-z,nodelete", "-Wl,--as-needed"],
-            visibility = ["//visibility:public"],
-        )
+        _hak_override_and_shared(v, ["//visibility:public"])
+
+def _hak_override_and_shared(v, visibility):
+    """The malloc-replacing static library of a variant and its shared library."""
+    native.cc_library(
+        name = "hakmem" + v.suffix,
+        # hak_new.c: C++'s operator new and delete; a new_handler or bad_alloc may
+        # throw through its frames.
+        srcs = ["hak_api.c", "hak_new.c"],
+        copts = HAK_COPTS + ["-fexceptions"],
+        local_defines = v.defines + ["HAK_OVERRIDE=1"],
+        deps = [":hak_core" + v.suffix],
+        linkstatic = 1,
+        alwayslink = 1,
+        visibility = visibility,
+    )
+    native.cc_binary(
+        name = "libhakmem" + v.suffix + ".so",
+        deps = [":hakmem" + v.suffix],
+        linkshared = 1,
+        # A malloc for every program must not drag in the C++ runtime: drop the
+        # libraries the toolchain links by default but nothing here uses.
+        linkopts = ["-Wl,-z,nodelete", "-Wl,--as-needed"],
+        visibility = visibility,
+    )
