@@ -20,7 +20,8 @@
  *   write after free into a small block (caught when its slot is handed out again, so
  *   the quarantine is flushed and the class allocated until it is); a freed small
  *   block's free-list link overwritten; free of an interior, misaligned or stack
- *   pointer; read or write of a freed big block or whale (in the caches, PROT_NONE);
+ *   pointer; read or write of a freed big block or whale (in the caches, PROT_NONE),
+ *   128 KiB and up, maybe after an allocation of the same size;
  *   realloc and malloc_usable_size of a freed pointer.
  */
 #define _GNU_SOURCE
@@ -254,13 +255,18 @@ static void inject(int kind, uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
       break;
     }
     case MISUSE_LARGE_USE_AFTER_FREE: {
-      size_t size = (b & 1) ? 2 * MiB + (size_t)c * 4 * KiB : 5 * MiB + (size_t)c * 16 * KiB;
+      size_t size = b % 3 == 0   ? 2 * MiB + (size_t)c * 4 * KiB      /* big */
+                    : b % 3 == 1 ? 5 * MiB + (size_t)c * 16 * KiB     /* whale */
+                                 : 128 * KiB + (size_t)c * 3500;      /* L2.5 sizes: big blocks here */
       volatile uint8_t* p = hak_malloc(size);
       if (p == NULL) _exit(EXIT_CLEAN);
       p[0] = 1;
       hak_free((void*)p);
+      /* Maybe a block of the same size first: it must land elsewhere (the caches hold
+       * their newest entry), so the old pointer still faults. */
+      if ((b >> 2) & 1) (void)hak_malloc(size);
       size_t at = (size_t)d * 4099 % size;
-      if (b & 2) p[at] = c; /* a write, else a read */
+      if ((b >> 3) & 1) p[at] = c; /* a write, else a read */
       else if (p[at] == 0x5a) _exit(EXIT_CLEAN - 0);
       break;
     }
