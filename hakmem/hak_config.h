@@ -111,7 +111,19 @@
 #define HAK_MEDIUM_PAGE_MIN_BLOCKS 4  /* a class's first medium page holds at least this many */
 #define HAK_MEDIUM_PAGE_GROW_MAX 3    /* each further page doubles, up to 8 times the first */
 #define HAK_MEDIUM_BLOCK_MAX ((size_t)128 * 1024)  /* blocks up to here: 8-slice pages */
-#define HAK_BIG_MAX ((HAK_SEGMENT_SLICES - 1) * HAK_SLICE_SIZE) /* 4032 KiB; above: whales */
+/* Hardened level 2: guard pages in every pool and big segment. The last slice is
+ * PROT_NONE and never part of a span, so an overflow off a segment's end faults before
+ * it reaches the next segment's header (owner, page descriptors, live bits); so is the
+ * header slice's last OS page, between the metadata and the first page's blocks. */
+#define HAK_HARDEN_GUARDS HAK_HARDEN_INTEGRITY
+/* Each guarded segment splits its memory into four mappings (VMAs). Beyond this many
+ * guarded segments at once (32 GiB, 32,768 mappings: half of Linux's default
+ * vm.max_map_count), new segments go unguarded, so that the mappings hakmem and the
+ * program still need are not refused. */
+#define HAK_GUARDED_SEGMENTS_MAX 8192
+#define HAK_SEGMENT_GUARD_SLICES (HAK_HARDEN_GUARDS ? 1 : 0)
+#define HAK_SEGMENT_DATA_END (HAK_SEGMENT_SLICES - HAK_SEGMENT_GUARD_SLICES) /* spans: slices 1 .. this - 1 */
+#define HAK_BIG_MAX ((HAK_SEGMENT_DATA_END - 1) * HAK_SLICE_SIZE) /* 4032 KiB (3968 with guards); above: whales */
 /* A whale that needs less than this of its last unit purges what a segment left there
  * (hak_whale_trim_tail). */
 #define HAK_WHALE_TAIL_COLD ((size_t)1 << 20)

@@ -27,6 +27,7 @@ static const char* hak_fault_name(hak_fault_t fault) {
     case HAK_FAULT_OVERFLOW: return "heap buffer overflow (the canary after the requested bytes was overwritten)";
     case HAK_FAULT_USE_AFTER_FREE: return "use after free (a freed block was read or written)";
     case HAK_FAULT_ZERO_SIZE_ACCESS: return "read or write of a zero-size block";
+    case HAK_FAULT_GUARD_PAGE: return "heap buffer overflow into a guard page";
   }
   return "unknown fault";
 }
@@ -124,11 +125,15 @@ static void hak_fault_on_segv(int sig, siginfo_t* info, void* context) {
       }
       break;
     case HAK_SEGMENT_BIG: {
+      if (hak_segment_is_guard(segment, addr)) hak_fault(HAK_FAULT_GUARD_PAGE, addr);
       if (addr < base + HAK_SLICE_SIZE) break;
       const hak_page_t* page = hak_segment_page_of(segment, addr);
       if (page->in_use && page->used == 0) hak_fault_in_class(HAK_FAULT_USE_AFTER_FREE, addr, HAK_FAULT_CLASS_HUGE);
       break;
     }
+    case HAK_SEGMENT_POOL:
+      if (hak_segment_is_guard(segment, addr)) hak_fault(HAK_FAULT_GUARD_PAGE, addr);
+      break;
     default:
       break;
   }

@@ -251,7 +251,7 @@ static bool hak_heap_page_is_kept(const hak_page_t* page) {
 static bool hak_heap_release_kept_pages_of(hak_heap_t* heap, hak_segment_t* segment, bool shrank) {
   if (segment->kept_slices != segment->used_slices) return false; /* cheap: some page is not kept */
   if (heap->spans.segments == NULL || heap->spans.segments->next == NULL) return false;
-  for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
+  for (size_t i = 1; i < HAK_SEGMENT_DATA_END; i += segment->pages[i].slice_count) {
     const hak_page_t* page = &segment->pages[i];
     if (page->in_use && !hak_heap_page_is_kept(page)) return false;
   }
@@ -261,16 +261,16 @@ static bool hak_heap_release_kept_pages_of(hak_heap_t* heap, hak_segment_t* segm
    * back segments all the time. After the heap gave a segment back, one a quarter
    * full at most goes back anyway: a 4 MiB unit held for a few kept pages is the
    * greater waste once the heap is shrinking (while it churns, the rule above holds). */
-  if (!shrank || segment->used_slices * 4 > HAK_SEGMENT_SLICES) {
+  if (!shrank || segment->used_slices * 4 > HAK_SEGMENT_DATA_END) {
     size_t others_used = 0, others_capacity = 0;
     for (const hak_segment_t* s = heap->spans.segments; s != NULL; s = s->next) {
       if (s == segment) continue;
       others_used += s->used_slices;
-      others_capacity += HAK_SEGMENT_SLICES - 1;
+      others_capacity += HAK_SEGMENT_DATA_END - 1;
     }
     if ((others_used + segment->used_slices) * 2 > others_capacity) return false;
   }
-  for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
+  for (size_t i = 1; i < HAK_SEGMENT_DATA_END;) {
     hak_page_t* page = &segment->pages[i];
     if (!page->in_use) {
       i += page->slice_count;
@@ -588,7 +588,7 @@ static void hak_heap_page_fork_repair(hak_heap_t* heap, hak_page_t* page) {
 static void hak_heap_mark_dead(hak_heap_t* heap) {
   for (hak_segment_t* s = heap->spans.segments; s != NULL; s = s->next) {
     atomic_store_explicit(&s->thread_id, HAK_THREAD_ID_DEAD, memory_order_relaxed);
-    for (size_t i = 1; i < HAK_SEGMENT_SLICES; i = hak_segment_slice_after_span(s, i)) {
+    for (size_t i = 1; i < HAK_SEGMENT_DATA_END; i = hak_segment_slice_after_span(s, i)) {
       hak_page_t* page = &s->pages[i];
       if (!page->in_use) continue;
       uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);

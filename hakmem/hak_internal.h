@@ -108,6 +108,7 @@ struct hak_segment_s {
   uint8_t is_dedicated;          /* huge: a mapping of its own, not region units */
   uint8_t is_abandoned;          /* pool: on the abandoned list (under its lock) */
   uint8_t listed_idle_slices;    /* pool: its idle free slices when it was listed */
+  uint8_t is_guarded;            /* pool, big (hardened level 2): its guard pages are PROT_NONE */
   /* Slice i belongs to the span starting at slice i - slice_offset[i]. Entry 64 serves
    * huge blocks aligned to 4 MiB, which start one unit after their header. */
   uint8_t slice_offset[HAK_SEGMENT_SLICES + 1];
@@ -491,6 +492,9 @@ void hak_page_free_remote(hak_page_t* page, hak_block_t* block);
 
 /* ---- hak_segment.c: pool segments, spans, abandonment, the ownership map --------- */
 
+#if HAK_HARDEN_GUARDS
+bool hak_segment_is_guard(const hak_segment_t* segment, const void* p); /* a guard page of a pool or big segment */
+#endif
 hak_page_t* hak_segment_page_alloc(hak_heap_t* heap, size_t slices);
 void hak_segment_page_free(hak_heap_t* heap, hak_page_t* page);
 void hak_segment_decay(hak_heap_t* heap, bool all); /* purge the heap's idle free spans */
@@ -628,6 +632,7 @@ typedef enum hak_fault_e {
   HAK_FAULT_OVERFLOW,
   HAK_FAULT_USE_AFTER_FREE,
   HAK_FAULT_ZERO_SIZE_ACCESS,
+  HAK_FAULT_GUARD_PAGE,
 } hak_fault_t;
 
 /* The size class a fault names: a class index, or one of these. */

@@ -152,7 +152,7 @@ static void hak_span_free(hak_spans_t* spans, hak_segment_t* segment, size_t sta
     if (due < spans->decay_due_ms) __atomic_store_n(&spans->decay_due_ms, due, __ATOMIC_RELAXED);
   }
   size_t end = start + count;
-  if (end < HAK_SEGMENT_SLICES && !segment->pages[end].in_use) {
+  if (end < HAK_SEGMENT_DATA_END && !segment->pages[end].in_use) {
     hak_page_t* next = &segment->pages[end];
     hak_span_bin_remove(spans, next);
     end += next->slice_count;
@@ -212,7 +212,7 @@ static hak_page_t* hak_span_take(hak_spans_t* spans, size_t count) {
 static bool hak_span_grow(hak_spans_t* spans, hak_page_t* page, size_t slices) {
   hak_segment_t* segment = hak_segment_of(page);
   size_t end = (size_t)page->slice_index + page->slice_count, extra = slices - page->slice_count;
-  if (end >= HAK_SEGMENT_SLICES) return false;
+  if (end >= HAK_SEGMENT_DATA_END) return false;
   hak_page_t* next = &segment->pages[end];
   if (next->in_use || next->slice_count < extra) return false;
   hak_span_bin_remove(spans, next);
@@ -287,9 +287,73 @@ static void hak_segment_list_remove(hak_spans_t* spans, hak_segment_t* segment) 
   segment->next = segment->prev = NULL;
 }
 
-/* A fresh segment from the region: the header in slice 0, one free span of the rest.
- * Pool segments belong to `heap` (its thread frees into them directly); big ones to
- * nobody (thread id 0: every free takes the locked path). */
+/* ---- Guard pages (hardened level 2) ---------------------------------------------------- */
+
+#if HAK_HARDEN_GUARDS
+/* Offset of the header slice's last OS page if the header leaves it free, else 0
+ * (with 64 KiB pages the header fills its slice). */
+static size_t hak_segment_front_guard(void) {
+  size_t page = hak_os_page_size();
+  return sizeof(hak_segment_t) + page <= HAK_SLICE_SIZE ? HAK_SLICE_SIZE - page : 0;
+}
+
+/* Makes a segment's guards inaccessible (a fresh segment) or accessible again (one
+ * going back to the region, whose units may serve whales). A refused protection
+ * (ENOMEM: the mapping count) leaves the segment unguarded; a refused restore maps
+ * fresh pages over the guard (they held nothing), else hakmem stops. */
+static void hak_segment_guard_one(uint8_t* addr, size_t size, bool accessible) {
+  if (hak_os_protect(addr, size, accessible, HAK_OS_USER_REGION) || !accessible) return;
+  if (!hak_os_map_fixed(addr, size, HAK_OS_USER_REGION)) {
+    hak_fault_message("a guard page could not be made accessible again (out of memory)");
+  }
+}
+
+static _Atomic size_t hak_segment_guarded; /* segments whose guards are PROT_NONE now */
+
+static void hak_segment_guards_set(hak_segment_t* segment, bool accessible) {
+  if (!accessible) {
+    if (atomic_fetch_add_explicit(&hak_segment_guarded, 1, memory_order_relaxed) >= HAK_GUARDED_SEGMENTS_MAX) {
+      atomic_fetch_sub_explicit(&hak_segment_guarded, 1, memory_order_relaxed);
+      return; /* unguarded: see HAK_GUARDED_SEGMENTS_MAX */
+    }
+  } else if (!segment->is_guarded) {
+    return;
+  }
+  uint8_t* base = (uint8_t*)segment;
+  size_t front = hak_segment_front_guard();
+  if (front != 0) hak_segment_guard_one(base + front, HAK_SLICE_SIZE - front, accessible);
+  hak_segment_guard_one(base + ((size_t)HAK_SEGMENT_DATA_END << HAK_SLICE_SHIFT),
+                        (size_t)HAK_SEGMENT_GUARD_SLICES << HAK_SLICE_SHIFT, accessible);
+  segment->is_guarded = !accessible;
+  if (accessible) atomic_fetch_sub_explicit(&hak_segment_guarded, 1, memory_order_relaxed);
+}
+
+bool hak_segment_is_guard(const hak_segment_t* segment, const void* p) {
+  if (!segment->is_guarded) return false;
+  size_t offset = (size_t)((const uint8_t*)p - (const uint8_t*)segment);
+  size_t front = hak_segment_front_guard();
+  if (offset >= ((size_t)HAK_SEGMENT_DATA_END << HAK_SLICE_SHIFT) && offset < HAK_SEGMENT_SIZE) return true;
+  return front != 0 && offset >= front && offset < HAK_SLICE_SIZE;
+}
+
+/* The guard slice is a page in use of no class, never a span: spans end before it. */
+static void hak_segment_guard_init(hak_segment_t* segment) {
+  hak_page_t* guard = &segment->pages[HAK_SEGMENT_DATA_END];
+  guard->in_use = 1;
+  guard->slice_index = HAK_SEGMENT_DATA_END;
+  guard->slice_count = HAK_SEGMENT_GUARD_SLICES;
+  guard->block_size = 0;
+  hak_segment_guards_set(segment, false);
+}
+#else
+#define hak_segment_guard_init(segment) ((void)(segment))
+#define hak_segment_guards_set(segment, accessible) ((void)(segment), (void)(accessible))
+#endif
+
+/* A fresh segment from the region: the header in slice 0, one free span of the rest
+ * (hardened level 2: but the guard slice). Pool segments belong to `heap` (its thread
+ * frees into them directly); big ones to nobody (thread id 0: every free takes the
+ * locked path). */
 static hak_segment_t* hak_segment_alloc(hak_spans_t* spans, hak_segment_kind_t kind, hak_heap_t* heap) {
   hak_run_state_t state;
   hak_segment_t* segment = hak_region_alloc(1, HAK_SEGMENT_SIZE, 0, &state);
@@ -305,7 +369,8 @@ static hak_segment_t* hak_segment_alloc(hak_spans_t* spans, hak_segment_kind_t k
   segment->decay_slices = 0; /* the region purges what it hands out before use, if due */
   segment->pages[0].in_use = 1; /* the header: never part of a span */
   segment->pages[0].slice_count = 1;
-  hak_span_split_off(spans, segment, 1, HAK_SEGMENT_SLICES - 1);
+  hak_segment_guard_init(segment);
+  hak_span_split_off(spans, segment, 1, HAK_SEGMENT_DATA_END - 1);
   hak_segment_list_push(spans, segment);
   atomic_store_explicit(&segment->thread_id, heap != NULL ? heap->thread_id : 0, memory_order_release);
   hak_segment_map_set(segment, true);
@@ -324,6 +389,7 @@ static void hak_segment_release(hak_spans_t* spans, hak_segment_t* segment, uint
   hak_segment_live_add(-1);
   hak_stat_global_inc(segments_freed);
   atomic_store_explicit(&segment->thread_id, 0, memory_order_relaxed);
+  hak_segment_guards_set(segment, true);
   /* dense unless decay purged most of it while it was in use */
   bool dense = __builtin_popcountll(segment->zero_slices) < (int)HAK_SEGMENT_SLICES / 2;
   hak_region_free(segment, 1, idle_since_ms, dense);
@@ -441,7 +507,7 @@ static void hak_segment_abandoned_push(hak_segment_t* segment) {
  * list is doubly linked so that a free into one of its segments can take that segment
  * out in O(1) (hak_segment_free_abandoned). */
 void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
-  for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
+  for (size_t i = 1; i < HAK_SEGMENT_DATA_END; i += segment->pages[i].slice_count) {
     if (!segment->pages[i].in_use) hak_span_bin_remove(&heap->spans, &segment->pages[i]);
   }
   hak_segment_list_remove(&heap->spans, segment);
@@ -489,7 +555,7 @@ static bool hak_segment_abandoned_page_free(hak_page_t* page, uint64_t idle_sinc
  * missed the direct path) come back, emptied pages go back to the segment. Returns
  * whether the segment emptied and went back to the region. */
 static bool hak_segment_abandoned_collect(hak_segment_t* segment) {
-  for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
+  for (size_t i = 1; i < HAK_SEGMENT_DATA_END;) {
     hak_page_t* page = &segment->pages[i];
     if (page->in_use) {
       hak_page_collect_thread_free(page);
@@ -564,10 +630,10 @@ static void hak_segment_adopt(hak_heap_t* heap, hak_segment_t* segment) {
   atomic_store_explicit(&segment->thread_id, heap->thread_id, memory_order_release);
   hak_stat_global_inc(segments_adopted);
   if (segment->decay_slices != 0) heap->spans.decay_due_ms = 0; /* look at them on the next slow path */
-  for (size_t i = 1; i < HAK_SEGMENT_SLICES; i += segment->pages[i].slice_count) {
+  for (size_t i = 1; i < HAK_SEGMENT_DATA_END; i += segment->pages[i].slice_count) {
     if (!segment->pages[i].in_use) hak_span_bin_push(&heap->spans, &segment->pages[i]);
   }
-  for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
+  for (size_t i = 1; i < HAK_SEGMENT_DATA_END;) {
     hak_page_t* page = &segment->pages[i];
     if (!page->in_use) {
       i += page->slice_count;
@@ -667,10 +733,10 @@ HAK_NO_SANITIZE size_t hak_segment_usage(const hak_segment_t* segment, size_t un
   }
   if (kind != HAK_SEGMENT_POOL && kind != HAK_SEGMENT_BIG) return 1;
   out->free_dirty_bytes += (uint64_t)__builtin_popcountll(hak_snap(segment->decay_slices)) << HAK_SLICE_SHIFT;
-  for (size_t i = 1; i < HAK_SEGMENT_SLICES;) {
+  for (size_t i = 1; i < HAK_SEGMENT_DATA_END;) {
     const hak_page_t* page = &segment->pages[i];
     size_t count = hak_snap(page->slice_count);
-    if (count == 0 || count > HAK_SEGMENT_SLICES - i) count = 1;
+    if (count == 0 || count > HAK_SEGMENT_DATA_END - i) count = 1;
     if (hak_snap(page->in_use)) {
       uint64_t used = hak_snap(page->used);
       uint64_t bytes = used * hak_snap(page->block_size), cap = (uint64_t)count << HAK_SLICE_SHIFT;

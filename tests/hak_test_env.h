@@ -90,6 +90,10 @@ constexpr size_t kHakCanaryRoom = kHakHardenedLevel >= 2 ? 5 : 0;
 // freed it waits PROT_NONE in the BigCache; and the newest entry of the BigCache and of
 // the whale ring is held from reuse (the next allocation of its size lands elsewhere):
 // tests of cache reuse free one more block first.
+// Hardened level 2 keeps each pool and big segment's last slice as a guard: the
+// largest big block is one slice shorter there.
+constexpr size_t kHakGuardSlices = kHakHardenedLevel >= 2 ? 1 : 0;
+constexpr size_t kHakBigMax = (63 - kHakGuardSlices) * ((size_t)64 << 10);
 constexpr size_t kHakPoolSlotMax = kHakHardenedLevel >= 2 ? (size_t)128 << 10 : (size_t)1 << 20;
 constexpr size_t kHakCacheHold = kHakHardenedLevel >= 2 ? 1 : 0;
 
@@ -111,7 +115,7 @@ inline size_t HakTestSlotBytes(size_t usable) {
 #if defined(HAK_HARDENED) && HAK_HARDENED >= 2
   size_t need = usable + 5;
   if (need > kHakPoolSlotMax) {  // big blocks take whole 64 KiB slices, whales pages
-    size_t unit = need <= ((size_t)63 << 16) ? (size_t)64 << 10 : (size_t)sysconf(_SC_PAGESIZE);
+    size_t unit = need <= kHakBigMax ? (size_t)64 << 10 : (size_t)sysconf(_SC_PAGESIZE);
     return (need + unit - 1) & ~(unit - 1);
   }
   if (need <= 256) return (need + 15) & ~(size_t)15;

@@ -142,7 +142,7 @@ TEST(HugeRealloc, GrowInPlaceIntoTheFreeUnitsAfterTheWhale) {
   free(q);
 
   // A big block grows into the free slices after it the same way.
-  uint8_t* big = static_cast<uint8_t*>(malloc(4 * kMiB - 64 * kKiB - kHakCanaryRoom));  // the largest big block
+  uint8_t* big = static_cast<uint8_t*>(malloc(kHakBigMax - kHakCanaryRoom));  // the largest big block
   ASSERT_NE(big, nullptr);
   ASSERT_EQ(hak_probe_is_big(big), 1);
   FillPattern(big, 0, kMiB + 4096, kSeed);

@@ -62,8 +62,9 @@ TEST(Shrink, FreeingEverythingGivesTheSegmentsBackDespiteKeptPages) {
     // most half full: two or three. Before, 9 (one per class whose last page sat in
     // its own segment); with more data, more. Hardened level 2 frees for real in a
     // random order (the quarantine lets a random one of the last 64 go), so which page
-    // of a class empties last, and is kept, is random too: four, measured.
-    const uint64_t bound = kHakHardenedLevel >= 2 ? 4 : 3;
+    // of a class empties last, and is kept, is random too, and its segments have one
+    // slice less (the guard): four, or five in 4 of 20 runs, measured.
+    const uint64_t bound = kHakHardenedLevel >= 2 ? 5 : 3;
     EXPECT_LE(after, start + bound) << full - start << " segments filled, " << after - start
                                 << " still held after everything was freed";
   });

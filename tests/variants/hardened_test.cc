@@ -615,6 +615,47 @@ TEST_F(Hardened, WriteAfterFreeOfALargeBlockFaultsAfterAnAllocationOfItsSize) {
   }
 }
 
+// ---- Level 2: guard pages ---------------------------------------------------------------
+// Every pool and big segment keeps its last slice, and its header slice's last OS page,
+// PROT_NONE: the largest big block ends right before the one and starts right after
+// the other.
+TEST_F(Hardened, OverflowOffASegmentsEndOrBeforeItsFirstPageHitsAGuard) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  constexpr const char kGuard[] = "heap buffer overflow into a guard page";
+  EXPECT_ACCESS_CAUGHT(
+      {
+        volatile char* p = (volatile char*)malloc(kHakBigMax - kHakCanaryRoom);
+        Require(p != nullptr && hardened_probe_is_big((void*)p) == 1, "not a big block\n");
+        Announce((void*)(p + kHakBigMax));
+        p[kHakBigMax] = 1;  // the first byte past the slot: the segment's last slice
+        fprintf(stderr, "written\n");
+      },
+      kGuard);
+  if (sysconf(_SC_PAGESIZE) < 64 * 1024) {  // a 64 KiB page would leave the header no room
+    EXPECT_ACCESS_CAUGHT(
+        {
+          volatile char* p = (volatile char*)malloc(kHakBigMax - kHakCanaryRoom);
+          Require(p != nullptr, "malloc failed\n");
+          Announce((void*)(p - 8));
+          p[-8] = 1;  // just before the segment's first page: the header slice's guard
+          fprintf(stderr, "written\n");
+        },
+        kGuard);
+  }
+  // A pool segment's last page is followed by the guard too: a run of writes off the
+  // end of any segment stops there.
+  EXPECT_ACCESS_CAUGHT(
+      {
+        volatile char* p = (volatile char*)malloc(100);
+        Require(p != nullptr, "malloc failed\n");
+        volatile char* end = (volatile char*)(((uintptr_t)p | (((size_t)4 << 20) - 1)) + 1) - 64 * 1024;
+        Announce((void*)end);
+        end[0] = 1;
+        fprintf(stderr, "written\n");
+      },
+      kGuard);
+}
+
 TEST_F(Hardened, TheLargeQuarantineCanBeTurnedOff) {
   if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
   setenv("HAKMEM_LARGE_QUARANTINE", "0", 1);  // the child reads it at start
@@ -625,7 +666,9 @@ TEST_F(Hardened, TheLargeQuarantineCanBeTurnedOff) {
         hak_stats_get(&before);
         for (int i = 0; i < 10; i++) free(malloc((size_t)2 << 20));
         hak_stats_get(&after);
-        fprintf(stderr, "mprotect calls %llu\n", (unsigned long long)(after.os_mprotect.count - before.os_mprotect.count));
+        fprintf(stderr, "mprotect calls %llu\n",  // of the caches (segment guards count as the region's)
+                (unsigned long long)(after.os_by[HAK_STATS_OS_HUGE][HAK_STATS_OS_MPROTECT].count -
+                                     before.os_by[HAK_STATS_OS_HUGE][HAK_STATS_OS_MPROTECT].count));
         exit(0);
       },
       ::testing::ExitedWithCode(0), "mprotect calls 0\n");
