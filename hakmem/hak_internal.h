@@ -494,6 +494,11 @@ void hak_page_free_remote(hak_page_t* page, hak_block_t* block);
 
 #if HAK_HARDEN_GUARDS
 bool hak_segment_is_guard(const hak_segment_t* segment, const void* p); /* a guard page of a pool or big segment */
+void hak_segment_guards_open(void* unit); /* a former segment's guards, accessible again */
+bool hak_region_guard_claim(void* run, bool* already);
+void hak_region_guard_clear(void* run, size_t units);
+#else
+#define hak_region_guard_clear(run, units) ((void)(run), (void)(units))
 #endif
 hak_page_t* hak_segment_page_alloc(hak_heap_t* heap, size_t slices);
 void hak_segment_page_free(hak_heap_t* heap, hak_page_t* page);

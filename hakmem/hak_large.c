@@ -150,6 +150,7 @@ static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place,
   if (units <= HAK_CHUNK_RUN_MAX && place->run_align <= HAK_CHUNK_SIZE) {
     hak_segment_t* segment = hak_region_alloc(units, place->run_align, place->run_align_offset, state);
     if (segment != NULL) {
+      hak_region_guard_clear(segment, units); /* guard pages segments left there */
       hak_region_thp_prepare(segment, units, true);
       hak_whale_init_header(segment, units << HAK_SEGMENT_SHIFT, false, state->is_zero);
       segment->data_end = state->resident_units << HAK_SEGMENT_SHIFT;
@@ -289,6 +290,7 @@ static bool hak_whale_grow_in_place(hak_segment_t* segment, size_t need) {
   }
   size_t units = hak_whale_units(need);
   if (units > HAK_CHUNK_RUN_MAX || !hak_region_extend(segment, segment->units, units - segment->units)) return false;
+  hak_region_guard_clear((uint8_t*)segment + (segment->units << HAK_SEGMENT_SHIFT), units - segment->units);
   hak_region_thp_prepare((uint8_t*)segment + (segment->units << HAK_SEGMENT_SHIFT), units - segment->units, true);
   segment->units = units;
   segment->mapping_size = units << HAK_SEGMENT_SHIFT;

@@ -15,7 +15,8 @@
  * now: neither free nor handed out), run_starts (where freed runs began: a new run
  * placed there follows the old layout, so a block growing by realloc finds the room
  * its predecessor had), thp_lean / thp_huge (the unit's pages are all advised
- * MADV_NOHUGEPAGE / MADV_HUGEPAGE; neither: unknown or mixed). One lock guards every
+ * MADV_NOHUGEPAGE / MADV_HUGEPAGE; neither: unknown or mixed), guarded (hardened
+ * level 2: a segment's guard pages are PROT_NONE there). One lock guards every
  * descriptor; purge calls, madvise and mmap/munmap run outside it.
  *
  * Transparent huge pages (HAKMEM_THP): under the kernel's `always` setting a 4 MiB
@@ -40,6 +41,7 @@ typedef struct hak_chunk_s {
   uint64_t run_starts; /* free units where a freed run began */
   uint64_t thp_lean;   /* units wholly advised MADV_NOHUGEPAGE */
   uint64_t thp_huge;   /* units wholly advised MADV_HUGEPAGE */
+  uint64_t guarded;    /* units whose segment guard pages are PROT_NONE (hardened level 2) */
   uint64_t expire[HAK_CHUNK_UNITS];
 } hak_chunk_t;
 
@@ -248,6 +250,43 @@ void hak_region_thp_prepare(void* run, size_t units, bool whale) {
   hak_unlock(&hak_region_lock);
 }
 
+/* ---- Guard pages of segments (hardened level 2) -------------------------------------------- */
+
+#if HAK_HARDEN_GUARDS
+static size_t hak_region_guarded_units; /* lock held */
+
+/* A segment takes the unit `run`: true if its guard pages are in place, either already
+ * (*already: a segment left them when it gave the unit back, so reuse costs no call) or
+ * for the caller to make now; false beyond HAK_GUARDED_SEGMENTS_MAX (unguarded). */
+bool hak_region_guard_claim(void* run, bool* already) {
+  hak_chunk_t* chunk = hak_region_chunk_of(run);
+  uint64_t bit = (uint64_t)1 << hak_region_unit_index(chunk, run);
+  hak_lock(&hak_region_lock);
+  *already = (chunk->guarded & bit) != 0;
+  bool ok = *already || hak_region_guarded_units < HAK_GUARDED_SEGMENTS_MAX;
+  if (ok && !*already) {
+    chunk->guarded |= bit;
+    hak_region_guarded_units++;
+  }
+  hak_unlock(&hak_region_lock);
+  return ok;
+}
+
+/* A whale takes `run`: guard pages segments left in its units become accessible. */
+void hak_region_guard_clear(void* run, size_t units) {
+  hak_chunk_t* chunk = hak_region_chunk_of(run);
+  size_t start = hak_region_unit_index(chunk, run);
+  hak_lock(&hak_region_lock);
+  uint64_t guarded = chunk->guarded & hak_bits_range(start, units);
+  chunk->guarded &= ~guarded;
+  hak_region_guarded_units -= (size_t)__builtin_popcountll(guarded);
+  hak_unlock(&hak_region_lock);
+  for (; guarded != 0; guarded &= guarded - 1) {
+    hak_segment_guards_open(hak_region_unit_addr(chunk, (size_t)__builtin_ctzll(guarded)));
+  }
+}
+#endif
+
 /* ---- Free -------------------------------------------------------------------------------- */
 
 /* Free units wait out the purge delay, resident, for reuse; but not without bound: at
@@ -388,8 +427,20 @@ static bool hak_region_collect_due(uint64_t now, bool force, hak_purge_batch_t* 
   return taken;
 }
 
+/* Lock held. Hardened level 2: a purged unit also loses the guard pages a segment left
+ * there (it went cold; a segment taking it again makes them anew), so that idle address
+ * space does not keep four mappings per unit. Rare (once per purge delay at most), so
+ * the two calls per unit are made here, while the unit is neither free nor in use. */
 static void hak_region_finish_purge(bool zeroed) {
   for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
+#if HAK_HARDEN_GUARDS
+    uint64_t guarded = c->guarded & c->purging;
+    c->guarded &= ~guarded;
+    hak_region_guarded_units -= (size_t)__builtin_popcountll(guarded);
+    for (; guarded != 0; guarded &= guarded - 1) {
+      hak_segment_guards_open(hak_region_unit_addr(c, (size_t)__builtin_ctzll(guarded)));
+    }
+#endif
     c->dirty &= ~c->purging;
     c->dense &= ~c->purging;
     if (zeroed) c->nonzero &= ~c->purging;
@@ -412,6 +463,9 @@ static hak_chunk_t* hak_region_unlink_idle(bool force, uint64_t now) {
     if (c->used == 1 && c->purging == 0 && (force || (over && !recent))) {
       *link = c->next;
       hak_region_chunk_count--;
+#if HAK_HARDEN_GUARDS
+      hak_region_guarded_units -= (size_t)__builtin_popcountll(c->guarded); /* unmapped with it */
+#endif
       hak_region_free_units -= HAK_CHUNK_UNITS - 1;
       c->next = idle;
       idle = c;

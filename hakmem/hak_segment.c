@@ -297,8 +297,8 @@ static size_t hak_segment_front_guard(void) {
   return sizeof(hak_segment_t) + page <= HAK_SLICE_SIZE ? HAK_SLICE_SIZE - page : 0;
 }
 
-/* Makes a segment's guards inaccessible (a fresh segment) or accessible again (one
- * going back to the region, whose units may serve whales). A refused protection
+/* Makes a segment's guards inaccessible (a fresh segment) or accessible again (a whale
+ * takes the unit). A refused protection
  * (ENOMEM: the mapping count) leaves the segment unguarded; a refused restore maps
  * fresh pages over the guard (they held nothing), else hakmem stops. */
 static void hak_segment_guard_one(uint8_t* addr, size_t size, bool accessible) {
@@ -308,24 +308,15 @@ static void hak_segment_guard_one(uint8_t* addr, size_t size, bool accessible) {
   }
 }
 
-static _Atomic size_t hak_segment_guarded; /* segments whose guards are PROT_NONE now */
-
-static void hak_segment_guards_set(hak_segment_t* segment, bool accessible) {
-  if (!accessible) {
-    if (atomic_fetch_add_explicit(&hak_segment_guarded, 1, memory_order_relaxed) >= HAK_GUARDED_SEGMENTS_MAX) {
-      atomic_fetch_sub_explicit(&hak_segment_guarded, 1, memory_order_relaxed);
-      return; /* unguarded: see HAK_GUARDED_SEGMENTS_MAX */
-    }
-  } else if (!segment->is_guarded) {
-    return;
-  }
-  uint8_t* base = (uint8_t*)segment;
+static void hak_segment_guards_set(uint8_t* base, bool accessible) {
   size_t front = hak_segment_front_guard();
   if (front != 0) hak_segment_guard_one(base + front, HAK_SLICE_SIZE - front, accessible);
   hak_segment_guard_one(base + ((size_t)HAK_SEGMENT_DATA_END << HAK_SLICE_SHIFT),
                         (size_t)HAK_SEGMENT_GUARD_SLICES << HAK_SLICE_SHIFT, accessible);
-  segment->is_guarded = !accessible;
-  if (accessible) atomic_fetch_sub_explicit(&hak_segment_guarded, 1, memory_order_relaxed);
+}
+
+void hak_segment_guards_open(void* unit) {
+  hak_segment_guards_set((uint8_t*)unit, true);
 }
 
 bool hak_segment_is_guard(const hak_segment_t* segment, const void* p) {
@@ -336,18 +327,23 @@ bool hak_segment_is_guard(const hak_segment_t* segment, const void* p) {
   return front != 0 && offset >= front && offset < HAK_SLICE_SIZE;
 }
 
-/* The guard slice is a page in use of no class, never a span: spans end before it. */
+/* The guard slice is a page in use of no class, never a span: spans end before it. The
+ * guards stay PROT_NONE when the segment goes back to the region, which remembers it,
+ * so a segment taking the unit again makes no call; a whale taking it opens them
+ * (hak_region_guard_clear). */
 static void hak_segment_guard_init(hak_segment_t* segment) {
   hak_page_t* guard = &segment->pages[HAK_SEGMENT_DATA_END];
   guard->in_use = 1;
   guard->slice_index = HAK_SEGMENT_DATA_END;
   guard->slice_count = HAK_SEGMENT_GUARD_SLICES;
   guard->block_size = 0;
-  hak_segment_guards_set(segment, false);
+  bool already;
+  if (!hak_region_guard_claim(segment, &already)) return; /* HAK_GUARDED_SEGMENTS_MAX */
+  if (!already) hak_segment_guards_set((uint8_t*)segment, false);
+  segment->is_guarded = 1;
 }
 #else
 #define hak_segment_guard_init(segment) ((void)(segment))
-#define hak_segment_guards_set(segment, accessible) ((void)(segment), (void)(accessible))
 #endif
 
 /* A fresh segment from the region: the header in slice 0, one free span of the rest
@@ -389,7 +385,6 @@ static void hak_segment_release(hak_spans_t* spans, hak_segment_t* segment, uint
   hak_segment_live_add(-1);
   hak_stat_global_inc(segments_freed);
   atomic_store_explicit(&segment->thread_id, 0, memory_order_relaxed);
-  hak_segment_guards_set(segment, true);
   /* dense unless decay purged most of it while it was in use */
   bool dense = __builtin_popcountll(segment->zero_slices) < (int)HAK_SEGMENT_SLICES / 2;
   hak_region_free(segment, 1, idle_since_ms, dense);

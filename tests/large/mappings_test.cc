@@ -112,13 +112,15 @@ TEST(Mappings, ThousandAlignedBlocksAddNoMappingPerBlock) {
       // 1000 blocks of at most 64 KiB: 64 MiB, within one chunk (hardened level 2: four
       // mappings per guarded segment).
       EXPECT_LT(mmaps, 10u);
-      EXPECT_LT(vma1 - vma0, 10u + 4 * kHakGuardSlices * (s1.segments_live - s0.segments_live));
+      EXPECT_LT(vma1, vma0 + 10u + 4 * kHakGuardSlices * (s1.segments_live - s0.segments_live));
     } else {
       // One 4 MiB unit each: 1000 units, 16 chunks of 63.
       const uint64_t chunks = s1.region_chunks - s0.region_chunks;
       EXPECT_LE(chunks, kCount / 63 + 1);
       EXPECT_LE(mmaps, 3 * chunks + 8);
-      EXPECT_LE(vma1 - vma0, kShadowMappingsPerChunk * chunks + 10);
+      // (not vma1 - vma0: hardened level 2 has fewer mappings once whales take units
+      // whose guard pages segments left)
+      EXPECT_LE(vma1, vma0 + kShadowMappingsPerChunk * chunks + 10);
     }
     for (size_t i = 0; i < kCount; i++) {
       const uint8_t* p = static_cast<const uint8_t*>(blocks[i]);

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -654,6 +655,53 @@ TEST_F(Hardened, OverflowOffASegmentsEndOrBeforeItsFirstPageHitsAGuard) {
         fprintf(stderr, "written\n");
       },
       kGuard);
+}
+
+// A segment going back to the region leaves its guard pages in place: taking the unit
+// again as a segment costs no call, and a whale taking it gets every byte accessible.
+TEST_F(Hardened, GuardPagesOfAFreedSegmentStayForSegmentsAndOpenForWhales) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  constexpr size_t kUnitBytes = (size_t)4 << 20;
+  auto region_protects = [] {
+    hak_stats_t s;
+    EXPECT_EQ(hak_stats_get(&s), 0);
+    return s.os_by[HAK_STATS_OS_REGION][HAK_STATS_OS_MPROTECT].count;
+  };
+  std::thread([&] {  // a heap of its own: its segments go back when it frees everything
+    hak_collect(false);
+    std::vector<void*> blocks;
+    std::set<uintptr_t> units;
+    for (size_t i = 0; i < 12 * 1024; i++) {  // 12 MiB of 1 KiB blocks: a few segments
+      void* p = malloc(1000);
+      ASSERT_NE(p, nullptr);
+      memset(p, 1, 1000);
+      blocks.push_back(p);
+      units.insert(reinterpret_cast<uintptr_t>(p) & ~(kUnitBytes - 1));
+    }
+    ASSERT_GE(units.size(), 2u);
+    for (void* p : blocks) free(p);
+    hak_quarantine_flush();  // every block freed: the emptied segments go back (unpurged)
+    // Segments again on the same units: their guards are there already.
+    uint64_t before = region_protects();
+    blocks.clear();
+    for (size_t i = 0; i < 12 * 1024; i++) blocks.push_back(malloc(1000));
+    size_t reused = 0;
+    for (void* p : blocks) reused += units.count(reinterpret_cast<uintptr_t>(p) & ~(kUnitBytes - 1));
+    EXPECT_GT(reused, 0u) << "no unit was taken again by a segment";
+    uint64_t calls = region_protects() - before;
+    EXPECT_LT(calls, 2 * units.size()) << "segments on units they guarded before guarded them anew";
+    for (void* p : blocks) free(p);
+    hak_quarantine_flush();
+    // A whale over those units: every byte of it writable.
+    char* whale = static_cast<char*>(malloc(units.size() * kUnitBytes - 8192));
+    ASSERT_NE(whale, nullptr);
+    uintptr_t run = reinterpret_cast<uintptr_t>(whale) & ~(kUnitBytes - 1);
+    size_t covered = 0;
+    for (uintptr_t u : units) covered += u >= run && u < run + units.size() * kUnitBytes;
+    EXPECT_GT(covered, 0u) << "the whale took none of the units the segments had";
+    memset(whale, 7, units.size() * kUnitBytes - 8192);
+    free(whale);
+  }).join();
 }
 
 TEST_F(Hardened, TheLargeQuarantineCanBeTurnedOff) {
