@@ -206,6 +206,10 @@ HAK_INLINE void* hak_realloc_inline(void* p, size_t size) {
     return NULL;
   }
   hak_hardening_check_owned(p, HAK_FAULT_INVALID_REALLOC);
+  if (hak_unlikely(size > PTRDIFF_MAX)) { /* before any size + HAK_CANARY_ROOM can wrap */
+    errno = ENOMEM;
+    return NULL;
+  }
   hak_segment_t* segment = hak_segment_of(p);
   size_t usable = hak_usable_size_inline(p);
   if (HAK_HARDEN_INTEGRITY && segment->kind == HAK_SEGMENT_ZERO) {
@@ -224,10 +228,6 @@ HAK_INLINE void* hak_realloc_inline(void* p, size_t size) {
   } else {
     size_t room = hak_segment_page_of(segment, p)->block_size - HAK_CANARY_ROOM;
     if (size <= room && (size > room / 2 || room <= 32)) return hak_hardening_canary_set(p, size);
-  }
-  if (hak_unlikely(size > PTRDIFF_MAX)) {
-    errno = ENOMEM;
-    return NULL;
   }
   void* q = hak_malloc_inline(size);
   if (q == NULL) return NULL;
