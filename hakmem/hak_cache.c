@@ -22,16 +22,12 @@
 /* ---- Quarantine (hardened level 2) ------------------------------------------------------ */
 
 /* Makes a cached block's memory inaccessible, or accessible again as it leaves the
- * cache. Refused protection (ENOMEM: too many mappings) leaves the block usable, only
- * unguarded; refused access falls back to fresh pages over it (its contents are
- * garbage anyway), else hakmem cannot hand the memory out and stops. */
+ * cache (hak_os_guard: refusals leave it unguarded or give it fresh pages). */
 #if HAK_HARDEN_LARGE_QUARANTINE
 static void hak_cache_protect(void* block, size_t bytes, bool accessible) {
   if (!hak_options.large_quarantine) return; /* HAKMEM_LARGE_QUARANTINE=0 */
-  if (hak_os_protect(block, bytes, accessible, HAK_OS_USER_HUGE) || !accessible) return;
-  if (!hak_os_map_fixed(block, bytes, HAK_OS_USER_HUGE)) {
-    hak_fault_message("a cached block could not be made accessible again (out of memory)");
-  }
+  hak_os_guard(block, bytes, accessible, HAK_OS_USER_HUGE,
+               "a cached block could not be made accessible again (out of memory)");
 }
 #define hak_bigcache_protect(page, accessible) \
   hak_cache_protect(hak_page_area(page), hak_page_bytes_of(page), (accessible))

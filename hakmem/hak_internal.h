@@ -351,6 +351,7 @@ bool hak_os_advise_thp(void* addr, size_t size, bool huge, hak_os_user_t user);
 /* Hardened: makes [addr, +size) inaccessible (PROT_NONE) or read-write again, keeping
  * its pages. False if refused for lack of memory (ENOMEM: the mapping count). */
 bool hak_os_protect(void* addr, size_t size, bool accessible, hak_os_user_t user);
+void hak_os_guard(void* addr, size_t size, bool accessible, hak_os_user_t user, const char* what);
 bool hak_os_can_back(size_t size);                 /* the overcommit policy would allow it */
 void hak_os_stats_read(hak_stats_t* out);
 

@@ -394,6 +394,15 @@ bool hak_os_protect(void* addr, size_t size, bool accessible, hak_os_user_t user
   return rc == 0;
 }
 
+/* Makes memory hakmem keeps inaccessible (hardened quarantine, guard pages) or
+ * accessible again. A refused protection (ENOMEM: the mapping count) leaves it
+ * accessible, only unguarded; a refused restore maps fresh pages over it (what it held
+ * is garbage or nothing), else hakmem cannot use that memory and stops, naming `what`. */
+void hak_os_guard(void* addr, size_t size, bool accessible, hak_os_user_t user, const char* what) {
+  if (hak_os_protect(addr, size, accessible, user) || !accessible) return;
+  if (!hak_os_map_fixed(addr, size, user)) hak_fault_message(what);
+}
+
 /* ---- Stats ------------------------------------------------------------------------------ */
 
 static void hak_os_counter_add(const hak_os_counter_t* c, hak_os_call_stats_t* out) {

@@ -298,21 +298,13 @@ static size_t hak_segment_front_guard(void) {
 }
 
 /* Makes a segment's guards inaccessible (a fresh segment) or accessible again (a whale
- * takes the unit). A refused protection
- * (ENOMEM: the mapping count) leaves the segment unguarded; a refused restore maps
- * fresh pages over the guard (they held nothing), else hakmem stops. */
-static void hak_segment_guard_one(uint8_t* addr, size_t size, bool accessible) {
-  if (hak_os_protect(addr, size, accessible, HAK_OS_USER_REGION) || !accessible) return;
-  if (!hak_os_map_fixed(addr, size, HAK_OS_USER_REGION)) {
-    hak_fault_message("a guard page could not be made accessible again (out of memory)");
-  }
-}
-
+ * takes the unit); hak_os_guard says what a refusal does. */
 static void hak_segment_guards_set(uint8_t* base, bool accessible) {
+  static const char what[] = "a guard page could not be made accessible again (out of memory)";
   size_t front = hak_segment_front_guard();
-  if (front != 0) hak_segment_guard_one(base + front, HAK_SLICE_SIZE - front, accessible);
-  hak_segment_guard_one(base + ((size_t)HAK_SEGMENT_DATA_END << HAK_SLICE_SHIFT),
-                        (size_t)HAK_SEGMENT_GUARD_SLICES << HAK_SLICE_SHIFT, accessible);
+  if (front != 0) hak_os_guard(base + front, HAK_SLICE_SIZE - front, accessible, HAK_OS_USER_REGION, what);
+  hak_os_guard(base + ((size_t)HAK_SEGMENT_DATA_END << HAK_SLICE_SHIFT),
+               (size_t)HAK_SEGMENT_GUARD_SLICES << HAK_SLICE_SHIFT, accessible, HAK_OS_USER_REGION, what);
 }
 
 void hak_segment_guards_open(void* unit) {
