@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* abandon - memory of a thread that exited without freeing it, freed by another
  * thread; does it go back to the OS, or stay with the dead thread's heap? (issue 8)
  *

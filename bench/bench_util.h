@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_util.h - shared helpers of the benchmark workloads: a seeded PRNG, a
  * monotonic clock and the one-line result format the comparison driver parses.
  * Workloads call plain malloc/free so that any allocator can be preloaded. */

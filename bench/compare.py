@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Runs the benchmark workloads under several allocators side by side and reports ratios.
 
 Every workload is a plain program calling malloc/free/realloc; each allocator is loaded

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* eviction / multisize - many distinct sizes in turn, so caches keyed by size miss.
  *
  * --mode eviction: cycles through 12 distinct large sizes (2, 3, 4, 5, 6, 8, 10, 12,

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """The benchmark gate: fails (exit 1) when hakmem's hot paths get slower.
 
 Two checks, both against bench/thresholds.json:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gate_driver - fixed, small runs of the allocator's hot paths for the instruction-count
  * gate (bench/gate.py runs this under valgrind --tool=callgrind).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* json - parse-tree-like structures, as a JSON parser builds and a program drops them.
  *
  * Each document is a tree of 1k..10k nodes built in parse order (depth first): node

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mir - compiler-IR-like objects of 256 B .. 16 KiB with mixed lifetimes.
  *
  * Per function: a function object and 4..64 basic blocks (256 B .. 2 KiB each), each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mixed - sizes from 8 B to 4 MiB and lifetimes, both power-law distributed.
  *
  * Sizes: P(size > s) = sqrt(8 / s), capped at 4 MiB: the median request is 32 B,

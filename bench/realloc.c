@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* realloc - buffers grown by doubling, as a string builder or a vector does.
  *
  * Two buffers grow side by side (so neither simply extends the top of the heap), each

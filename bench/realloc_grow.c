@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* realloc_grow - one large block grown in small steps, as a growing file buffer or a
  * vector with a fixed increment does.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* rss - how much memory the allocator holds, and how much it gives back.
  *
  * 1. allocates --objs blocks (90% 16..512 B, 9.8% 512 B..16 KiB, 0.2% 64 KiB..1 MiB)

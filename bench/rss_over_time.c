@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* rss_over_time - a long-running service's allocation pattern, compressed: how RSS
  * follows the load up and, more to the point, back down (issue 8).
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Sourced by ci/bench.sh and ci/bench_gate.sh from the workspace root: builds hakmem's
 # libraries and the benchmark programs in a configuration of their own and copies them
 # to bench-out/bin/, so that a build with other flags (a sanitizer build, say) in the

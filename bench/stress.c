@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stress - many threads, random sizes, blocks freed by other threads: the pattern of
  * mimalloc's test-stress, written here for hakmem's driver.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* thread_churn - many short-lived threads, as in a server that starts a thread per
  * task: per-thread caches and heaps are set up and torn down all the time, and
  * blocks outlive the thread that allocated them (issue 8).

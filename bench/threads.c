@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* threads - allocation across threads, as in a server.
  *
  * --mode xfree: objects are allocated in one thread and freed in another. Threads form

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tiny_pairs - malloc/free pairs of 16..1024 B, the tiny pool's hot path.
  *
  * Each thread keeps a ring of live blocks; every step frees the oldest and allocates

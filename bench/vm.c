@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* vm - one large block allocated, used and freed, over and over.
  *
  * Each iteration allocates a 2 MiB block, writes one byte in every 4 KiB page, reads

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Builds hakmem and its unit tests for aarch64 with Debian's cross toolchain, without
 Bazel, and runs every test under qemu-user. Called by ci/aarch64.sh (which installs the
 packages); see there for the options.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Cross-architecture proof (issue 9): hakmem's core in every variant (release, stats,
 # hardened, and the internal ones the tests use) and all its unit tests, built for
 # aarch64 with Debian's cross toolchain (gcc/g++-aarch64-linux-gnu; Google Test from

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The main job: benchmarks hakmem against glibc, mimalloc, jemalloc and tcmalloc on
 # the same machine in one interleaved run and prints the tables of time and RSS ratios.
 # Results land in bench-out/: results.md, results.csv, results.json, meta.json, and the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The benchmark gate (bench/gate.py): instruction counts of hakmem's hot paths under
 # valgrind --tool=callgrind against the baseline in bench/thresholds.json (tolerance
 # 10%), plus time ratios to glibc with generous limits. Exit status 1 on a regression.

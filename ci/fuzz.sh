@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Fuzzing campaign from a fresh clone: installs what is missing (ci/setup.sh), builds the
 # fuzz targets of fuzz/ for one engine, fuzzes each target from its committed corpus into
 # a scratch corpus under fuzz-out/, and reports executions per second and coverage.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* qemu_exec_shim.c - lets a program run under qemu-user start programs of its own
  * architecture without binfmt_misc (ci/aarch64.sh).
  *

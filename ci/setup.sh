@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs every Debian package hakmem needs to build, test, fuzz and benchmark.
 # Idempotent and quiet: packages already present are skipped, and `apt-get update`
 # runs at most once per machine (a stamp file records it).

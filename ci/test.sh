@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Passes the tests on a fresh Debian 12 machine; this is what CI runs (.ci/run).
 # Stages, in order (the first failure stops the run):
 #   build   all six libraries and everything else, -Werror on hakmem's own sources

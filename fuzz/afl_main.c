@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* afl_main.c - AFL++ persistent-mode driver for LLVMFuzzerTestOneInput (built with
  * afl-clang-fast, which defines the __AFL_* macros). Under afl-fuzz the test case
  * arrives through shared memory and one process runs up to 10000 inputs.

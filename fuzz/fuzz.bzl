@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """hak_fuzz_target: one fuzz harness source, three ways to run it.
 
 hak_fuzz_target(name, variant, threads) declares, for hakmem's internal variant

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Writes the seed corpora (fuzz/corpus/<target>/seed-*) and the dictionary
 (fuzz/dict/hakmem.dict) of the hakmem fuzz harness.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_fuzz.c - the fuzz harness of hakmem: one source for libFuzzer, AFL++ and corpus
  * replay (fuzz/README.md). It calls hakmem only through the hak_* API.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* misuse.c - a fuzz harness that injects heap misuse into the hardened variant and
  * requires it to be caught, with hakmem's diagnostic (or, in the sanitizer builds the
  * fuzz engines use, the sanitizer's report), and never to corrupt memory silently.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* replay.c - runs fuzz inputs through LLVMFuzzerTestOneInput without a fuzzing engine:
  * hak_fuzz_replay_main() is the main() of the corpus replay tests (built with the normal
  * toolchain, see replay_main.c), of the fuzz binaries when no engine is configured, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_alloc.h - the allocation and free fast paths, readable in one place, plus the
  * rest of the malloc API built on them. Included by hak_api.c, whose hak_* functions
  * (and, in the replacing libraries, malloc and friends as their aliases) thus have the

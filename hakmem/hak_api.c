@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_api.c - the API front: the public hak_* functions (hakmem.h), usable beside the
  * C library's malloc; built with HAK_OVERRIDE=1 it also defines malloc, free and the
  * rest as aliases of them, replacing the C library's allocator for the whole process

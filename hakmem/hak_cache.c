@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_cache.c - caches of freed big blocks and whales, handed out again with no system
  * call and no search of the region.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_config.h - compile-time switches of hakmem and everything derived from them.
  *
  * A variant is chosen by two numbered levels, set once on the compiler command line

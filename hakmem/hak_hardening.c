@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_hardening.c - misuse detection of the hardened variant, and the fault report
  * every variant uses. A fault stops the process with a message naming the fault and
  * the address; the message is written with write(2), never stdio or malloc.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_heap.c - thread-local heaps: the allocation slow path (finding or making a page
  * with free blocks), the local-free slow path (full and empty pages), delayed frees
  * from other threads, and handing a heap's segments back when its thread exits. */

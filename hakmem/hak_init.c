@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_init.c - process set-up, thread-exit and fork hooks.
  *
  * Initialisation must not recurse into malloc: nothing here uses dlsym or stdio. The

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_internal.h - types shared by hakmem's components, and their internal functions
  * grouped by the file that owns them.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_large.c - blocks above the pools (> 1 MiB) and blocks aligned beyond them
  * (> 64 KiB), in two tiers:
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_mid.c - the mid and L2.5 pools: size classes above the tiny pool, up to 1 MiB,
  * and the page geometry of every class.
  *

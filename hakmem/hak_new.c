@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_new.c - C++'s replaceable operator new and operator delete, in the replacing
  * libraries (HAK_OVERRIDE), so that C++ programs reach hakmem directly instead of
  * through libstdc++'s forwarding (which loses the size and alignment that sized and

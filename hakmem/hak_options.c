@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_options.c - every HAKMEM_* environment variable, read once at process start.
  *
  * Reading must not allocate (this runs inside the first malloc): the environment is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_os.c - the OS layer: every mmap, munmap, mremap, madvise and mprotect of hakmem
  * goes through here, where it is counted and timed per caller. The primitives are
  * injectable (hak_os_set_ops) so tests can fake failures or observe calls without the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_page.c - one page of equal-sized blocks: carving the free list lazily, collecting
  * blocks that other threads freed, and the delayed-free state machine those threads use
  * to wake the owner of a full page. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_purge.c - deferred, batched madvise.
  *
  * Memory hakmem stops using is not purged at once: its owner (the region, for free

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_region.c - address space for segments and huge blocks.
  *
  * The region reserves address space in chunks of 256 MiB (aligned to their size,

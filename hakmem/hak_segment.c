@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_segment.c - segments: one 4 MiB unit from the region, slice 0 its header, slices
  * 1..63 split into pages (spans of slices) and free spans, binned by length; taking a
  * page splits the smallest span that fits, freeing one merges it with free neighbours,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_stats.c - the stats API and report. OS-call counts exist in every variant; the
  * per-class and per-path counters only in the stats variant, where each thread counts
  * into its own heap (no atomics on the fast path) and exiting threads fold their

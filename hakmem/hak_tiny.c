@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hak_tiny.c - the tiny pool's size classes: every size up to 1 KiB.
  *
  * Classes 0..15 are 16 B apart (16 .. 256 B); classes 16..31 are 8 per doubling

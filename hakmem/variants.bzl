@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Build variants of hakmem as data, and the one macro that stamps out their targets.
 
 Each variant is a set of compile-time switches over the same sources (hak_config.h
@@ -7,6 +8,12 @@ derives everything else). Consumers pick a variant by its label:
     //hakmem:hakmem{suffix}_api       static: only the hak_* API, malloc stays libc's
     //hakmem:libhakmem{suffix}.so     shared, for LD_PRELOAD
 """
+
+# The release (the repository's VERSION file and hakmem.h's HAKMEM_VERSION_* say the
+# same; tests/symbols checks that they agree): the shared libraries' SONAME is
+# libhakmem{suffix}.so.MAJOR.
+HAK_VERSION = "0.1.0"
+HAK_VERSION_MAJOR = HAK_VERSION.split(".")[0]
 
 HAK_VARIANTS = {
     "release": struct(suffix = "", defines = []),
@@ -131,7 +138,14 @@ def _hak_override_and_shared(v, visibility):
         deps = [":hakmem" + v.suffix],
         linkshared = 1,
         # A malloc for every program must not drag in the C++ runtime: drop the
-        # libraries the toolchain links by default but nothing here uses.
-        linkopts = ["-Wl,-z,nodelete", "-Wl,--as-needed"],
+        # libraries the toolchain links by default but nothing here uses. The SONAME
+        # carries the major version; hakmem.map exports exactly the public symbols.
+        linkopts = [
+            "-Wl,-z,nodelete",
+            "-Wl,--as-needed",
+            "-Wl,-soname,libhakmem%s.so.%s" % (v.suffix, HAK_VERSION_MAJOR),
+            "-Wl,--version-script=$(location :hakmem.map)",
+        ],
+        additional_linker_inputs = [":hakmem.map"],
         visibility = visibility,
     )

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """hak_cc_test: a Google Test cc_test for every hakmem variant.
 
 One call declares <name>_release, <name>_stats and <name>_hardened (or the subset in

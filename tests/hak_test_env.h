@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // hak_test_env.h - what a test binary is built as, for the few tests whose checks or
 // sizes depend on it: which sanitizer is on, whether the malloc names reach hakmem
 // through the override or through hak_* (HAK_TEST_VIA_API, see hak_test_names.h), and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // hak_test_memory.h - what the kernel says of this process's memory, read without
 // allocating (the tests measure the allocator they run on).
 //   RssBytes()            resident bytes (/proc/self/statm), 0 if unreadable

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // hak_test_names.h - how a test's malloc, free, ... reach hakmem.
 //
 // RULE: include this header LAST in every test .cc - after every system, C++ standard

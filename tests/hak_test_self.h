@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // hak_test_self.h - runs one test of this very binary in a fresh child process, so that
 // hakmem's options (read once, at start, from HAKMEM_* variables) can differ per test.
 //   RunSelf(name, extra, &status)  runs "Suite.DISABLED_Test" (name) with our

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // hak_test_stats.h - checks on hak_stats_t shared by the test suites.
 #ifndef HAKMEM_TESTS_HAK_TEST_STATS_H
 #define HAKMEM_TESTS_HAK_TEST_STATS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hakmem.h - public API of the hakmem allocator.
  *
  * Two ways to use hakmem:
@@ -13,6 +14,14 @@
  */
 #ifndef HAKMEM_H
 #define HAKMEM_H
+
+/* The release this header belongs to (the repository's VERSION file; semantic
+ * versioning: the shared libraries' SONAME carries the major number, which changes
+ * only when the ABI breaks). */
+#define HAKMEM_VERSION_MAJOR 0
+#define HAKMEM_VERSION_MINOR 1
+#define HAKMEM_VERSION_PATCH 0
+#define HAKMEM_VERSION "0.1.0"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // A thread leaves blocks of many classes behind when it exits; another thread adopts
 // the segments; a third thread frees the blocks. The adopter never allocates those
 // classes again, so only the delayed-free path can tell it that its adopted pages

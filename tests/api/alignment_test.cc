@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // alignment_test.cc - posix_memalign, aligned_alloc and memalign for every power-of-two
 // alignment from 1 (8 for posix_memalign) to 1 MiB, and 2, 4 and 8 MiB: each block is
 // aligned, at least as large as asked, writable over its whole usable size, freeable,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // api_semantics_test.cc - glibc edge cases of every malloc API call.
 //
 // Built twice (see BUILD): with link = "override" the typed tests run over the real

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // backends.h - the two ways of reaching hakmem, as types for Google Test typed tests.
 //
 //   LibcNames  malloc, free, ... : hakmem's only when the test links //hakmem:hakmem*

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // glibc's other allocator entry points (__libc_valloc, __libc_pvalloc, cfree,
 // __libc_mallinfo, __libc_mallopt, mallopt) are hakmem's in the replacing library: a
 // block they hand out is hakmem's, and cfree gives it back. Before, they reached

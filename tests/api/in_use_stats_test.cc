@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // in_use_stats_test.cc - the stats API's in-use figures (hak_stats_get), found by a
 // walk of the segments and whales at each call, in every variant of the hak_*
 // libraries: in_use_bytes and in_use_blocks follow the live blocks exactly (their

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // mallinfo_test.cc - glibc's statistics calls answer with hakmem's figures in the
 // replacing libraries: mallinfo2, mallinfo, malloc_stats and malloc_info. With about
 // 100 MiB of live blocks of every tier (tiny, mid, L2.5, big, region whales) the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // malloc_trim_test.cc - malloc_trim is hakmem's in the replacing libraries: after
 // 100 MiB of blocks of every tier are freed, malloc_trim(0) gives the memory back at
 // once (RSS within 2 MiB of the start, without waiting for the purge delay) and says

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // memory_return_test.cc - after allocating and freeing 200 MiB (L2.5 and big blocks,
 // whales, small blocks, a mix), memory goes back to the OS: freed memory stays mapped
 // (the region keeps address space and purges it in batches after the purge delay),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // C++'s replaceable operator new and delete are hakmem's in the replacing libraries:
 // every form (plain, array, nothrow, aligned, sized, aligned and sized) lands in
 // hakmem directly (its in-use walk counts the block), a failed throwing new calls the

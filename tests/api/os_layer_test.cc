@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // os_layer_test.cc - the OS layer (hak_os.c) with injected fakes, and the stats API
 // built on its counters.
 //

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* os_probe.c - fakes for hakmem's OS layer (hak_os_set_ops) and direct access to
  * hak_os.c, as plain C functions for os_layer_test.cc (hak_internal.h is C11 and cannot
  * be included from C++).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* page_size_probe.c - pretends a kernel with larger pages (16 KiB, 64 KiB) through
  * hakmem's injectable OS layer, for page_size_test.cc: the OS page size hakmem reads is
  * the pretended one, and the primitives check what such a kernel would: munmap and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // Kernels with 16 KiB and 64 KiB pages (arm64 distributions, Apple-silicon Linux,
 // ppc64le), pretended through the OS layer's injectable ops (page_size_probe.c): every
 // mapping, unmapping, purge and remap hakmem asks for is aligned to the larger page

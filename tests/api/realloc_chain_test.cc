@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // realloc_chain_test.cc - one buffer reallocated again and again (growing one byte at a
 // time, doubling, shrinking), its content pattern verified after every step.
 #include <stdint.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* size_class_probe.c - plain C entry points into hakmem's size-class internals for
  * size_class_test.cc (hak_internal.h is C11 and cannot be included from C++). */
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // size_class_test.cc - the size classes of the tiny, mid and L2.5 pools (hak_tiny.c,
 // hak_mid.c) through a C probe, checked against their stated properties and an
 // independent model, and against what malloc actually hands out.

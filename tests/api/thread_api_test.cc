@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // thread_api_test.cc - API semantics when the call is a thread's very first allocator
 // call (the thread has no heap yet), and when blocks are freed, reallocated or calloc'ed
 // across threads.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // whale_tail_test.cc - a 4 MiB whale takes two 4 MiB units of the region and needs
 // only one page of the second. When that unit is one a pool segment gave back, full
 // of resident pages, they are purged as the whale is handed out instead of staying

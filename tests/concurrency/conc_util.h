@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // conc_util.h - helpers shared by the concurrency tests: block patterns, a bounded
 // batch queue, a size generator and mapped-memory sampling. Header-only, C++17.
 #ifndef HAK_TESTS_CONCURRENCY_CONC_UTIL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // Cross-thread frees: blocks allocated by one thread and freed by another go through
 // the page's atomic thread_free list, or - when the page sits in its owner's full
 // queue - through the heap's delayed-free list, which must wake the page up again.

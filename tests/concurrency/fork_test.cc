@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // fork(): hakmem's pthread_atfork handlers hold its global locks across fork, and the
 // forking thread's heap keeps working in the child. Other threads' heaps are frozen in
 // the child, mid-update or not; their blocks can still be freed there (remote path).

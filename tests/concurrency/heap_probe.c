@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* heap_probe.c - plain C entry points into hakmem's heap internals for the concurrency
  * tests (hak_internal.h is C11 and cannot be included from C++). */
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // thread_churn_test.cc - thread churn at scale: 10,000 threads created over time, at
 // most 64 alive at once, each allocating, freeing blocks other threads left, and
 // leaving some of its own behind. Heaps of exited threads are reused (taken from the

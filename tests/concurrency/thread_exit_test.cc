@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // Thread exit: a dying thread's heap frees its empty pages and abandons the segments
 // still in use; other threads free the blocks left behind (remote frees onto abandoned
 // pages) and adopt those segments from their allocation slow path. Heap structs go back

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // The thread identity of targets without a thread-pointer register (issue 9, item 3),
 // forced on x86_64 by the tid_fallback variant (HAK_TID_FALLBACK=1, with counters).
 // It was a static thread-local in an inline function: each source file had its own,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Frees a block twice; the hardened variant must stop the process at the second free.
  * Usage: double_free SIZE. Prints the block's address (and flushes) first, so the test
  * can check that hakmem's fault message names that address. */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """hak_integration_tests: one sh_test per shared hakmem variant.
 
 Declares <name>_release, <name>_stats and <name>_hardened, each running

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Integration test of one hakmem variant: real programs run under LD_PRELOAD of the
 # variant's shared library and their output is checked.
 #

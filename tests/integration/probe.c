@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Reports which shared object provides malloc and free in this process, and which hakmem
  * variant is loaded (via hak_variant, looked up at run time so this also runs without
  * hakmem). Build with -ldl; run under LD_PRELOAD. */

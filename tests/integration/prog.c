@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Small C program compiled with gcc -O2 by the hakmem integration test (the compiler
  * itself runs under LD_PRELOAD of hakmem) and then run under LD_PRELOAD as well. Each
  * function prints one line; the test compares the output exactly. */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Allocation-heavy Python workload for the hakmem integration test.
 
 Builds dicts, lists, strings and sets, sorts, joins, round-trips JSON, and does the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // cache_test.cc - the BigCache (freed big blocks, per thread) and the whale ring (freed
 // whales, global): a free/malloc loop is served from them with no system call; they
 // hold at most their slots and bytes (HAKMEM_*_SLOTS / _BYTES, smaller in the "small"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // enomem_test.cc - a request the machine cannot back fails like glibc's: NULL with
 // errno ENOMEM, and a failed realloc leaves the old block as it was. Region chunks are
 // reserved without commit charge, so the kernel never refuses one request on its own;

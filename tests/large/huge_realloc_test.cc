@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // huge_realloc_test.cc - realloc of big blocks and whales: in place where it can be
 // (shrinking always, growing into the free slices or units after the block), else a
 // move by mremap (cold destination: the pages move, nothing is copied) or by copy

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* large_probe.c - hakmem's geometry and the kind of a block, as plain C functions for
  * the large-block tests (hak_internal.h is C11 and cannot be included from C++). */
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // large_util.h - helpers of the large-block tests: the stats snapshot, the number of
 // mappings the kernel sees (/proc/self/maps lines), the machine's RAM + swap and
 // overcommit policy, byte patterns, and the probe of hakmem's internals (large_probe.c).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // mappings_test.cc - many live blocks cost few mappings. The kernel allows a process
 // vm.max_map_count mappings (65,530 by default); an allocator that gives each block a
 // mapping of its own runs out long before memory does. hakmem carves blocks out of

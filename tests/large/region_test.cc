@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // region_test.cc - where the region puts new runs. Clean runs go to the fullest chunk
 // that has room, not to the newest one or to where some earlier run began: what is in
 // use then packs into few chunks, and a chunk left empty goes back to the OS. The bug:

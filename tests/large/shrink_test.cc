@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // shrink_test.cc - a heap that shrinks gives its memory back at once, not after the
 // purge delay, and not only to a later slow path:
 //  - pages kept empty for their size class (so one block bouncing between malloc and

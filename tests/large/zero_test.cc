@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // zero_test.cc - calloc's zero provenance. calloc skips clearing memory hakmem knows to
 // be zero (fresh from the OS, or purged with MADV_DONTNEED, never handed out since); it
 // must never skip memory that a freed block left dirty. Each case fills a block with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // HAK_SMALL_LIMITS shrinks caches and delays (hak_options.c): no retained empty pages,
 // a whale ring of two, a BigCache of one, a purge delay of 1 ms, no idle address space
 // kept. Each effect is observable through the stats API, so this test fails in either

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* misuse_cases.c - one heap misuse per case, for the misuse table (misuse_table.sh):
  * run as `misuse_cases <case>` with an allocator preloaded, it commits the misuse and
  * carries on as a careless program would. The allocator catches it if the process

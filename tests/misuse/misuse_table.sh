@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # misuse_table.sh - the misuse table of issue 10: every case of misuse_cases.c (and the
 # C++ sized-delete case) run under each allocator given, one Markdown row per case.
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* options_child.c - the program options_test.cc runs with HAKMEM_* variables set. It
  * uses hakmem through hak_* only (malloc stays the C library's), writes nothing to
  * stderr itself - whatever appears there is hakmem's - and prints on stdout, one

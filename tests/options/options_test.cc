@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // options_test.cc - every HAKMEM_* option (docs/OPTIONS.md), seen from outside: a child
 // program (options_child.c) started with the variables set prints the options in force
 // and what they did to a small workload. Options are read once, when the process starts,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # hakmem refuses 32-bit targets at compile time (issue 9, item 3): hak_config.h, which
 # every hakmem source includes first, stops a 32-bit build with an #error naming why,
 # and lets a 64-bit one through. Only the header is compiled (-fsyntax-only, no system

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* startup_test - hakmem's start-up cannot deadlock or hand a thread two heaps (issue 9,
  * item 1). A plain C program (no test framework, whose own start-up would allocate
  * first), linked with a replacing hakmem library; exits 0 when every check holds.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* thp_always_shim.c - LD_PRELOAD stand-in for transparent_hugepage/enabled = always on
  * a machine whose setting is `madvise`: every private anonymous mapping made through
  * mmap() is advised MADV_HUGEPAGE right after the kernel creates it, so it is eligible

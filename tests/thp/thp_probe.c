@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* thp_probe.c - the kernel setting transparent_hugepage/enabled=always emulated through
  * hakmem's OS layer (hak_os_set_ops), for thp_test.cc, and a record of the huge-page
  * advice hakmem gives.

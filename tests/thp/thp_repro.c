@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* thp_repro.c - issue 8 item 4: what transparent huge pages do to a process whose
  * threads each hold a few small blocks. 16 threads each allocate and write two small
  * blocks (48 B and 3000 B) and hold them while the main thread reads the process's

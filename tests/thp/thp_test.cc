@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // thp_test.cc - transparent huge pages (HAKMEM_THP, docs/OPTIONS.md): under the kernel
 // setting `always`, a 4 MiB segment holding a few small blocks must not fault in a 2 MiB
 // huge page (issue 8, item 4: 16 threads with two small blocks each went from 3 MB to

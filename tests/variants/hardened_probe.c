@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hardened_probe.c - writes a free-list link the way hakmem itself does (encoded with
  * the process secret at hardened level 2), for hardened_test.cc: an attacker who knew
  * the secret could do this, so it shows what the checks behind the encoding still

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // The hardened variant stops the process on a double free, a free of a pointer it does
 // not own (foreign memory, the middle of a block), and realloc or malloc_usable_size of
 // such pointers, with "hakmem: fatal: <fault> at address 0x<16 hex digits> (size class N,

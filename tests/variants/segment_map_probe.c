@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* segment_map_probe.c - plain C entry points into the hardened variant's ownership map
  * (hak_segment.c) for segment_map_test.cc (hak_internal.h is C11 and cannot be included
  * from C++). The map only records addresses: nothing is mapped at the segments a test

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // The hardened variant's ownership map (hak_segment.c): one bit per 4 MiB unit of a
 // 57-bit address space, in lazily mapped leaves. Segments at any address a 64-bit
 // kernel hands out are found: above 2^47 (aarch64 with 48-bit addresses, where mmap

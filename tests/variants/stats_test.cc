@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // The stats variant's counters: per-class allocs and frees, the allocation and free
 // paths (fast/slow/large, local/remote/delayed/large), thread counts, and the report,
 // printed on demand and at exit with HAKMEM_STATS=1.

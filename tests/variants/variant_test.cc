@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // What each variant is built with, checked from the outside in every variant: its name,
 // whether the per-class counters exist, what hak_stats_print reports, that the exit
 // report needs the stats variant, and that release and stats carry no free checks.

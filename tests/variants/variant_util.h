@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // variant_util.h - helpers of the variant tests: capturing what a child process writes
 // to stderr, reading a file descriptor to the end, waiting for a child with a deadline.
 #ifndef HAK_TESTS_VARIANTS_VARIANT_UTIL_H

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Offline stand-in for rules_java: only what @bazel_tools//tools/jdk loads."""
 
 def java_import(**kwargs):
