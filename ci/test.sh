@@ -36,7 +36,10 @@ stage() { printf '\n==== ci/test.sh: %s (%s) ====\n' "$1" "$(date -u +%H:%M:%S)"
 for s in "${stages[@]}"; do
   stage "$s"
   case "$s" in
-    build) bazel build "${bazel_flags[@]}" --config=werror //... ;;
+    build)
+      python3 ci/license_headers.py
+      bazel build "${bazel_flags[@]}" --config=werror //...
+      ;;
     unit) bazel test "${bazel_flags[@]}" --config=werror //... ;;
     asan | ubsan | tsan) bazel test "${bazel_flags[@]}" --config="$s" //... ;;
     fuzz)

@@ -64,7 +64,7 @@ typedef enum hak_option_kind_e {
   HAK_OPT_COUNT,   /* a plain number */
   HAK_OPT_BYTES,   /* a number with an optional k, m or g suffix (powers of 1024) */
   HAK_OPT_MILLIS,  /* milliseconds, optionally with an "ms" or "s" suffix */
-  HAK_OPT_BOOL,    /* 0 or 1 */
+  HAK_OPT_BOOL,    /* 1, yes, true, on / 0, no, false, off (any case) */
   HAK_OPT_MADVISE, /* dontneed or free */
   HAK_OPT_THP,     /* lean, whales or system */
 } hak_option_kind_t;
@@ -141,13 +141,16 @@ static void hak_options_warn_value(const char* entry, size_t entry_len, const ha
   } else if (opt->kind == HAK_OPT_THP) {
     hak_options_say(" (lean, whales or system); keeping ");
     hak_options_say(hak_thp_mode_names[hak_options.thp_mode]);
+  } else if (opt->kind == HAK_OPT_BOOL) {
+    hak_options_say(" (1, yes, true, on or 0, no, false, off); keeping ");
+    hak_options_say(*(bool*)opt->target ? "1" : "0");
   } else {
     hak_options_say(" (range ");
     hak_options_say_u64(opt->min);
     hak_options_say(" .. ");
     hak_options_say_u64(opt->max);
     hak_options_say("); keeping ");
-    hak_options_say_u64(opt->kind == HAK_OPT_BOOL ? *(bool*)opt->target : *(size_t*)opt->target);
+    hak_options_say_u64(*(size_t*)opt->target);
   }
   hak_options_say("\n");
 }
@@ -216,6 +219,18 @@ static void hak_options_apply(const hak_option_t* opt, const char* entry, size_t
     hak_options_warn_value(entry, entry_len, opt, "not a huge-page mode");
     return;
   }
+  if (opt->kind == HAK_OPT_BOOL) {
+    static const char* const truths[] = {"1", "yes", "true", "on"};
+    static const char* const falsehoods[] = {"0", "no", "false", "off"};
+    for (size_t i = 0; i < sizeof(truths) / sizeof(truths[0]); i++) {
+      if (hak_options_equal(value, truths[i]) || hak_options_equal(value, falsehoods[i])) {
+        *(bool*)opt->target = hak_options_equal(value, truths[i]);
+        return;
+      }
+    }
+    hak_options_warn_value(entry, entry_len, opt, "not a boolean");
+    return;
+  }
   size_t v;
   if (!hak_options_parse_number(value, opt->kind, &v)) {
     hak_options_warn_value(entry, entry_len, opt, "not a number");
@@ -225,8 +240,7 @@ static void hak_options_apply(const hak_option_t* opt, const char* entry, size_t
     hak_options_warn_value(entry, entry_len, opt, "out of range");
     return;
   }
-  if (opt->kind == HAK_OPT_BOOL) *(bool*)opt->target = v != 0;
-  else *(size_t*)opt->target = v;
+  *(size_t*)opt->target = v;
 }
 
 static bool hak_options_name_is(const char* name, size_t len, const char* want) {

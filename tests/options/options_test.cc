@@ -257,6 +257,13 @@ TEST(Options, ValidDelaysAndSizesTakeEffectQuietly) {
       {{"HAKMEM_MADVISE=DontNeed"}, {}},
       {{"HAKMEM_STATS=1"}, {{"stats", "1"}}},
       {{"HAKMEM_STATS=0"}, {}},
+      // Booleans read the usual words, in any case.
+      {{"HAKMEM_STATS=yes"}, {{"stats", "1"}}},
+      {{"HAKMEM_STATS=TRUE"}, {{"stats", "1"}}},
+      {{"HAKMEM_STATS=On"}, {{"stats", "1"}}},
+      {{"HAKMEM_STATS=no"}, {}},
+      {{"HAKMEM_STATS=false"}, {}},
+      {{"HAKMEM_STATS=OFF"}, {}},
       {{"HAKMEM_THP=whales"}, {{"thp", "whales"}}},
       {{"HAKMEM_THP=System"}, {{"thp", "system"}}},
       {{"HAKMEM_THP=lean"}, {}},
@@ -344,8 +351,9 @@ TEST(Options, BadValuesDrawOneWarningAndKeepTheDefault) {
       {"HAKMEM_PURGE_MIN_BYTES=8m", "out of range"},
       {"HAKMEM_MADVISE=sometimes", "not a madvise mode"},
       {"HAKMEM_MADVISE=", "not a madvise mode"},
-      {"HAKMEM_STATS=2", "out of range"},
-      {"HAKMEM_STATS=yes", "not a number"},
+      {"HAKMEM_STATS=2", "not a boolean"},
+      {"HAKMEM_STATS=yess", "not a boolean"},
+      {"HAKMEM_STATS=", "not a boolean"},
       {"HAKMEM_THP=always", "not a huge-page mode"},
       {"HAKMEM_THP=", "not a huge-page mode"},
   };
@@ -369,6 +377,9 @@ TEST(Options, BadValuesDrawOneWarningAndKeepTheDefault) {
   Child mode = RunChild("release", {"HAKMEM_MADVISE=sometimes"});
   EXPECT_EQ(mode.err,
             "hakmem: warning: HAKMEM_MADVISE=sometimes: not a madvise mode (dontneed or free); keeping dontneed\n");
+  Child flag = RunChild("release", {"HAKMEM_STATS=maybe"});
+  EXPECT_EQ(flag.err,
+            "hakmem: warning: HAKMEM_STATS=maybe: not a boolean (1, yes, true, on or 0, no, false, off); keeping 0\n");
   // The small variant names its own default.
   Child small = RunChild("small", {"HAKMEM_WHALE_SLOTS=99"});
   EXPECT_EQ(small.err, "hakmem: warning: HAKMEM_WHALE_SLOTS=99: out of range (range 0 .. 64); keeping 2\n");
