@@ -149,3 +149,13 @@ def _hak_override_and_shared(v, visibility):
         additional_linker_inputs = [":hakmem.map"],
         visibility = visibility,
     )
+
+    # The file its SONAME names, beside it in bazel-bin: a program linked against
+    # libhakmem.so records NEEDED libhakmem.so.MAJOR and finds it there (-rpath).
+    native.genrule(
+        name = "libhakmem" + v.suffix + "_so_major",
+        srcs = [":libhakmem" + v.suffix + ".so"],
+        outs = ["libhakmem%s.so.%s" % (v.suffix, HAK_VERSION_MAJOR)],
+        cmd = "cp $< $@",
+        visibility = visibility,
+    )
