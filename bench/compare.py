@@ -124,8 +124,10 @@ def workload_table(threads):
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin-dir", required=True, help="folder with the workload binaries (bazel-bin/bench)")
-    ap.add_argument("--hakmem-dir", required=True, help="folder with libhakmem*.so (bazel-bin/hakmem)")
+    ap.add_argument("--bin-dir", default="bazel-bin/bench",
+                    help="folder with the workload binaries (default bazel-bin/bench; ci/bench.sh passes its copies)")
+    ap.add_argument("--hakmem-dir", default="bazel-bin/hakmem",
+                    help="folder with libhakmem*.so (default bazel-bin/hakmem)")
     ap.add_argument("--out", default="bench-out", help="folder for the result files (default bench-out)")
     ap.add_argument("--quick", action="store_true", help="CI-sized workloads and 5 allocators (not hakmem's "
                     "stats and hardened variants)")
