@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -107,8 +108,18 @@ def workload_table(threads):
         ("multisize", "eviction", ["--mode", "multisize", "--rounds", "200"], ["--mode", "multisize", "--rounds", "60"]),
         ("threads_xfree_t" + t, "threads", ["--mode", "xfree", "--objs", "5000000", "--threads", t],
          ["--mode", "xfree", "--objs", "1500000", "--threads", t]),
+        ("threads_churn_t1", "threads", ["--mode", "churn", "--steps", "8000000", "--threads", "1"],
+         ["--mode", "churn", "--steps", "2500000", "--threads", "1"]),
         ("threads_churn_t" + t, "threads", ["--mode", "churn", "--steps", "8000000", "--threads", t],
          ["--mode", "churn", "--steps", "2500000", "--threads", t]),
+        ("random_replace_t1", "random_replace", ["--slots", "32768", "--steps", "2000000", "--threads", "1"],
+         ["--slots", "8192", "--steps", "600000", "--threads", "1"]),
+        ("random_replace_t" + t, "random_replace", ["--slots", "32768", "--steps", "2000000", "--threads", t],
+         ["--slots", "8192", "--steps", "600000", "--threads", t]),
+        ("generations_t" + t, "generations", ["--threads", t, "--generations", "100", "--replace", "10000"],
+         ["--threads", t, "--generations", "40", "--replace", "10000", "--blocks", "10000"]),
+        ("retain_stress_t" + t, "retain_stress", ["--threads", t, "--rounds", "40", "--allocs", "50000"],
+         ["--threads", t, "--rounds", "20", "--allocs", "30000"]),
         ("stress_t" + t, "stress", ["--threads", t, "--iters", "10", "--steps", "300000"],
          ["--threads", t, "--iters", "5", "--steps", "200000"]),
         ("realloc", "realloc", ["--rounds", "10"], ["--rounds", "3"]),
@@ -166,7 +177,11 @@ def allocator_paths(names, hakmem_dir):
 def select_workloads(args):
     """(name, argv) pairs for this mode."""
     wl = []
+    seen = set()
     for name, binary, full, quick in workload_table(args.threads):
+        if name in seen:  # --threads 1: the _t1 rows are there already
+            continue
+        seen.add(name)
         wl.append((name, [os.path.join(args.bin_dir, binary)] + (quick if args.quick else full)))
     if args.workloads:
         wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -192,11 +207,15 @@ def run_once(argv, preload, extra_env=None, timeout=600):
     if extra_env:
         env.update(extra_env)
     start = time.monotonic()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RunError("timed out after %.0f s" % timeout)
     wall = time.monotonic() - start
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The one child waited for in between: its user + system CPU time, whole process.
+    cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     out = proc.stdout.decode(errors="replace")
     err = proc.stderr.decode(errors="replace")
     m = RESULT_RE.search(out)
@@ -212,6 +231,7 @@ def run_once(argv, preload, extra_env=None, timeout=600):
         "end_rss_kib": int(m.group(6)),
         "extra": {k: int(v) if v.isdigit() else v for k, v in extra.items()},
         "wall_s": wall,
+        "cpu_s": cpu,
         "stderr": err,
     }
 
@@ -361,6 +381,7 @@ def summarize(allocs, wls, samples, counters, failures):
                 "ops": s[0]["ops"],
                 "peak_rss_kib": rss[aname],
                 "end_rss_kib": statistics.median(x["end_rss_kib"] for x in s),
+                "cpu_s": statistics.median(x["cpu_s"] for x in s),
                 "reps": len(s),
                 "samples_ns_per_op": per_op,
                 "command": " ".join([os.path.basename(argv[0])] + argv[1:]),
@@ -382,6 +403,9 @@ def summarize(allocs, wls, samples, counters, failures):
                     row["time_ratio_to_" + ref] = row["ns_per_op"] / med[ref]
             if "mimalloc" in rss and rss["mimalloc"] > 0:
                 row["rss_ratio_to_mimalloc"] = row["peak_rss_kib"] / rss["mimalloc"]
+            mi_cpu = next((r["cpu_s"] for r in block if r["allocator"] == "mimalloc"), 0)
+            if mi_cpu > 0:
+                row["cpu_ratio_to_mimalloc"] = row["cpu_s"] / mi_cpu
         rows.extend(block)
     return rows
 
@@ -455,6 +479,34 @@ PHASE_TABLES = (
 )
 
 
+# Workloads run at 1 and at N threads (same work per thread): N-thread throughput over
+# 1-thread throughput is how far an allocator lets the threads scale.
+SCALING_BASES = ("tiny_pairs", "random_replace", "threads_churn")
+
+
+def scaling_table(by_key, allocs, wnames):
+    """Lines of the scaling table: throughput at tN / throughput at t1 per allocator."""
+    pairs = []
+    for base in SCALING_BASES:
+        many = [w for w in wnames if w.startswith(base + "_t") and w != base + "_t1"]
+        if base + "_t1" in wnames and many:
+            pairs.append((base + "_t1", many[0]))
+    if not pairs:
+        return []
+    out = ["Scaling: throughput (operations per second, all threads) at N threads over 1 thread "
+           "(N = the machine's cores is the most one can get):", "",
+           "| workloads | " + " | ".join(allocs) + " |", "|---|" + "---:|" * len(allocs)]
+    for one, many in pairs:
+        cells = []
+        for a in allocs:
+            r1, rn = by_key.get((one, a)), by_key.get((many, a))
+            cells.append(fmt(r1["ns_per_op"] / rn["ns_per_op"], "%.2f") if r1 and rn and rn["ns_per_op"] > 0
+                         else "-")
+        out.append("| %s / %s | %s |" % (many, one, " | ".join(cells)))
+    out.append("")
+    return out
+
+
 def tables(rows, allocs, wnames, failures):
     """The Markdown report, as a list of lines."""
     out = []
@@ -486,6 +538,8 @@ def tables(rows, allocs, wnames, failures):
     out.append("")
     out.extend(counters_table(by_key, wnames))
     for title, key in (("Time per operation / mimalloc (lower is better)", "time_ratio_to_mimalloc"),
+                       ("CPU time (user + system, whole process) / mimalloc (lower is better)",
+                        "cpu_ratio_to_mimalloc"),
                        ("Peak RSS / mimalloc (lower is better)", "rss_ratio_to_mimalloc")):
         out.append("%s:" % title)
         out.append("")
@@ -496,6 +550,7 @@ def tables(rows, allocs, wnames, failures):
         out.append("| **geomean** | %s |" % " | ".join(
             fmt(geomean([by_key.get((w, a), {}).get(key) for w in wnames]), "%.2f") for a in allocs))
         out.append("")
+    out.extend(scaling_table(by_key, allocs, wnames))
     for workload, need, title, columns in PHASE_TABLES:
         have = [r for r in rows if r["workload"] == workload and need in r]
         if not have:
