@@ -134,16 +134,18 @@ TEST(Variant, DISABLED_AllocateAndExit) {
 }
 
 TEST(Variant, ExitReportNeedsTheStatsVariantAndHakmemStats1) {
-  ChildResult on = RunSelfWithEnv("Variant.DISABLED_AllocateAndExit", {"HAKMEM_STATS=1"});
-  ASSERT_TRUE(on.exited && on.code == 0) << Describe(on);
-  ASSERT_NE(on.err.find("allocate-and-exit helper ran"), std::string::npos) << on.err;
+  for (const char* value : {"1", "yes", "TRUE", "on"}) {  // booleans read the usual words
+    ChildResult on = RunSelfWithEnv("Variant.DISABLED_AllocateAndExit", {std::string("HAKMEM_STATS=") + value});
+    ASSERT_TRUE(on.exited && on.code == 0) << Describe(on);
+    ASSERT_NE(on.err.find("allocate-and-exit helper ran"), std::string::npos) << on.err;
 #if HAK_STATS
-  EXPECT_NE(on.err.find("hakmem stats report (variant stats"), std::string::npos) << on.err;
-  EXPECT_NE(on.err.find("Size classes"), std::string::npos) << on.err;
+    EXPECT_NE(on.err.find("hakmem stats report (variant stats"), std::string::npos) << value << ": " << on.err;
+    EXPECT_NE(on.err.find("Size classes"), std::string::npos) << on.err;
 #else
-  EXPECT_EQ(on.err.find("hakmem stats report"), std::string::npos) << on.err;
+    EXPECT_EQ(on.err.find("hakmem stats report"), std::string::npos) << on.err;
 #endif
-  for (const char* value : {(const char*)nullptr, "0", "", "10", "yes"}) {
+  }
+  for (const char* value : {(const char*)nullptr, "0", "", "10", "no", "off"}) {
     std::vector<std::string> env;
     if (value != nullptr) env.push_back(std::string("HAKMEM_STATS=") + value);
     ChildResult off = RunSelfWithEnv("Variant.DISABLED_AllocateAndExit", env);
@@ -152,9 +154,9 @@ TEST(Variant, ExitReportNeedsTheStatsVariantAndHakmemStats1) {
     EXPECT_EQ(off.err.find("hakmem stats report"), std::string::npos)
         << "HAKMEM_STATS=" << (value ? value : "(unset)") << ": " << off.err;
   }
-  // A value that is neither 0 nor 1 gets one warning naming it.
-  ChildResult bad = RunSelfWithEnv("Variant.DISABLED_AllocateAndExit", {"HAKMEM_STATS=yes"});
-  EXPECT_NE(bad.err.find("hakmem: warning: HAKMEM_STATS=yes: not a number"), std::string::npos) << bad.err;
+  // A value that is no boolean gets one warning naming it.
+  ChildResult bad = RunSelfWithEnv("Variant.DISABLED_AllocateAndExit", {"HAKMEM_STATS=maybe"});
+  EXPECT_NE(bad.err.find("hakmem: warning: HAKMEM_STATS=maybe: not a boolean"), std::string::npos) << bad.err;
 }
 
 #if !HAK_HARDENED
