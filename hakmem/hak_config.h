@@ -171,10 +171,15 @@
 
 #if HAK_SMALL_LIMITS
 #define HAK_PAGE_EXTEND_BYTES 256
+#define HAK_PAGE_EXTEND_MIN_BLOCKS 1
 #define HAK_RETAIN_EMPTY_PAGE 0
 #else
-/* Free-list extension is bounded so a fresh page touches one OS page at a time. */
+/* Free-list extension is bounded so a fresh page touches one OS page at a time, but
+ * carves at least 4 blocks: with one block per extension, every allocation from a
+ * fresh page of a class above 4 KiB would take the slow path (linking 4 blocks writes
+ * 4 words, one per OS page). */
 #define HAK_PAGE_EXTEND_BYTES 4096
+#define HAK_PAGE_EXTEND_MIN_BLOCKS 4
 /* A heap keeps the last page of a class for a few slow-path calls even when it
  * empties, so one block bouncing between malloc and free does not give a page back
  * and take it again each time. */

@@ -32,13 +32,13 @@ void hak_page_init(hak_page_t* page, hak_heap_t* heap, size_t class_index) {
   hak_page_extend(page);
 }
 
-/* Carves up to HAK_PAGE_EXTEND_BYTES more blocks into the (empty) free list, in address
- * order, so a fresh page touches memory one OS page at a time. Blocks never handed out
- * are still zero if the span was. */
+/* Carves up to HAK_PAGE_EXTEND_BYTES more blocks (at least HAK_PAGE_EXTEND_MIN_BLOCKS)
+ * into the (empty) free list, in address order, so a fresh page touches memory one OS
+ * page at a time. Blocks never handed out are still zero if the span was. */
 void hak_page_extend(hak_page_t* page) {
   size_t bsize = page->block_size;
   size_t count = HAK_PAGE_EXTEND_BYTES / bsize;
-  if (count == 0) count = 1;
+  if (count < HAK_PAGE_EXTEND_MIN_BLOCKS) count = HAK_PAGE_EXTEND_MIN_BLOCKS;
   if (count > (size_t)(page->reserved - page->capacity)) count = page->reserved - page->capacity;
   if (count == 0) return;
   uint8_t* first = hak_page_area(page) + (size_t)page->capacity * bsize;
