@@ -16,6 +16,7 @@ HAK_PACKAGES=(
   python3 git sqlite3      # real programs run under LD_PRELOAD in the integration test
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross   # ci/aarch64.sh: cross build
   qemu-user                # ci/aarch64.sh: qemu-aarch64 runs the aarch64 tests
+  make cmake pkg-config    # ci/install_consumers.sh: the Makefile build, its Make and CMake consumers
 )
 
 missing=()
