@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Makefile - hakmem without Bazel (GNU make, gcc or clang): the three public variants
 # as shared and static libraries, and `make install` with pkg-config files and a CMake
 # package. docs/INSTALL.md is the user's guide.
@@ -155,6 +156,8 @@ print-config:
 	@echo "override_copts: $(HAK_OVERRIDE_COPTS)"
 	@echo "override_defines: $(HAK_OVERRIDE_DEFINES)"
 	@echo "shared_linkopts: $(HAK_SHARED_LINKOPTS)"
+	@echo "version: $(VERSION)"
+	@echo "major: $(MAJOR)"
 
 clean:
 	rm -rf $(OUT)

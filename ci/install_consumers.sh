@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # hakmem for users outside Bazel (the top-level Makefile, docs/INSTALL.md), checked the
 # way a user meets it: builds with make, installs into a temporary prefix, and against
 # the installed tree builds and runs a plain Make consumer (pkg-config) and a CMake

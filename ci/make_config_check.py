@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Fails when the Makefile builds hakmem differently from Bazel.
 
 hakmem/variants.bzl is the source of truth. The Makefile reads its lists with
@@ -24,7 +25,7 @@ def bazel_view():
     def record(**kw):
         targets[kw["name"]] = kw
 
-    native = types.SimpleNamespace(cc_library=record, cc_binary=record)
+    native = types.SimpleNamespace(cc_library=record, cc_binary=record, genrule=record)
     g = {"struct": lambda **kw: types.SimpleNamespace(**kw), "native": native, "getattr": getattr}
     with open(os.path.join(ROOT, "hakmem/variants.bzl")) as f:
         exec(compile(f.read(), "hakmem/variants.bzl", "exec"), g)
@@ -59,6 +60,7 @@ def main():
     same("core sources", [s for s in on_disk if s not in override], sorted(mk["core_srcs"]),
          ("hakmem/hak_*.c but %s" % " ".join(override), "Makefile"))
     same("public variants", list(g["HAK_VARIANTS"]), mk["variants"])
+    same("version", [g["HAK_VERSION"]], mk["version"], ("variants.bzl", "VERSION"))
     for name, v in g["HAK_VARIANTS"].items():
         same("suffix of " + name, [v.suffix] if v.suffix else [], mk.get("suffix_" + name, []))
         same("defines of " + name, v.defines, mk.get("defines_" + name, []))
@@ -72,7 +74,15 @@ def main():
         same("hakmem%s: defines" % v.suffix, lib["local_defines"],
              mk.get("defines_" + name, []) + mk["override_defines"])
         so = targets["libhakmem%s.so" % v.suffix]
-        same("libhakmem%s.so: linkopts" % v.suffix, so["linkopts"], mk["shared_linkopts"])
+        # The SONAME and the version script: the Makefile adds both to every shared link
+        # (from VERSION and hakmem/hakmem.map); Bazel's must name the same.
+        soname = "-Wl,-soname,libhakmem%s.so.%s" % (v.suffix, mk["major"][0])
+        script = "-Wl,--version-script=$(location :hakmem.map)"
+        for want in (soname, script):
+            if want not in so["linkopts"]:
+                errors.append("libhakmem%s.so: variants.bzl lacks %s" % (v.suffix, want))
+        rest = [o for o in so["linkopts"] if o not in (soname, script)]
+        same("libhakmem%s.so: linkopts" % v.suffix, rest, mk["shared_linkopts"])
     for e in errors:
         print("ci/make_config_check.py: Makefile and hakmem/variants.bzl disagree: " + e, file=sys.stderr)
     if errors:

@@ -2,7 +2,10 @@
 # SPDX-License-Identifier: MIT
 # Passes the tests on a fresh Debian 12 machine; this is what CI runs (.ci/run).
 # Stages, in order (the first failure stops the run):
-#   build   all six libraries and everything else, -Werror on hakmem's own sources
+#   build   licence lines; all six libraries and everything else, -Werror on hakmem's
+#           own sources
+#   install the Makefile build (no Bazel), make install, Make and CMake consumers
+#           against the installed tree (ci/install_consumers.sh)
 #   unit    bazel test //...: unit tests of every variant, fuzz-corpus replays, and
 #           real programs (python3, git, sqlite3, gcc) under LD_PRELOAD of each .so
 #   asan    the unit tests again under AddressSanitizer (clang)
@@ -15,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_stages=(build unit asan ubsan tsan fuzz gate)
+all_stages=(build install unit asan ubsan tsan fuzz gate)
 stages=()
 for a in "$@"; do
   case "$a" in
@@ -40,6 +43,7 @@ for s in "${stages[@]}"; do
       python3 ci/license_headers.py
       bazel build "${bazel_flags[@]}" --config=werror //...
       ;;
+    install) bash ci/install_consumers.sh ;;
     unit) bazel test "${bazel_flags[@]}" --config=werror //... ;;
     asan | ubsan | tsan) bazel test "${bazel_flags[@]}" --config="$s" //... ;;
     fuzz)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* which_malloc.c - the example consumers' program: says which allocator serves the
  * malloc the C library calls, and fails (exit 1) unless it is hakmem's.
  *
