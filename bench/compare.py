@@ -116,7 +116,7 @@ def workload_table(threads):
          ["--slots", "8192", "--steps", "600000", "--threads", "1"]),
         ("random_replace_t" + t, "random_replace", ["--slots", "32768", "--steps", "2000000", "--threads", t],
          ["--slots", "8192", "--steps", "600000", "--threads", t]),
-        ("generations_t" + t, "generations", ["--threads", t, "--generations", "100", "--replace", "10000"],
+        ("generations_t" + t, "generations", ["--threads", t, "--generations", "60", "--replace", "10000"],
          ["--threads", t, "--generations", "40", "--replace", "10000", "--blocks", "10000"]),
         ("retain_stress_t" + t, "retain_stress", ["--threads", t, "--rounds", "40", "--allocs", "50000"],
          ["--threads", t, "--rounds", "20", "--allocs", "30000"]),
