@@ -19,11 +19,21 @@
  *   big_pairs    malloc/free of one 2 MiB block: a big block, the BigCache hit (20000)
  *   whale        malloc/free of one 8 MiB block: a whale (above 4032 KiB), the whale
  *                ring hit (20000)
+ *   random_replace  a table of 4096 live blocks of 16 B..64 KiB (log-uniform); each
+ *                operation frees the block of a random slot and allocates a new one
+ *                there: frees scattered over many pages and classes, pages emptying and
+ *                filling again (100000)
+ *   xfree        a second thread frees what the main thread allocated (1000 blocks of
+ *                16..1024 B a round): the remote-free push, and the owner collecting
+ *                those frees as it allocates again; ops counts both calls (100000)
  * Prints "GATE scenario=<name> ops=<n> checksum=<c> os_calls=<k>"; os_calls is the
  * number of mmap + munmap + madvise + mremap calls hakmem made in the measured round
  * (from hak_stats_get, which counts them in every variant; -1 in the glibc build).
  * Exits 1 if a block is bad.
  */
+#include <math.h>
+#include <pthread.h>
+
 #include "bench_util.h"
 
 #ifdef GATE_HAKMEM
@@ -128,6 +138,84 @@ NOINLINE void gate_measured_whale(uint64_t ops, uint64_t* sum) {
   large_loop(WHALE_BYTES, ops, sum);
 }
 
+/* random_replace: slots[i] is the slot of operation i, sizes[i] its new block's size. */
+#define REPLACE_SLOTS 4096
+
+static void replace_loop(unsigned char** table, const uint32_t* slots, const uint32_t* sizes, uint64_t ops,
+                         uint64_t* sum) {
+  for (uint64_t i = 0; i < ops; i++) {
+    unsigned char** b = &table[slots[i]];
+    *sum += (*b)[0];
+    free(*b);
+    *b = malloc(sizes[i]);
+    (*b)[0] = (unsigned char)i;
+  }
+}
+
+NOINLINE void gate_measured_random_replace(unsigned char** table, const uint32_t* slots, const uint32_t* sizes,
+                                           uint64_t ops, uint64_t* sum) {
+  replace_loop(table, slots, sizes, ops, sum);
+}
+
+/* xfree: the main thread allocates a batch, the freer thread frees it, in turns. */
+#define XFREE_BATCH 1000
+
+typedef struct xfree_s {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int turn; /* 0: the main thread's, 1: the freer's, 2: the freer stops */
+  int measured; /* past the warm-up round */
+  unsigned char* blocks[XFREE_BATCH];
+  uint64_t sum;
+} xfree_t;
+
+static void xfree_alloc_batch(xfree_t* x, const uint32_t* sizes) {
+  for (unsigned i = 0; i < XFREE_BATCH; i++) {
+    x->blocks[i] = malloc(sizes[i]);
+    x->blocks[i][0] = (unsigned char)i;
+  }
+}
+
+static void xfree_free_batch(xfree_t* x) {
+  for (unsigned i = 0; i < XFREE_BATCH; i++) {
+    x->sum += x->blocks[i][0];
+    free(x->blocks[i]);
+  }
+}
+
+/* The measured twins: callgrind counts inside these only (the warm-up round calls the
+ * plain functions). */
+NOINLINE void gate_measured_xfree_alloc(xfree_t* x, const uint32_t* sizes) {
+  xfree_alloc_batch(x, sizes);
+}
+
+NOINLINE void gate_measured_xfree_free(xfree_t* x) {
+  xfree_free_batch(x);
+}
+
+static void xfree_wait(xfree_t* x, int turn) {
+  while (x->turn != turn && x->turn != 2) pthread_cond_wait(&x->cond, &x->lock);
+}
+
+static void xfree_pass(xfree_t* x, int turn) {
+  x->turn = turn;
+  pthread_cond_broadcast(&x->cond);
+}
+
+static void* xfree_freer(void* arg) {
+  xfree_t* x = arg;
+  pthread_mutex_lock(&x->lock);
+  for (;;) {
+    xfree_wait(x, 1);
+    if (x->turn == 2) break;
+    if (x->measured) gate_measured_xfree_free(x);
+    else xfree_free_batch(x);
+    xfree_pass(x, 0);
+  }
+  pthread_mutex_unlock(&x->lock);
+  return NULL;
+}
+
 static uint32_t* draw_sizes(uint64_t n, uint32_t lo, uint32_t hi) {
   uint32_t* s = bench_malloc(n * sizeof(uint32_t));
   bench_rng_t rng = {0x9E3779B97F4A7C15ULL};
@@ -208,6 +296,69 @@ static gate_result_t run_whale(uint64_t ops) {
   return run_large(ops, WHALE_BYTES, gate_measured_whale);
 }
 
+/* Sizes log-uniform over [lo, hi]: as many small blocks as large ones per doubling. */
+static uint32_t* draw_log_sizes(uint64_t n, uint32_t lo, uint32_t hi) {
+  uint32_t* s = bench_malloc(n * sizeof(uint32_t));
+  bench_rng_t rng = {0xC2B2AE3D27D4EB4FULL};
+  double l0 = log2((double)lo), l1 = log2((double)hi);
+  for (uint64_t i = 0; i < n; i++) s[i] = (uint32_t)exp2(l0 + (l1 - l0) * bench_unit(&rng));
+  return s;
+}
+
+/* The warm-up fills the table and runs as many replacements as the measured round,
+ * so the classes' pages and the live set have settled before counting. */
+static gate_result_t run_random_replace(uint64_t ops) {
+  gate_result_t res = {ops, 0, 0};
+  uint64_t warm = 0;
+  uint32_t* fill = draw_log_sizes(REPLACE_SLOTS, 16, 64 << 10);
+  uint32_t* sizes = draw_log_sizes(2 * ops, 16, 64 << 10);
+  uint32_t* slots = draw_sizes(2 * ops, 0, REPLACE_SLOTS - 1);
+  unsigned char** table = bench_malloc(REPLACE_SLOTS * sizeof(*table));
+  for (unsigned i = 0; i < REPLACE_SLOTS; i++) {
+    table[i] = malloc(fill[i]);
+    table[i][0] = (unsigned char)i;
+  }
+  replace_loop(table, slots, sizes, ops, &warm);
+  int64_t before = os_calls_now();
+  gate_measured_random_replace(table, slots + ops, sizes + ops, ops, &res.sum);
+  res.os_calls = os_calls_now() - before;
+  for (unsigned i = 0; i < REPLACE_SLOTS; i++) free(table[i]);
+  free(table);
+  free(slots);
+  free(sizes);
+  free(fill);
+  return res;
+}
+
+/* ops counts both calls, rounded to whole batches; one round of warm-up. */
+static gate_result_t run_xfree(uint64_t ops) {
+  uint64_t rounds = ops / (2 * XFREE_BATCH) > 0 ? ops / (2 * XFREE_BATCH) : 1;
+  gate_result_t res = {rounds * 2 * XFREE_BATCH, 0, 0};
+  static xfree_t x = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+  uint32_t* sizes = draw_sizes(XFREE_BATCH, 16, 1024);
+  pthread_t freer;
+  if (pthread_create(&freer, NULL, xfree_freer, &x) != 0) BENCH_FAIL("pthread_create failed");
+  int64_t before;
+  pthread_mutex_lock(&x.lock);
+  xfree_alloc_batch(&x, sizes); /* the warm-up round */
+  xfree_pass(&x, 1);
+  xfree_wait(&x, 0);
+  x.measured = 1;
+  before = os_calls_now();
+  for (uint64_t r = 0; r < rounds; r++) {
+    gate_measured_xfree_alloc(&x, sizes);
+    xfree_pass(&x, 1);
+    xfree_wait(&x, 0);
+  }
+  res.os_calls = os_calls_now() - before;
+  xfree_pass(&x, 2);
+  pthread_mutex_unlock(&x.lock);
+  pthread_join(freer, NULL);
+  res.sum = x.sum;
+  free(sizes);
+  return res;
+}
+
 static const struct {
   const char* name;
   uint64_t default_ops;
@@ -216,6 +367,7 @@ static const struct {
     {"tiny_pairs", 200000, run_tiny_pairs}, {"tiny_burst", 200000, run_tiny_burst},
     {"mid_pairs", 100000, run_mid_pairs},   {"l25_pairs", 50000, run_l25_pairs},
     {"big_pairs", 20000, run_big_pairs},    {"whale", 20000, run_whale},
+    {"random_replace", 100000, run_random_replace}, {"xfree", 100000, run_xfree},
 };
 #define SCENARIO_COUNT (sizeof(scenarios) / sizeof(scenarios[0]))
 
