@@ -73,7 +73,7 @@ HAK_INTERNAL_HDRS = [
     "hak_internal.h",
 ]
 
-def _hak_core_and_api(v, visibility, internal_visibility):
+def _hak_core_and_api(v, visibility, internal_visibility, tags = []):
     core = "hak_core" + v.suffix
     native.cc_library(
         name = core,
@@ -85,6 +85,7 @@ def _hak_core_and_api(v, visibility, internal_visibility):
         linkopts = ["-pthread"],
         linkstatic = 1,
         visibility = internal_visibility,
+        tags = tags,
     )
     native.cc_library(
         name = "hakmem" + v.suffix + "_api",
@@ -95,6 +96,7 @@ def _hak_core_and_api(v, visibility, internal_visibility):
         linkstatic = 1,
         alwayslink = 1,
         visibility = visibility,
+        tags = tags,
     )
 
 def hak_library_variants(internal_visibility):
@@ -104,15 +106,18 @@ def hak_library_variants(internal_visibility):
       internal_visibility: who may depend on the core and on the internal variants
         (tests, fuzzers, benchmarks).
     """
+    # Internal variants are "manual": //hakmem:all (and @hakmem//hakmem:all in a
+    # consumer) builds only the public ones; the tests, fuzzers and benchmarks that
+    # depend on an internal one still build it.
     for v in HAK_INTERNAL_VARIANTS.values():
-        _hak_core_and_api(v, internal_visibility, internal_visibility)
+        _hak_core_and_api(v, internal_visibility, internal_visibility, tags = ["manual"])
         if getattr(v, "shared", False):
-            _hak_override_and_shared(v, internal_visibility)
+            _hak_override_and_shared(v, internal_visibility, tags = ["manual"])
     for v in HAK_VARIANTS.values():
         _hak_core_and_api(v, ["//visibility:public"], internal_visibility)
         _hak_override_and_shared(v, ["//visibility:public"])
 
-def _hak_override_and_shared(v, visibility):
+def _hak_override_and_shared(v, visibility, tags = []):
     """The malloc-replacing static library of a variant and its shared library."""
     native.cc_library(
         name = "hakmem" + v.suffix,
@@ -125,6 +130,7 @@ def _hak_override_and_shared(v, visibility):
         linkstatic = 1,
         alwayslink = 1,
         visibility = visibility,
+        tags = tags,
     )
     native.cc_binary(
         name = "libhakmem" + v.suffix + ".so",
@@ -134,4 +140,5 @@ def _hak_override_and_shared(v, visibility):
         # libraries the toolchain links by default but nothing here uses.
         linkopts = ["-Wl,-z,nodelete", "-Wl,--as-needed"],
         visibility = visibility,
+        tags = tags,
     )
