@@ -83,7 +83,15 @@ built="$(bazel query '@hakmem//hakmem:all - attr(tags, "\bmanual\b", @hakmem//ha
   fail "bazel query @hakmem//hakmem:all failed"
 echo "$built" | tr '\n' ' '
 echo
-internal="$(grep -E '_(small|hardened_small|hardened1|tid_fallback|cas_fail)(_api|\.so)?$' <<<"$built" || true)"
+# The internal variants' label suffixes, from hakmem's table (read as ci/aarch64.py does).
+suffixes="$(python3 -c '
+import sys, types
+g = {"struct": lambda **kw: types.SimpleNamespace(**kw)}
+exec(open(sys.argv[1]).read(), g)
+print("|".join(v.suffix for v in g["HAK_INTERNAL_VARIANTS"].values()))
+' "$root/hakmem/variants.bzl")" || fail "could not read HAK_INTERNAL_VARIANTS from hakmem/variants.bzl"
+[ -n "$suffixes" ] || fail "hakmem/variants.bzl lists no internal variants"
+internal="$(grep -E "($suffixes)([._]|\$)" <<<"$built" || true)"
 [ -z "$internal" ] || fail "@hakmem//hakmem:all would build internal targets: $internal"
 for label in hakmem hakmem_api libhakmem.so hakmem_stats hakmem_stats_api libhakmem_stats.so \
   hakmem_hardened hakmem_hardened_api libhakmem_hardened.so hakmem_headers; do
