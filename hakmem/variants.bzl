@@ -77,6 +77,7 @@ def _hak_core_and_api(v, visibility, internal_visibility, tags = []):
     core = "hak_core" + v.suffix
     native.cc_library(
         name = core,
+        tags = tags,
         srcs = HAK_CORE_SRCS,
         hdrs = HAK_INTERNAL_HDRS,
         copts = HAK_COPTS,
@@ -85,10 +86,10 @@ def _hak_core_and_api(v, visibility, internal_visibility, tags = []):
         linkopts = ["-pthread"],
         linkstatic = 1,
         visibility = internal_visibility,
-        tags = tags,
     )
     native.cc_library(
         name = "hakmem" + v.suffix + "_api",
+        tags = tags,
         srcs = ["hak_api.c"],
         copts = HAK_COPTS,
         local_defines = v.defines,
@@ -96,7 +97,6 @@ def _hak_core_and_api(v, visibility, internal_visibility, tags = []):
         linkstatic = 1,
         alwayslink = 1,
         visibility = visibility,
-        tags = tags,
     )
 
 def hak_library_variants(internal_visibility):
@@ -121,6 +121,7 @@ def _hak_override_and_shared(v, visibility, tags = []):
     """The malloc-replacing static library of a variant and its shared library."""
     native.cc_library(
         name = "hakmem" + v.suffix,
+        tags = tags,
         # hak_new.c: C++'s operator new and delete; a new_handler or bad_alloc may
         # throw through its frames.
         srcs = ["hak_api.c", "hak_new.c"],
@@ -130,15 +131,14 @@ def _hak_override_and_shared(v, visibility, tags = []):
         linkstatic = 1,
         alwayslink = 1,
         visibility = visibility,
-        tags = tags,
     )
     native.cc_binary(
         name = "libhakmem" + v.suffix + ".so",
+        tags = tags,
         deps = [":hakmem" + v.suffix],
         linkshared = 1,
         # A malloc for every program must not drag in the C++ runtime: drop the
         # libraries the toolchain links by default but nothing here uses.
         linkopts = ["-Wl,-z,nodelete", "-Wl,--as-needed"],
         visibility = visibility,
-        tags = tags,
     )
