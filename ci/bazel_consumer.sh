@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds, runs and tests examples/bazel_consumer: a Bazel workspace of its own that uses
 # hakmem through local_repository, as another project would (docs/BAZEL.md). Checks:
 #   - one program per public variant links hakmem's malloc (//:hello_<variant>), also

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // consumer_test.cc - what a consumer relies on, as a Google Test: malloc (also when the
 // C library calls it) is hakmem's, of the variant the test links (EXPECT_VARIANT),
 // malloc_usable_size and hak_usable_size agree, and the strbuf library, built on the

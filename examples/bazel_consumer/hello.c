@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hello.c - a program linked with one of hakmem's malloc-replacing libraries (as a
  * dependency, or through cc_binary's malloc attribute): it checks that malloc is
  * hakmem's and of the variant it was built against (EXPECT_VARIANT), prints one line

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* plain.c - a program that knows nothing of hakmem (no hakmem header, no hakmem
  * dependency): it reports whose malloc it got, so the same source shows libc's malloc
  * when built plainly and hakmem's when built with --custom_malloc. Usage:

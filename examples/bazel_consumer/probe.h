@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* probe.h - whose malloc does this process use? Asked through the C library's
  * malloc_info(3) only: hakmem's malloc_info ends its document with an element
  * <hakmem variant="..." in_use_blocks="..." .../> that glibc's does not have. No hakmem

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strbuf.h - a growable string on hakmem's hak_* API. A library of the consumer that
  * calls hakmem explicitly: it depends on @hakmem//hakmem:hakmem_headers only (the
  * declarations), and the binary that links it chooses the implementation

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* strbuf_main.c - the strbuf library (hak_* API through hakmem_headers) in a binary
  * that picks hakmem's implementation: with @hakmem//hakmem:hakmem beside it malloc is
  * hakmem's too (EXPECT_OWNER "hakmem"); with @hakmem//hakmem:hakmem_api malloc stays
