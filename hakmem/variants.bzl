@@ -80,10 +80,11 @@ HAK_INTERNAL_HDRS = [
     "hak_internal.h",
 ]
 
-def _hak_core_and_api(v, visibility, internal_visibility):
+def _hak_core_and_api(v, visibility, internal_visibility, tags = []):
     core = "hak_core" + v.suffix
     native.cc_library(
         name = core,
+        tags = tags,
         srcs = HAK_CORE_SRCS,
         hdrs = HAK_INTERNAL_HDRS,
         copts = HAK_COPTS,
@@ -95,6 +96,7 @@ def _hak_core_and_api(v, visibility, internal_visibility):
     )
     native.cc_library(
         name = "hakmem" + v.suffix + "_api",
+        tags = tags,
         srcs = ["hak_api.c"],
         copts = HAK_COPTS,
         local_defines = v.defines,
@@ -111,18 +113,22 @@ def hak_library_variants(internal_visibility):
       internal_visibility: who may depend on the core and on the internal variants
         (tests, fuzzers, benchmarks).
     """
+    # Internal variants are "manual": //hakmem:all (and @hakmem//hakmem:all in a
+    # consumer) builds only the public ones; the tests, fuzzers and benchmarks that
+    # depend on an internal one still build it.
     for v in HAK_INTERNAL_VARIANTS.values():
-        _hak_core_and_api(v, internal_visibility, internal_visibility)
+        _hak_core_and_api(v, internal_visibility, internal_visibility, tags = ["manual"])
         if getattr(v, "shared", False):
-            _hak_override_and_shared(v, internal_visibility)
+            _hak_override_and_shared(v, internal_visibility, tags = ["manual"])
     for v in HAK_VARIANTS.values():
         _hak_core_and_api(v, ["//visibility:public"], internal_visibility)
         _hak_override_and_shared(v, ["//visibility:public"])
 
-def _hak_override_and_shared(v, visibility):
+def _hak_override_and_shared(v, visibility, tags = []):
     """The malloc-replacing static library of a variant and its shared library."""
     native.cc_library(
         name = "hakmem" + v.suffix,
+        tags = tags,
         # hak_new.c: C++'s operator new and delete; a new_handler or bad_alloc may
         # throw through its frames.
         srcs = ["hak_api.c", "hak_new.c"],
@@ -135,6 +141,7 @@ def _hak_override_and_shared(v, visibility):
     )
     native.cc_binary(
         name = "libhakmem" + v.suffix + ".so",
+        tags = tags,
         deps = [":hakmem" + v.suffix],
         linkshared = 1,
         # A malloc for every program must not drag in the C++ runtime: drop the
