@@ -8,6 +8,8 @@
 #           against the installed tree (ci/install_consumers.sh)
 #   unit    bazel test //...: unit tests of every variant, fuzz-corpus replays, and
 #           real programs (python3, git, sqlite3, gcc) under LD_PRELOAD of each .so
+#   consumer examples/bazel_consumer: hakmem from another Bazel workspace
+#           (ci/bazel_consumer.sh)
 #   asan    the unit tests again under AddressSanitizer (clang)
 #   ubsan   ... under UndefinedBehaviorSanitizer
 #   tsan    ... under ThreadSanitizer
@@ -18,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_stages=(build install unit asan ubsan tsan fuzz gate)
+all_stages=(build install unit consumer asan ubsan tsan fuzz gate)
 stages=()
 for a in "$@"; do
   case "$a" in
@@ -45,6 +47,7 @@ for s in "${stages[@]}"; do
       ;;
     install) bash ci/install_consumers.sh ;;
     unit) bazel test "${bazel_flags[@]}" --config=werror //... ;;
+    consumer) bash ci/bazel_consumer.sh ;;
     asan | ubsan | tsan) bazel test "${bazel_flags[@]}" --config="$s" //... ;;
     fuzz)
       bash ci/fuzz.sh --engine libfuzzer --seconds "$fuzz_seconds"

@@ -161,6 +161,7 @@ def _hak_override_and_shared(v, visibility, tags = []):
     # libhakmem.so records NEEDED libhakmem.so.MAJOR and finds it there (-rpath).
     native.genrule(
         name = "libhakmem" + v.suffix + "_so_major",
+        tags = tags,
         srcs = [":libhakmem" + v.suffix + ".so"],
         outs = ["libhakmem%s.so.%s" % (v.suffix, HAK_VERSION_MAJOR)],
         cmd = "cp $< $@",
