@@ -41,7 +41,7 @@
 
 static int64_t os_calls_now(void) {
   hak_stats_t s;
-  hak_stats_get(&s);
+  hak_stats_read(&s);
   return (int64_t)(s.os_mmap.count + s.os_munmap.count + s.os_madvise.count + s.os_mremap.count +
                    s.os_mprotect.count);
 }

@@ -59,7 +59,7 @@ typedef struct {
 static figures_t read_figures(void) {
   figures_t f = {0};
   hak_stats_t s;
-  if (hak_stats_get(&s) != 0) return f;
+  if (hak_stats_read(&s) != 0) return f;
   f.ok = 1;
   snprintf(f.variant, sizeof f.variant, "%s", hak_variant());
   f.in_use_bytes = s.in_use_bytes;

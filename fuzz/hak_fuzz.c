@@ -1052,7 +1052,7 @@ static void execute(const op_t* op) {
   }
   if (g_trace) {
     hak_stats_t st;
-    hak_stats_get(&st);
+    hak_stats_read(&st);
     fprintf(stderr, "    -> %zu blocks live (%zu bytes); hakmem: %llu segments, %llu KiB mapped\n", M->nsorted, M->live_bytes,
             (unsigned long long)st.segments_live, (unsigned long long)(st.os_mapped_bytes >> 10));
   }
@@ -1282,7 +1282,7 @@ static void worker_collect(void) {}
 
 static hak_stats_t read_stats(void) {
   hak_stats_t st;
-  if (hak_stats_get(&st) != 0) fail("hak_stats_get failed");
+  if (hak_stats_read(&st) != 0) fail("hak_stats_get failed");
   return st;
 }
 

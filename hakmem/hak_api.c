@@ -157,7 +157,7 @@ HAK_EXPORT int malloc_trim(size_t pad) {
  *             that may be resident, cached blocks */
 HAK_EXPORT struct mallinfo2 mallinfo2(void) {
   hak_stats_t s;
-  hak_stats_get(&s);
+  hak_stats_collect(&s);
   hak_glibc_info_t g;
   hak_stats_glibc(&s, &g);
   struct mallinfo2 mi = {0};
@@ -206,7 +206,7 @@ HAK_EXPORT int malloc_info(int options, FILE* fp) {
     return -1;
   }
   hak_stats_t s;
-  hak_stats_get(&s);
+  hak_stats_collect(&s);
   hak_glibc_info_t g;
   hak_stats_glibc(&s, &g);
   unsigned long long arena = g.arena, free_bytes = g.fordblks, arena_max = g.arena_max;

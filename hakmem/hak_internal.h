@@ -620,7 +620,8 @@ typedef struct hak_glibc_info_s {
   uint64_t hblks_max, hblkhd_max;
   uint64_t address_space; /* reserved chunks + mappings of their own */
 } hak_glibc_info_t;
-void hak_stats_glibc(const hak_stats_t* stats, hak_glibc_info_t* out); /* stats: from hak_stats_get */
+void hak_stats_collect(hak_stats_t* out); /* all of it, whatever the caller's size */
+void hak_stats_glibc(const hak_stats_t* stats, hak_glibc_info_t* out); /* stats: from hak_stats_collect */
 void hak_stats_print_glibc(int fd); /* malloc_stats' report: glibc's format, no stdio */
 void hak_stats_count_global(size_t field_offset);  /* counters with no heap at hand */
 void hak_stats_atexit(void);

@@ -68,8 +68,8 @@ static void hak_stats_visit_heap(const hak_heap_t* heap, void* arg) {
 }
 #endif
 
-HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
-  if (out == NULL) return EINVAL;
+/* Everything hak_stats_t holds, for hakmem's own reports and hak_stats_get. */
+void hak_stats_collect(hak_stats_t* out) {
   memset(out, 0, sizeof(*out));
   /* The global words and the live heaps under one hold of the pool's lock, under which
    * an exiting thread folds its counters and leaves the live set: counted once. */
@@ -80,6 +80,8 @@ HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
   hak_heap_visit_all_after(hak_stats_copy_global, NULL, out);
   out->counters_enabled = 0;
 #endif
+  out->size = (uint32_t)sizeof(*out); /* after the copy of the global words, laid out alike */
+  out->version = HAK_STATS_VERSION;
   for (size_t i = 0; i < HAK_CLASS_COUNT; i++) out->class_size[i] = hak_class_block_size(i);
   out->class_size[HAK_CLASS_HUGE] = 0;
   hak_os_stats_read(out);
@@ -108,6 +110,17 @@ HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
   out->dedicated_in_use_bytes = usage.dedicated_in_use_bytes;
   out->dedicated_max_count = usage.dedicated_max_count;
   out->dedicated_max_bytes = usage.dedicated_max_bytes;
+}
+
+HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
+  if (out == NULL || out->size < offsetof(hak_stats_t, counters_enabled) + sizeof(out->counters_enabled)) {
+    return EINVAL;
+  }
+  hak_stats_t all;
+  hak_stats_collect(&all);
+  size_t n = out->size < sizeof(all) ? out->size : sizeof(all);
+  memcpy(out, &all, n);
+  out->size = (uint32_t)n;
   return 0;
 }
 
@@ -239,7 +252,7 @@ static void hak_report_cache(hak_report_t* r, const char* name, const hak_cache_
 
 HAK_EXPORT void hak_stats_print(int fd) {
   hak_stats_t s;
-  hak_stats_get(&s);
+  hak_stats_collect(&s);
   hak_report_t r = {.fd = fd, .len = 0};
   hak_report_str(&r, "hakmem stats report (variant ");
   hak_report_str(&r, HAK_VARIANT_NAME);
@@ -323,7 +336,7 @@ HAK_EXPORT void hak_stats_print(int fd) {
  * unsigned int. Written with write(2) from a stack buffer: no malloc, no stdio. */
 void hak_stats_print_glibc(int fd) {
   hak_stats_t s;
-  hak_stats_get(&s);
+  hak_stats_collect(&s);
   hak_glibc_info_t g;
   hak_stats_glibc(&s, &g);
   hak_report_t r = {.fd = fd, .len = 0};

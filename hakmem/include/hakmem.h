@@ -92,7 +92,16 @@ typedef struct hak_cache_stats_s {
   uint64_t bytes_limit;  /* its limit on bytes (HAKMEM_*_BYTES) */
 } hak_cache_stats_t;
 
+/* hak_stats_t grows at its end as hakmem learns to count more; a caller says how much
+ * of it it knows (size), the library fills that much (or all it knows, if less) and
+ * says what it filled: a program built against an older or a newer hakmem.h keeps
+ * working. HAK_STATS_VERSION changes when fields are added. */
+#define HAK_STATS_VERSION 1
+
 typedef struct hak_stats_s {
+  uint32_t size;    /* in: sizeof(hak_stats_t) as the caller knows it (hak_stats_read sets
+                       it); out: the bytes hak_stats_get filled */
+  uint32_t version; /* out: HAK_STATS_VERSION of the library that filled it */
   int counters_enabled;            /* 1 in the stats variant; else the per-class and per-path counters are 0 */
 
   /* Every variant: OS calls, totals and by user; mapped address space. */
@@ -171,8 +180,17 @@ typedef struct hak_stats_s {
   uint64_t threads_ended;
 } hak_stats_t;
 
-/* Fills *out; returns 0, or EINVAL when out is NULL. */
+/* Fills the first out->size bytes of *out (at most the library's own sizeof), then
+ * sets out->size to the bytes filled and out->version; fields past them stay as the
+ * caller left them. Returns 0, or EINVAL when out is NULL or out->size does not even
+ * cover the header (size, version, counters_enabled). */
 int hak_stats_get(hak_stats_t* out);
+
+/* The usual call: fills all of *out as this header describes it. */
+static inline int hak_stats_read(hak_stats_t* out) {
+  if (out != NULL) out->size = (uint32_t)sizeof(*out);
+  return hak_stats_get(out);
+}
 
 /* Writes a readable report to the file descriptor (no stdio, no allocation).
  * The stats variant prints it at exit when HAKMEM_STATS=1. */

@@ -21,7 +21,7 @@ namespace {
 
 uint64_t LiveSegments() {
   hak_stats_t s;
-  EXPECT_EQ(hak_stats_get(&s), 0);
+  EXPECT_EQ(hak_stats_read(&s), 0);
   return s.segments_live;
 }
 
@@ -94,14 +94,14 @@ TEST(Adoption, FreeingAnExitedThreadsBlocksGivesItsSegmentsBackWithoutAnyMalloc)
   // (It may also have adopted what earlier tests left, so count only that it grew.)
   ASSERT_GT(LiveSegments(), start) << "the worker's blocks should need segments of their own";
   hak_stats_t before;
-  ASSERT_EQ(hak_stats_get(&before), 0);
+  ASSERT_EQ(hak_stats_read(&before), 0);
   for (void* p : left) hak_free(p);
   hak_quarantine_flush();  // (hardened: this thread's last 64 frees wait there)
   EXPECT_LE(LiveSegments(), start) << "segments of the exited thread still held after all their blocks were freed";
   // Emptied, they go back to the region as idle for the whole delay: purged at once
   // (before, they waited out the delay too, resident, though nobody allocates there).
   hak_stats_t after;
-  ASSERT_EQ(hak_stats_get(&after), 0);
+  ASSERT_EQ(hak_stats_read(&after), 0);
   EXPECT_GE(after.purge_bytes - before.purge_bytes, (uint64_t)4 << 20) << "the exited thread's memory was not purged";
   hak_free(mine);
 }
@@ -158,7 +158,7 @@ TEST(Adoption, ThreadsThatLeaveBlocksBehindShareFewSegments) {
 TEST(Adoption, IdleFreeSpansOfAbandonedSegmentsArePurgedAfterTheDelay) {
   hak_collect(true);
   hak_stats_t opts;
-  ASSERT_EQ(hak_stats_get(&opts), 0);
+  ASSERT_EQ(hak_stats_read(&opts), 0);
   void* mine = hak_malloc(16);
   ASSERT_NE(mine, nullptr);
   std::vector<void*> kept;
@@ -185,7 +185,7 @@ TEST(Adoption, IdleFreeSpansOfAbandonedSegmentsArePurgedAfterTheDelay) {
   std::this_thread::sleep_for(std::chrono::milliseconds(opts.purge_delay_ms + 20));
   hak_free(hak_malloc(300 * 1024));  // a slow path: it ticks the purges that came due
   hak_stats_t after;
-  ASSERT_EQ(hak_stats_get(&after), 0);
+  ASSERT_EQ(hak_stats_read(&after), 0);
   EXPECT_GE(after.purge_bytes - opts.purge_bytes, (uint64_t)2 << 20) << "hardly anything was purged";
   // OS pages that only freed blocks touched: half the 8 MiB or so (a kept block pins
   // its page of blocks). At least 2 MiB of them must have left memory.

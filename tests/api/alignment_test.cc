@@ -203,10 +203,10 @@ TYPED_TEST(Alignment, VeryLargeAlignmentsAreTrimmedWithoutLeaking) {
     for (size_t size : {(size_t)1, (size_t)100000}) {
       hak_collect(true);
       hak_stats_t before, during, after;
-      ASSERT_EQ(hak_stats_get(&before), 0);
+      ASSERT_EQ(hak_stats_read(&before), 0);
       void* p = nullptr;
       ASSERT_EQ(A::PosixMemalign(&p, align, size), 0) << "posix_memalign(" << align << ", " << size << ")";
-      ASSERT_EQ(hak_stats_get(&during), 0);
+      ASSERT_EQ(hak_stats_read(&during), 0);
       ASSERT_NE(p, nullptr);
       EXPECT_TRUE(IsAligned(p, align)) << p;
       size_t usable = A::Usable(p);
@@ -219,7 +219,7 @@ TYPED_TEST(Alignment, VeryLargeAlignmentsAreTrimmedWithoutLeaking) {
       }
       A::Free(p);
       hak_collect(true);
-      ASSERT_EQ(hak_stats_get(&after), 0);
+      ASSERT_EQ(hak_stats_read(&after), 0);
       EXPECT_LE(BlockMappedBytes(after), BlockMappedBytes(before)) << "align " << align;
     }
   }

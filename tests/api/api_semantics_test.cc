@@ -261,9 +261,9 @@ TYPED_TEST(ApiSemantics, ReallocToZeroFreesAndReturnsNull) {
   void* p = A::Malloc(9u << 20);
   ASSERT_NE(p, nullptr);
   hak_stats_t before, after;
-  ASSERT_EQ(hak_stats_get(&before), 0);
+  ASSERT_EQ(hak_stats_read(&before), 0);
   void* r = A::Realloc(p, 0);
-  ASSERT_EQ(hak_stats_get(&after), 0);
+  ASSERT_EQ(hak_stats_read(&after), 0);
   EXPECT_EQ(r, nullptr);
   EXPECT_EQ(after.whale.puts, before.whale.puts + 1);
   EXPECT_EQ(after.segments_live + 1, before.segments_live);
@@ -657,12 +657,12 @@ constexpr size_t kOwnMapping = (size_t)300 << 20;
 
 TEST(ApiLink, HakMallocOfALargeBlockMapsMemory) {
   hak_stats_t a, b, c;
-  ASSERT_EQ(hak_stats_get(&a), 0);
+  ASSERT_EQ(hak_stats_read(&a), 0);
   void* p = hak_malloc(kOwnMapping);
-  ASSERT_EQ(hak_stats_get(&b), 0);
+  ASSERT_EQ(hak_stats_read(&b), 0);
   ASSERT_NE(p, nullptr);
   hak_free(p);
-  ASSERT_EQ(hak_stats_get(&c), 0);
+  ASSERT_EQ(hak_stats_read(&c), 0);
   EXPECT_GT(b.os_mmap.count, a.os_mmap.count);
   EXPECT_GE(b.os_mapped_bytes, a.os_mapped_bytes + kOwnMapping);
   EXPECT_GT(c.os_munmap.count, b.os_munmap.count);
@@ -672,9 +672,9 @@ TEST(ApiLink, MallocIsHakmemOnlyWhenOverriding) {
   // A link check: with malloc mapped to hak_malloc it would pass without testing it.
   HAK_TEST_NEEDS_OVERRIDE("checks that the plain name malloc reaches hakmem");
   hak_stats_t a, b;
-  ASSERT_EQ(hak_stats_get(&a), 0);
+  ASSERT_EQ(hak_stats_read(&a), 0);
   void* p = malloc(kOwnMapping);
-  ASSERT_EQ(hak_stats_get(&b), 0);
+  ASSERT_EQ(hak_stats_read(&b), 0);
   ASSERT_NE(p, nullptr);
   memset(p, 1, 1u << 20);
   free(p);

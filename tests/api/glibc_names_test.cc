@@ -27,7 +27,7 @@ namespace {
 
 uint64_t BlocksInUse() {
   hak_stats_t s;
-  EXPECT_EQ(hak_stats_get(&s), 0);
+  EXPECT_EQ(hak_stats_read(&s), 0);
   return s.in_use_blocks;
 }
 

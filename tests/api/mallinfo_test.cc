@@ -201,7 +201,7 @@ TEST(MallInfo, MallinfoAgreesWithMallinfo2Clamped) {
   EXPECT_GE(m.uordblks, (int)live.requested) << "the whale's bytes are hblkhd, not uordblks";
   EXPECT_LE((size_t)m.uordblks, live.requested + 16 * kMiB);
   hak_stats_t s;
-  ASSERT_EQ(hak_stats_get(&s), 0);
+  ASSERT_EQ(hak_stats_read(&s), 0);
   EXPECT_GE(s.in_use_bytes, live.requested + 3 * kGiB) << "the stats API counts the whale in use";
   EXPECT_EQ(s.dedicated_in_use_bytes, HakWhaleSlot(3 * kGiB, (size_t)sysconf(_SC_PAGESIZE)));
   free(whale);

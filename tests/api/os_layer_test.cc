@@ -6,6 +6,8 @@
 // assertions included: the binary's malloc is hakmem): results are stored in locals
 // and asserted after hak_probe_os_restore().
 #include <errno.h>
+#include <stddef.h>
+#include <string.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -52,7 +54,7 @@ constexpr size_t kMiB = (size_t)1 << 20;
 
 hak_stats_t Stats() {
   hak_stats_t s;
-  EXPECT_EQ(hak_stats_get(&s), 0);
+  EXPECT_EQ(hak_stats_read(&s), 0);
   return s;
 }
 
@@ -264,7 +266,7 @@ TEST(OsLayer, WhalesOfTheirOwnMappingAreExactlyAccounted) {
       {
         OpsGuard guard(mode);
         p = hak_malloc(size);
-        hak_stats_get(&b);
+        hak_stats_read(&b);
       }
       ASSERT_NE(p, nullptr);
       ASSERT_EQ(hak_probe_is_whale(p), 1);
@@ -410,6 +412,45 @@ TEST(OsLayer, UnmapFailingWithEinvalStopsTheHardenedVariant) {
 // ---- Stats API, every variant -----------------------------------------------------------------
 
 TEST(Stats, GetNullIsEinval) { EXPECT_EQ(hak_stats_get(nullptr), EINVAL); }
+
+// hak_stats_t is versioned by size: a caller built against an older, shorter struct
+// gets exactly the bytes it knows, one built against a newer, longer one gets what
+// this library has and is told how much; a size short of the header is refused.
+TEST(Stats, GetFillsOnlyTheSizeTheCallerKnows) {
+  struct Padded {
+    hak_stats_t stats;
+    unsigned char after[64];
+  };
+  const size_t old_size = offsetof(hak_stats_t, os_mprotect);  // an "older" struct
+  Padded older;
+  memset(&older, 0xAB, sizeof(older));
+  older.stats.size = (uint32_t)old_size;
+  ASSERT_EQ(hak_stats_get(&older.stats), 0);
+  EXPECT_EQ(older.stats.size, old_size);
+  EXPECT_EQ(older.stats.version, (uint32_t)HAK_STATS_VERSION);
+  EXPECT_GT(older.stats.os_mmap.count, 0u);  // inside the known part: filled
+  const unsigned char* bytes = reinterpret_cast<const unsigned char*>(&older);
+  for (size_t i = old_size; i < sizeof(older); i++) ASSERT_EQ(bytes[i], 0xAB) << "byte " << i << " written";
+
+  Padded newer;  // a "newer" struct: 64 bytes this library does not know
+  memset(&newer, 0xCD, sizeof(newer));
+  newer.stats.size = (uint32_t)sizeof(newer);
+  ASSERT_EQ(hak_stats_get(&newer.stats), 0);
+  EXPECT_EQ(newer.stats.size, sizeof(hak_stats_t));
+  for (size_t i = 0; i < sizeof(newer.after); i++) ASSERT_EQ(newer.after[i], 0xCD) << "byte " << i << " past the struct";
+
+  hak_stats_t tiny;
+  memset(&tiny, 0, sizeof(tiny));
+  tiny.size = (uint32_t)offsetof(hak_stats_t, counters_enabled);  // not even the header
+  EXPECT_EQ(hak_stats_get(&tiny), EINVAL);
+  tiny.size = 0;
+  EXPECT_EQ(hak_stats_get(&tiny), EINVAL);
+
+  hak_stats_t all;
+  ASSERT_EQ(hak_stats_read(&all), 0);  // the usual call: everything
+  EXPECT_EQ(all.size, sizeof(hak_stats_t));
+  EXPECT_EQ(all.version, (uint32_t)HAK_STATS_VERSION);
+}
 
 TEST(Stats, VariantName) {
 #if defined(HAK_STATS) && HAK_STATS && defined(HAK_HARDENED) && HAK_HARDENED

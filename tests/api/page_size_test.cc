@@ -64,7 +64,7 @@ int Workload(size_t page) {
   hak_free(aligned);
   hak_collect(true);  // purges everything, unmaps idle chunks
   hak_stats_t s;
-  hak_stats_get(&s);
+  hak_stats_read(&s);
   if (s.os_mmap.failures + s.os_munmap.failures + s.os_madvise.failures + s.os_mremap.failures +
           s.os_mprotect.failures != 0) return 7;
   return 0;

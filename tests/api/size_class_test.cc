@@ -212,7 +212,7 @@ TEST(SizeClass, MediumPagesGrowWithUseAndShrinkWhenGivenBack) {
 
 TEST(SizeClass, StatsReportTheClassSizes) {
   hak_stats_t s;
-  ASSERT_EQ(hak_stats_get(&s), 0);
+  ASSERT_EQ(hak_stats_read(&s), 0);
   for (size_t c = 0; c < kClasses; c++) EXPECT_EQ(s.class_size[c], hak_probe_block_size(c)) << "class " << c;
   EXPECT_EQ(s.class_size[kClasses], 0u) << "the huge pseudo-class has no block size";
 }

@@ -29,7 +29,7 @@ constexpr size_t kUnit = 4 * kMiB;
 
 hak_stats_t Stats() {
   hak_stats_t s;
-  EXPECT_EQ(hak_stats_get(&s), 0);
+  EXPECT_EQ(hak_stats_read(&s), 0);
   return s;
 }
 

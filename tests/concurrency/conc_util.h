@@ -104,13 +104,13 @@ inline size_t RandomSize(Rng& rng, size_t huge_one_in = 256) {
 // tells whether memory is reused; units in use do.
 inline uint64_t UsedBytes() {
   hak_stats_t s;
-  hak_stats_get(&s);
+  hak_stats_read(&s);
   return s.region_used_bytes;
 }
 
 inline hak_stats_t Stats() {
   hak_stats_t s;
-  hak_stats_get(&s);
+  hak_stats_read(&s);
   return s;
 }
 

@@ -306,7 +306,7 @@ TEST(CrossThread, EightThreadsFreeEachOthersBlocksRandomly) {
   threads.clear();
   hak_collect(false);  // blocks other threads freed onto this thread's pages count as free
   hak_stats_t start;
-  ASSERT_EQ(hak_stats_get(&start), 0);
+  ASSERT_EQ(hak_stats_read(&start), 0);
   for (int t = 0; t < kThreads; t++) {
     threads.emplace_back([&, t] {
       Rng rng(77 + t);
@@ -361,7 +361,7 @@ TEST(CrossThread, EightThreadsFreeEachOthersBlocksRandomly) {
   peak.Sample();
   hak_collect(false);
   hak_stats_t end;
-  ASSERT_EQ(hak_stats_get(&end), 0);
+  ASSERT_EQ(hak_stats_read(&end), 0);
 
   EXPECT_EQ(log.Count(), 0u) << log.First();
   EXPECT_EQ(freed.load(), (uint64_t)kThreads * kPerThread);

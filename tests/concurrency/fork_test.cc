@@ -122,7 +122,7 @@ int ChildWork(const std::vector<Block>& from_main, const std::vector<Block>& fro
   // 5. And the main thread carries on after that thread exited.
   if (!Churn(888, 5000)) return 17;
   hak_stats_t s;
-  if (hak_stats_get(&s) != 0 || s.os_mapped_bytes == 0) return 18;
+  if (hak_stats_read(&s) != 0 || s.os_mapped_bytes == 0) return 18;
   return 0;
 }
 
@@ -443,9 +443,9 @@ TEST(Fork, AChildThreadWithAVanishedThreadsIdentityFreesItsBlocksRemotely) {
       }
       if (!AllIntact(*a->held)) a->code = 30;
       hak_stats_t before, after;
-      hak_stats_get(&before);
+      hak_stats_read(&before);
       for (const Block& b : *a->held) free(b.p);
-      hak_stats_get(&after);
+      hak_stats_read(&after);
       if (before.counters_enabled &&
           (after.free_local - before.free_local != 0 || after.free_remote - before.free_remote < (uint64_t)kBlocks)) {
         a->code = 31;  // the frees went the local way

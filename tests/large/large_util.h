@@ -47,7 +47,7 @@ constexpr size_t kTiB = (size_t)1 << 40;
 
 inline hak_stats_t Stats() {
   hak_stats_t s;
-  EXPECT_EQ(hak_stats_get(&s), 0);
+  EXPECT_EQ(hak_stats_read(&s), 0);
   return s;
 }
 

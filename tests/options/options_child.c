@@ -48,7 +48,7 @@ static unsigned long long lazyfree_kib(void) {
 
 static void print_options(void) {
   hak_stats_t s;
-  if (hak_stats_get(&s) != 0) exit(2);
+  if (hak_stats_read(&s) != 0) exit(2);
   printf("purge_delay_ms=%llu\n", (unsigned long long)s.purge_delay_ms);
   printf("region_keep_bytes=%llu\n", (unsigned long long)s.region_keep_bytes);
   printf("region_dirty_bytes=%llu\n", (unsigned long long)s.region_dirty_bytes_max);
@@ -73,7 +73,7 @@ static void run_workload(void) {
   void* big[6];
   for (int i = 0; i < 6; i++) memset(must(big[i] = hak_malloc(2 * MiB)), 1, 4096);
   for (int i = 0; i < 6; i++) hak_free(big[i]);
-  hak_stats_get(&s);
+  hak_stats_read(&s);
   printf("bigcache_cached=%llu\n", (unsigned long long)s.bigcache.cached);
   hak_collect(true);
 
@@ -81,7 +81,7 @@ static void run_workload(void) {
   void* whales[10];
   for (int i = 0; i < 10; i++) memset(must(whales[i] = hak_malloc(5 * MiB)), 1, 4096);
   for (int i = 0; i < 10; i++) hak_free(whales[i]);
-  hak_stats_get(&s);
+  hak_stats_read(&s);
   printf("whale_cached=%llu\n", (unsigned long long)s.whale.cached);
   hak_collect(true);
 

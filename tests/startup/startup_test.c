@@ -63,7 +63,7 @@ static void* first_call_is_malloc(void* arg) {
 
 static uint64_t threads_started(void) {
   hak_stats_t s;
-  hak_stats_get(&s);
+  hak_stats_read(&s);
   return s.threads_started;
 }
 
@@ -80,7 +80,7 @@ static void touch_every_tier(void) {
 int main(void) {
   if (registered != HANDLERS) fail("the constructor did not register its 64 fork handlers");
   hak_stats_t s;
-  hak_stats_get(&s);
+  hak_stats_read(&s);
   uint64_t before = threads_started();
   pthread_t threads[THREADS];
   for (int i = 0; i < THREADS; i++) {

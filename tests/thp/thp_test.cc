@@ -231,7 +231,7 @@ TEST(Thp, DISABLED_SmallBlocks) {
     }
   }
   hak_stats_t st;
-  ASSERT_EQ(hak_stats_get(&st), 0);
+  ASSERT_EQ(hak_stats_read(&st), 0);
   // Chunks mapped, not those still mapped: threads starting together may map one each,
   // and an idle one goes back once more than HAKMEM_REGION_KEEP of them is free.
   Say("chunks_mapped", st.os_by[HAK_STATS_OS_REGION][HAK_STATS_OS_MMAP].count);

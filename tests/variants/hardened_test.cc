@@ -225,14 +225,14 @@ TEST_F(Hardened, TheQuarantineIsFlushedAndNotCountedInUse) {
   again.reserve(300);
   hak_collect(false);
   hak_stats_t before, held, flushed;
-  ASSERT_EQ(hak_stats_get(&before), 0);
+  ASSERT_EQ(hak_stats_read(&before), 0);
   for (int i = 0; i < 300; i++) v.push_back(malloc(100));
   for (void* p : v) free(p);
-  ASSERT_EQ(hak_stats_get(&held), 0);
+  ASSERT_EQ(hak_stats_read(&held), 0);
   EXPECT_EQ(held.in_use_blocks, before.in_use_blocks) << "quarantined blocks are free";
   EXPECT_EQ(held.in_use_bytes, before.in_use_bytes);
   hak_quarantine_flush();
-  ASSERT_EQ(hak_stats_get(&flushed), 0);
+  ASSERT_EQ(hak_stats_read(&flushed), 0);
   EXPECT_EQ(flushed.in_use_blocks, before.in_use_blocks);
   // Every block is back on its page: 300 allocations of the class reuse them.
   for (int i = 0; i < 300; i++) again.push_back(malloc(100));
@@ -665,7 +665,7 @@ TEST_F(Hardened, GuardPagesOfAFreedSegmentStayForSegmentsAndOpenForWhales) {
   constexpr size_t kUnitBytes = (size_t)4 << 20;
   auto region_protects = [] {
     hak_stats_t s;
-    EXPECT_EQ(hak_stats_get(&s), 0);
+    EXPECT_EQ(hak_stats_read(&s), 0);
     return s.os_by[HAK_STATS_OS_REGION][HAK_STATS_OS_MPROTECT].count;
   };
   std::thread([&] {  // a heap of its own: its segments go back when it frees everything
@@ -712,9 +712,9 @@ TEST_F(Hardened, TheLargeQuarantineCanBeTurnedOff) {
       {
         hak_stats_t before;
         hak_stats_t after;
-        hak_stats_get(&before);
+        hak_stats_read(&before);
         for (int i = 0; i < 10; i++) free(malloc((size_t)2 << 20));
-        hak_stats_get(&after);
+        hak_stats_read(&after);
         fprintf(stderr, "mprotect calls %llu\n",  // of the caches (segment guards count as the region's)
                 (unsigned long long)(after.os_by[HAK_STATS_OS_HUGE][HAK_STATS_OS_MPROTECT].count -
                                      before.os_by[HAK_STATS_OS_HUGE][HAK_STATS_OS_MPROTECT].count));
@@ -956,7 +956,7 @@ constexpr size_t kUnit = 4 * kMiB;
 
 hak_stats_t StatsNow() {
   hak_stats_t s;
-  if (hak_stats_get(&s) != 0) _exit(4);
+  if (hak_stats_read(&s) != 0) _exit(4);
   return s;
 }
 

@@ -35,7 +35,7 @@ constexpr uintptr_t kBit57 = (uintptr_t)1 << 57;
 
 uint64_t MetaCalls(int kind) {
   hak_stats_t st;
-  EXPECT_EQ(hak_stats_get(&st), 0);
+  EXPECT_EQ(hak_stats_read(&st), 0);
   return st.os_by[HAK_STATS_OS_META][kind].count;
 }
 

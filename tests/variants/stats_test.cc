@@ -31,7 +31,7 @@ std::string ClassLine(int cls, unsigned size) {
 
 hak_stats_t Stats() {
   hak_stats_t s;
-  EXPECT_EQ(hak_stats_get(&s), 0);
+  EXPECT_EQ(hak_stats_read(&s), 0);
   return s;
 }
 
@@ -205,7 +205,7 @@ TEST(Stats, SnapshotsWhileThreadsExitCountEachThreadOnce) {
     uint64_t last = base;
     while (!done.load()) {
       hak_stats_t s;
-      hak_stats_get(&s);
+      hak_stats_read(&s);
       const uint64_t now = s.class_allocs[cls];
       // read after the snapshot: every thread counted in it had started
       const uint64_t most = base + (uint64_t)started.load() * kPerThread;
