@@ -369,6 +369,14 @@ typedef enum hak_thp_mode_e {
   HAK_THP_SYSTEM = 2, /* no advice: the kernel's setting decides */
 } hak_thp_mode_t;
 
+typedef enum hak_stats_mode_e {
+  HAK_STATS_OFF = 0,
+  HAK_STATS_TEXT = 1, /* the readable report */
+  HAK_STATS_JSON = 2, /* one JSON object (hak_stats_print_json) */
+} hak_stats_mode_t;
+
+#define HAK_STATS_FILE_MAX 256 /* HAKMEM_STATS_FILE's longest value, with its NUL */
+
 typedef struct hak_options_s {
   size_t bigcache_slots, bigcache_bytes;
   size_t whale_slots, whale_bytes;
@@ -379,7 +387,11 @@ typedef struct hak_options_s {
   size_t region_keep_bytes;    /* free address space kept mapped before chunks are unmapped */
   size_t region_dirty_bytes;   /* free units waiting out the purge delay, at least (see hak_region.c) */
   hak_thp_mode_t thp_mode;     /* HAKMEM_THP */
-  bool stats_report;           /* HAKMEM_STATS=1: report at exit (stats variant) */
+  hak_stats_mode_t stats_report; /* HAKMEM_STATS: report at exit (stats variant), text or JSON */
+  char stats_file[HAK_STATS_FILE_MAX]; /* HAKMEM_STATS_FILE: the report's file ("": stderr) */
+  bool stats_children;         /* HAKMEM_STATS_CHILDREN=0: only the process that read the
+                                  options first reports, not its forked or exec'd children */
+  int stats_pid;               /* the process that read them */
   bool canary_report_only;     /* HAKMEM_CANARY_REPORT=1: hardened canary faults reported, not fatal */
   bool large_quarantine;       /* HAKMEM_LARGE_QUARANTINE: hardened cached large blocks PROT_NONE */
 } hak_options_t;

@@ -55,7 +55,9 @@ hak_options_t hak_options = {
     .region_keep_bytes = HAK_DEF_REGION_KEEP,
     .region_dirty_bytes = HAK_DEF_REGION_DIRTY,
     .thp_mode = HAK_THP_LEAN,
-    .stats_report = false,
+    .stats_report = HAK_STATS_OFF,
+    .stats_file = "",
+    .stats_children = true,
     .canary_report_only = false,
     .large_quarantine = true,
 };
@@ -67,13 +69,16 @@ typedef enum hak_option_kind_e {
   HAK_OPT_BOOL,    /* 1, yes, true, on / 0, no, false, off (any case) */
   HAK_OPT_MADVISE, /* dontneed or free */
   HAK_OPT_THP,     /* lean, whales or system */
+  HAK_OPT_STATS,   /* a boolean (text report or none), text or json */
+  HAK_OPT_PATH,    /* a file name, at most HAK_STATS_FILE_MAX - 1 bytes */
 } hak_option_kind_t;
 
 typedef struct hak_option_s {
   const char* name; /* after the HAKMEM_ prefix */
   hak_option_kind_t kind;
   size_t min, max;
-  void* target;     /* size_t, or bool / hak_purge_mode_t / hak_thp_mode_t for those kinds */
+  void* target;     /* size_t, or bool / hak_purge_mode_t / hak_thp_mode_t / hak_stats_mode_t /
+                       char[HAK_STATS_FILE_MAX] for those kinds */
 } hak_option_t;
 
 static const hak_option_t hak_option_table[] = {
@@ -89,7 +94,9 @@ static const hak_option_t hak_option_table[] = {
     {"PURGE_MIN_BYTES", HAK_OPT_BYTES, 4 * KiB, HAK_SEGMENT_SIZE, &hak_options.purge_min_bytes},
     {"REGION_KEEP", HAK_OPT_BYTES, 0, (size_t)1 << 46, &hak_options.region_keep_bytes},
     {"REGION_DIRTY", HAK_OPT_BYTES, 0, (size_t)1 << 46, &hak_options.region_dirty_bytes},
-    {"STATS", HAK_OPT_BOOL, 0, 1, &hak_options.stats_report},
+    {"STATS", HAK_OPT_STATS, 0, 2, &hak_options.stats_report},
+    {"STATS_FILE", HAK_OPT_PATH, 0, 0, hak_options.stats_file},
+    {"STATS_CHILDREN", HAK_OPT_BOOL, 0, 1, &hak_options.stats_children},
     {"CANARY_REPORT", HAK_OPT_BOOL, 0, 1, &hak_options.canary_report_only},
     {"LARGE_QUARANTINE", HAK_OPT_BOOL, 0, 1, &hak_options.large_quarantine},
     {"THP", HAK_OPT_THP, 0, 2, &hak_options.thp_mode},
@@ -97,6 +104,7 @@ static const hak_option_t hak_option_table[] = {
 #define HAK_OPTION_COUNT (sizeof(hak_option_table) / sizeof(hak_option_table[0]))
 
 static const char* const hak_thp_mode_names[] = {"lean", "whales", "system"};
+static const char* const hak_stats_mode_names[] = {"0", "text", "json"};
 
 /* ---- Warnings, without stdio ------------------------------------------------------- */
 
@@ -144,6 +152,12 @@ static void hak_options_warn_value(const char* entry, size_t entry_len, const ha
   } else if (opt->kind == HAK_OPT_BOOL) {
     hak_options_say(" (1, yes, true, on or 0, no, false, off); keeping ");
     hak_options_say(*(bool*)opt->target ? "1" : "0");
+  } else if (opt->kind == HAK_OPT_STATS) {
+    hak_options_say(" (a boolean, text or json); keeping ");
+    hak_options_say(hak_stats_mode_names[hak_options.stats_report]);
+  } else if (opt->kind == HAK_OPT_PATH) {
+    hak_options_say(" (at most 255 bytes); keeping ");
+    hak_options_say(hak_options.stats_file[0] != '\0' ? hak_options.stats_file : "stderr");
   } else {
     hak_options_say(" (range ");
     hak_options_say_u64(opt->min);
@@ -173,6 +187,17 @@ static bool hak_options_equal(const char* a, const char* b) {
     b++;
   }
   return *a == '\0' && *b == '\0';
+}
+
+/* 1 for 1, yes, true, on; 0 for 0, no, false, off (any case); -1 for anything else. */
+static int hak_options_boolean(const char* value) {
+  static const char* const truths[] = {"1", "yes", "true", "on"};
+  static const char* const falsehoods[] = {"0", "no", "false", "off"};
+  for (size_t i = 0; i < sizeof(truths) / sizeof(truths[0]); i++) {
+    if (hak_options_equal(value, truths[i])) return 1;
+    if (hak_options_equal(value, falsehoods[i])) return 0;
+  }
+  return -1;
 }
 
 /* Digits, then an optional unit: returns false on anything else or on overflow. */
@@ -219,16 +244,26 @@ static void hak_options_apply(const hak_option_t* opt, const char* entry, size_t
     hak_options_warn_value(entry, entry_len, opt, "not a huge-page mode");
     return;
   }
-  if (opt->kind == HAK_OPT_BOOL) {
-    static const char* const truths[] = {"1", "yes", "true", "on"};
-    static const char* const falsehoods[] = {"0", "no", "false", "off"};
-    for (size_t i = 0; i < sizeof(truths) / sizeof(truths[0]); i++) {
-      if (hak_options_equal(value, truths[i]) || hak_options_equal(value, falsehoods[i])) {
-        *(bool*)opt->target = hak_options_equal(value, truths[i]);
-        return;
-      }
+  if (opt->kind == HAK_OPT_BOOL || opt->kind == HAK_OPT_STATS) {
+    int truth = hak_options_boolean(value);
+    if (opt->kind == HAK_OPT_STATS) {
+      if (hak_options_equal(value, "text")) truth = 1;
+      if (hak_options_equal(value, "json")) truth = 2;
+      if (truth >= 0) *(hak_stats_mode_t*)opt->target = (hak_stats_mode_t)truth;
+      else hak_options_warn_value(entry, entry_len, opt, "not a report mode");
+      return;
     }
-    hak_options_warn_value(entry, entry_len, opt, "not a boolean");
+    if (truth >= 0) *(bool*)opt->target = truth == 1;
+    else hak_options_warn_value(entry, entry_len, opt, "not a boolean");
+    return;
+  }
+  if (opt->kind == HAK_OPT_PATH) {
+    size_t len = hak_options_strlen(value);
+    if (len >= HAK_STATS_FILE_MAX) {
+      hak_options_warn_value(entry, entry_len, opt, "too long");
+      return;
+    }
+    for (size_t i = 0; i <= len; i++) ((char*)opt->target)[i] = value[i];
     return;
   }
   size_t v;
@@ -291,10 +326,35 @@ static void hak_options_read_proc_environ(void) {
   close(fd);
 }
 
+/* HAKMEM_STATS_CHILDREN=0 (stats variant): this process reports, its forked children
+ * (another pid, hak_stats.c checks) and the programs it execs do not. For the latter,
+ * HAKMEM_STATS's value in this process's own environment becomes "0", in place (no
+ * allocation), so exec'd children inherit the report turned off. Only strings above the
+ * environ array are written (the initial environment on the stack, or strings setenv
+ * made): a string a program handed to putenv from read-only data is left alone. */
+static void hak_options_stats_scope(void) {
+  hak_options.stats_pid = (int)getpid();
+#if HAK_STATS
+  static const char name[] = "HAKMEM_STATS=";
+  if (hak_options.stats_report == HAK_STATS_OFF || hak_options.stats_children || environ == NULL) return;
+  for (char** e = environ; *e != NULL; e++) {
+    size_t i = 0;
+    while (name[i] != '\0' && (*e)[i] == name[i]) i++;
+    if (name[i] != '\0' || (uintptr_t)*e < (uintptr_t)environ) continue;
+    char* value = *e + i;
+    if (value[0] != '\0') {
+      if (value[1] != '\0') value[1] = '\0';
+      value[0] = '0';
+    }
+  }
+#endif
+}
+
 void hak_options_init(void) {
   if (environ == NULL) {
     hak_options_read_proc_environ();
-    return;
+  } else {
+    for (char** e = environ; *e != NULL; e++) hak_options_read_entry(*e);
   }
-  for (char** e = environ; *e != NULL; e++) hak_options_read_entry(*e);
+  hak_options_stats_scope();
 }

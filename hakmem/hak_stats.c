@@ -5,6 +5,7 @@
  * counters into the global totals here. The report is formatted without stdio or
  * allocation, so it is safe at exit and inside the allocator. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -68,6 +69,31 @@ static void hak_stats_visit_heap(const hak_heap_t* heap, void* arg) {
 }
 #endif
 
+/* A "Name:   123 kB" line of /proc/self/status, in KiB (0 if absent), read without
+ * stdio or allocation. */
+static uint64_t hak_stats_proc_status_kib(const char* name) {
+  char buf[4096];
+  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  size_t len = strlen(name);
+  for (char* line = buf; line != NULL && *line != '\0';) {
+    if (strncmp(line, name, len) == 0) {
+      uint64_t v = 0;
+      for (char* c = line + len; *c != '\n' && *c != '\0'; c++) {
+        if (*c >= '0' && *c <= '9') v = v * 10 + (uint64_t)(*c - '0');
+      }
+      return v;
+    }
+    line = strchr(line, '\n');
+    if (line != NULL) line++;
+  }
+  return 0;
+}
+
 /* Everything hak_stats_t holds, for hakmem's own reports and hak_stats_get. */
 void hak_stats_collect(hak_stats_t* out) {
   memset(out, 0, sizeof(*out));
@@ -110,6 +136,8 @@ void hak_stats_collect(hak_stats_t* out) {
   out->dedicated_in_use_bytes = usage.dedicated_in_use_bytes;
   out->dedicated_max_count = usage.dedicated_max_count;
   out->dedicated_max_bytes = usage.dedicated_max_bytes;
+  out->rss_bytes = hak_stats_proc_status_kib("VmRSS:") * 1024;
+  out->rss_peak_bytes = hak_stats_proc_status_kib("VmHWM:") * 1024;
 }
 
 HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
@@ -296,6 +324,8 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_line(&r, "own mappings", s.dedicated_count);
   hak_report_line(&r, "own mapping bytes", s.dedicated_bytes);
   hak_report_line(&r, "own mappings in use bytes", s.dedicated_in_use_bytes);
+  hak_report_line(&r, "resident bytes (RSS)", s.rss_bytes);
+  hak_report_line(&r, "resident bytes, peak", s.rss_peak_bytes);
   if (!s.counters_enabled) {
     hak_report_str(&r, "(per-class counters need the stats variant)\n");
     hak_report_flush(&r);
@@ -356,9 +386,239 @@ void hak_stats_print_glibc(int fd) {
   hak_report_flush(&r);
 }
 
-/* The stats variant prints the report at exit when HAKMEM_STATS=1 (hak_options.c). */
+/* ---- JSON -------------------------------------------------------------------------- */
+
+/* A JSON writer on the report buffer: keys in order, commas placed by nesting depth. */
+typedef struct hak_json_s {
+  hak_report_t r;
+  int depth;
+  bool first[8];
+} hak_json_t;
+
+static void hak_json_open(hak_json_t* j, const char* key, char bracket) {
+  if (j->depth > 0 && !j->first[j->depth]) hak_report_str(&j->r, ",");
+  if (j->depth > 0) j->first[j->depth] = false;
+  if (key != NULL) {
+    hak_report_str(&j->r, "\"");
+    hak_report_str(&j->r, key);
+    hak_report_str(&j->r, "\":");
+  }
+  char b[2] = {bracket, 0};
+  hak_report_str(&j->r, b);
+  j->first[++j->depth] = true;
+}
+
+static void hak_json_close(hak_json_t* j, char bracket) {
+  char b[2] = {bracket, 0};
+  hak_report_str(&j->r, b);
+  j->depth--;
+}
+
+static void hak_json_u64(hak_json_t* j, const char* key, uint64_t v) {
+  if (!j->first[j->depth]) hak_report_str(&j->r, ",");
+  j->first[j->depth] = false;
+  if (key != NULL) {
+    hak_report_str(&j->r, "\"");
+    hak_report_str(&j->r, key);
+    hak_report_str(&j->r, "\":");
+  }
+  hak_report_u64(&j->r, v, 0);
+}
+
+static void hak_json_str(hak_json_t* j, const char* key, const char* v) {
+  if (!j->first[j->depth]) hak_report_str(&j->r, ",");
+  j->first[j->depth] = false;
+  hak_report_str(&j->r, "\"");
+  hak_report_str(&j->r, key);
+  hak_report_str(&j->r, "\":\"");
+  hak_report_str(&j->r, v); /* hakmem's own names only: nothing to escape */
+  hak_report_str(&j->r, "\"");
+}
+
+static void hak_json_os_call(hak_json_t* j, const char* key, const hak_os_call_stats_t* c) {
+  hak_json_open(j, key, '{');
+  hak_json_u64(j, "count", c->count);
+  hak_json_u64(j, "failures", c->failures);
+  hak_json_u64(j, "nanos", c->nanos);
+  hak_json_close(j, '}');
+}
+
+static void hak_json_cache(hak_json_t* j, const char* key, const hak_cache_stats_t* c) {
+  hak_json_open(j, key, '{');
+  hak_json_u64(j, "hits", c->hits);
+  hak_json_u64(j, "misses", c->misses);
+  hak_json_u64(j, "puts", c->puts);
+  hak_json_u64(j, "evictions", c->evictions);
+  hak_json_u64(j, "cached", c->cached);
+  hak_json_u64(j, "cached_bytes", c->cached_bytes);
+  hak_json_u64(j, "slots", c->slots);
+  hak_json_u64(j, "bytes_limit", c->bytes_limit);
+  hak_json_close(j, '}');
+}
+
+#define HAK_JSON_FIELD(j, s, f) hak_json_u64((j), #f, (s)->f)
+
+static void hak_json_os(hak_json_t* j, const hak_stats_t* s) {
+  static const char* const users[HAK_STATS_OS_USERS] = {"region", "purge", "huge", "meta"};
+  static const char* const kinds[HAK_STATS_OS_KINDS] = {"mmap", "munmap", "madvise", "mremap", "mprotect"};
+  hak_json_open(j, "os", '{');
+  hak_json_os_call(j, "mmap", &s->os_mmap);
+  hak_json_os_call(j, "munmap", &s->os_munmap);
+  hak_json_os_call(j, "madvise", &s->os_madvise);
+  hak_json_os_call(j, "mremap", &s->os_mremap);
+  hak_json_os_call(j, "mprotect", &s->os_mprotect);
+  hak_json_open(j, "by_user", '{');
+  for (int u = 0; u < HAK_STATS_OS_USERS; u++) {
+    hak_json_open(j, users[u], '{');
+    for (int k = 0; k < HAK_STATS_OS_KINDS; k++) hak_json_os_call(j, kinds[k], &s->os_by[u][k]);
+    hak_json_close(j, '}');
+  }
+  hak_json_close(j, '}');
+  hak_json_u64(j, "mapped_bytes", s->os_mapped_bytes);
+  hak_json_u64(j, "meta_mapped_bytes", s->os_meta_mapped_bytes);
+  hak_json_close(j, '}');
+}
+
+static void hak_json_memory(hak_json_t* j, const hak_stats_t* s) {
+  hak_json_open(j, "memory", '{');
+  HAK_JSON_FIELD(j, s, rss_bytes);
+  HAK_JSON_FIELD(j, s, rss_peak_bytes);
+  HAK_JSON_FIELD(j, s, in_use_bytes);
+  HAK_JSON_FIELD(j, s, in_use_blocks);
+  HAK_JSON_FIELD(j, s, cached_bytes);
+  HAK_JSON_FIELD(j, s, free_dirty_bytes);
+  HAK_JSON_FIELD(j, s, segments_live);
+  HAK_JSON_FIELD(j, s, dedicated_count);
+  HAK_JSON_FIELD(j, s, dedicated_bytes);
+  HAK_JSON_FIELD(j, s, dedicated_in_use_bytes);
+  HAK_JSON_FIELD(j, s, dedicated_max_count);
+  HAK_JSON_FIELD(j, s, dedicated_max_bytes);
+  hak_json_close(j, '}');
+  hak_json_open(j, "region", '{');
+  HAK_JSON_FIELD(j, s, region_chunks);
+  HAK_JSON_FIELD(j, s, region_used_bytes);
+  HAK_JSON_FIELD(j, s, region_used_max_bytes);
+  HAK_JSON_FIELD(j, s, region_dirty_bytes);
+  HAK_JSON_FIELD(j, s, region_pending_bytes);
+  HAK_JSON_FIELD(j, s, region_clean_bytes);
+  HAK_JSON_FIELD(j, s, region_keep_bytes);
+  HAK_JSON_FIELD(j, s, region_dirty_bytes_max);
+  hak_json_close(j, '}');
+  hak_json_open(j, "purge", '{');
+  HAK_JSON_FIELD(j, s, purge_delay_ms);
+  HAK_JSON_FIELD(j, s, purge_flushes);
+  HAK_JSON_FIELD(j, s, purge_ranges);
+  HAK_JSON_FIELD(j, s, purge_bytes);
+  HAK_JSON_FIELD(j, s, purge_cancelled_bytes);
+  hak_json_close(j, '}');
+  hak_json_cache(j, "bigcache", &s->bigcache);
+  hak_json_cache(j, "whale", &s->whale);
+  hak_json_open(j, "huge_realloc", '{');
+  HAK_JSON_FIELD(j, s, huge_grow_in_place);
+  HAK_JSON_FIELD(j, s, huge_moved_by_remap);
+  HAK_JSON_FIELD(j, s, huge_moved_by_copy);
+  hak_json_close(j, '}');
+}
+
+static void hak_json_counters(hak_json_t* j, const hak_stats_t* s) {
+  hak_json_open(j, "paths", '{');
+  HAK_JSON_FIELD(j, s, alloc_fast);
+  HAK_JSON_FIELD(j, s, alloc_slow);
+  HAK_JSON_FIELD(j, s, alloc_large);
+  HAK_JSON_FIELD(j, s, free_local);
+  HAK_JSON_FIELD(j, s, free_remote);
+  HAK_JSON_FIELD(j, s, free_delayed);
+  HAK_JSON_FIELD(j, s, free_large);
+  HAK_JSON_FIELD(j, s, pages_allocated);
+  HAK_JSON_FIELD(j, s, pages_freed);
+  HAK_JSON_FIELD(j, s, segments_allocated);
+  HAK_JSON_FIELD(j, s, segments_freed);
+  HAK_JSON_FIELD(j, s, segments_abandoned);
+  HAK_JSON_FIELD(j, s, segments_adopted);
+  HAK_JSON_FIELD(j, s, threads_started);
+  HAK_JSON_FIELD(j, s, threads_ended);
+  hak_json_close(j, '}');
+  hak_json_open(j, "classes", '['); /* the classes used; size 0: blocks above the pools */
+  for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
+    if (s->class_allocs[i] == 0 && s->class_frees[i] == 0) continue;
+    hak_json_open(j, NULL, '{');
+    hak_json_u64(j, "class", i);
+    hak_json_u64(j, "size", s->class_size[i]);
+    hak_json_u64(j, "allocs", s->class_allocs[i]);
+    hak_json_u64(j, "frees", s->class_frees[i]);
+    hak_json_close(j, '}');
+  }
+  hak_json_close(j, ']');
+}
+
+HAK_EXPORT void hak_stats_print_json(int fd) {
+  hak_stats_t s;
+  hak_stats_collect(&s);
+  hak_json_t j = {.r = {.fd = fd, .len = 0}, .depth = 0};
+  hak_json_open(&j, NULL, '{');
+  hak_json_str(&j, "hakmem", HAKMEM_VERSION);
+  hak_json_str(&j, "variant", HAK_VARIANT_NAME);
+  hak_json_u64(&j, "pid", (uint64_t)getpid());
+  hak_json_u64(&j, "stats_version", s.version);
+  hak_json_u64(&j, "counters_enabled", (uint64_t)s.counters_enabled);
+  hak_json_os(&j, &s);
+  hak_json_memory(&j, &s);
+  if (s.counters_enabled) hak_json_counters(&j, &s);
+  hak_json_close(&j, '}');
+  hak_report_str(&j.r, "\n");
+  hak_report_flush(&j.r);
+}
+
+/* ---- At exit --------------------------------------------------------------------------- */
+
+#if HAK_STATS
+/* HAKMEM_STATS_FILE with each %p replaced by the pid (%% by %); false if too long. */
+static bool hak_stats_file_name(char* out, size_t cap) {
+  char pid[24];
+  size_t n = 0, len = 0;
+  for (uint64_t v = (uint64_t)getpid(); v != 0 || n == 0; v /= 10) pid[n++] = (char)('0' + v % 10);
+  for (const char* c = hak_options.stats_file; *c != '\0'; c++) {
+    if (c[0] == '%' && (c[1] == 'p' || c[1] == '%')) {
+      c++;
+      if (*c == '%') {
+        if (len + 1 >= cap) return false;
+        out[len++] = '%';
+        continue;
+      }
+      if (len + n >= cap) return false;
+      for (size_t i = n; i > 0; i--) out[len++] = pid[i - 1];
+      continue;
+    }
+    if (len + 1 >= cap) return false;
+    out[len++] = *c;
+  }
+  out[len] = '\0';
+  return true;
+}
+#endif
+
+/* The stats variant's report at exit (HAKMEM_STATS=1 or json, hak_options.c): on
+ * stderr or into HAKMEM_STATS_FILE; with HAKMEM_STATS_CHILDREN=0 only in the process
+ * that read the options (a forked child has another pid). */
 void hak_stats_atexit(void) {
 #if HAK_STATS
-  if (hak_options.stats_report) hak_stats_print(2);
+  if (hak_options.stats_report == HAK_STATS_OFF) return;
+  if (!hak_options.stats_children && (int)getpid() != hak_options.stats_pid) return;
+  int fd = 2;
+  if (hak_options.stats_file[0] != '\0') {
+    char name[HAK_STATS_FILE_MAX + 64];
+    fd = hak_stats_file_name(name, sizeof(name)) ? open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    if (fd < 0) {
+      hak_report_t r = {.fd = 2, .len = 0};
+      hak_report_str(&r, "hakmem: warning: cannot write the stats report to ");
+      hak_report_str(&r, hak_options.stats_file);
+      hak_report_str(&r, "; writing it here\n");
+      hak_report_flush(&r);
+      fd = 2;
+    }
+  }
+  if (hak_options.stats_report == HAK_STATS_JSON) hak_stats_print_json(fd);
+  else hak_stats_print(fd);
+  if (fd != 2) close(fd);
 #endif
 }

@@ -178,6 +178,10 @@ typedef struct hak_stats_s {
   uint64_t segments_adopted;   /* taken over by another thread */
   uint64_t threads_started;    /* thread heaps created */
   uint64_t threads_ended;
+
+  /* Every variant: the process's resident memory, from /proc/self (0 where unreadable). */
+  uint64_t rss_bytes;          /* resident now (VmRSS) */
+  uint64_t rss_peak_bytes;     /* the most resident so far (VmHWM) */
 } hak_stats_t;
 
 /* Fills the first out->size bytes of *out (at most the library's own sizeof), then
@@ -195,6 +199,11 @@ static inline int hak_stats_read(hak_stats_t* out) {
 /* Writes a readable report to the file descriptor (no stdio, no allocation).
  * The stats variant prints it at exit when HAKMEM_STATS=1. */
 void hak_stats_print(int fd);
+
+/* The same figures as one JSON object (and a newline), for tools: every field of
+ * hak_stats_t under the names it has there, grouped (docs/OPTIONS.md shows an example).
+ * The stats variant writes it at exit when HAKMEM_STATS=json. */
+void hak_stats_print_json(int fd);
 
 #ifdef __cplusplus
 }

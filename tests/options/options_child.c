@@ -62,7 +62,9 @@ static void print_options(void) {
   printf("purge_batch_bytes=%zu\n", hak_options.purge_batch_bytes);
   printf("purge_batch_ranges=%zu\n", hak_options.purge_batch_ranges);
   printf("purge_min_bytes=%zu\n", hak_options.purge_min_bytes);
-  printf("stats=%d\n", hak_options.stats_report ? 1 : 0);
+  printf("stats=%d\n", (int)hak_options.stats_report);
+  printf("stats_file=%s\n", hak_options.stats_file);
+  printf("stats_children=%d\n", hak_options.stats_children ? 1 : 0);
   static const char* const thp[] = {"lean", "whales", "system"};
   printf("thp=%s\n", thp[hak_options.thp_mode]);
 }

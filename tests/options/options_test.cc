@@ -137,14 +137,16 @@ const Values kReleaseOptions = {
     {"bigcache_bytes", "16777216"}, {"whale_slots", "8"},                {"whale_bytes", "67108864"},
     {"whale_waste_pct", "25"},      {"madvise", "dontneed"},             {"purge_batch_bytes", "4194304"},
     {"purge_batch_ranges", "256"},  {"purge_min_bytes", "65536"},        {"stats", "0"},
-    {"thp", "lean"},                {"region_dirty_bytes", "16777216"},
+    {"thp", "lean"},                {"region_dirty_bytes", "16777216"},  {"stats_file", ""},
+    {"stats_children", "1"},
 };
 const Values kSmallOptions = {
     {"purge_delay_ms", "1"},       {"region_keep_bytes", "0"},  {"bigcache_slots", "1"},
     {"bigcache_bytes", "4194304"}, {"whale_slots", "2"},        {"whale_bytes", "33554432"},
     {"whale_waste_pct", "25"},     {"madvise", "dontneed"},     {"purge_batch_bytes", "65536"},
     {"purge_batch_ranges", "4"},   {"purge_min_bytes", "65536"}, {"stats", "0"},
-    {"thp", "lean"},               {"region_dirty_bytes", "8388608"},
+    {"thp", "lean"},               {"region_dirty_bytes", "8388608"}, {"stats_file", ""},
+    {"stats_children", "1"},
 };
 
 // What the default options do to the workload (with the long delay: nothing ages out).
@@ -264,6 +266,10 @@ TEST(Options, ValidDelaysAndSizesTakeEffectQuietly) {
       {{"HAKMEM_STATS=no"}, {}},
       {{"HAKMEM_STATS=false"}, {}},
       {{"HAKMEM_STATS=OFF"}, {}},
+      {{"HAKMEM_STATS=text"}, {{"stats", "1"}}},
+      {{"HAKMEM_STATS=JSON"}, {{"stats", "2"}}},
+      {{"HAKMEM_STATS_FILE=/tmp/hakmem.%p.json"}, {{"stats_file", "/tmp/hakmem.%p.json"}}},
+      {{"HAKMEM_STATS_CHILDREN=no"}, {{"stats_children", "0"}}},
       {{"HAKMEM_THP=whales"}, {{"thp", "whales"}}},
       {{"HAKMEM_THP=System"}, {{"thp", "system"}}},
       {{"HAKMEM_THP=lean"}, {}},
@@ -351,9 +357,11 @@ TEST(Options, BadValuesDrawOneWarningAndKeepTheDefault) {
       {"HAKMEM_PURGE_MIN_BYTES=8m", "out of range"},
       {"HAKMEM_MADVISE=sometimes", "not a madvise mode"},
       {"HAKMEM_MADVISE=", "not a madvise mode"},
-      {"HAKMEM_STATS=2", "not a boolean"},
-      {"HAKMEM_STATS=yess", "not a boolean"},
-      {"HAKMEM_STATS=", "not a boolean"},
+      {"HAKMEM_STATS=2", "not a report mode"},
+      {"HAKMEM_STATS=yess", "not a report mode"},
+      {"HAKMEM_STATS=", "not a report mode"},
+      {"HAKMEM_STATS=xml", "not a report mode"},
+      {"HAKMEM_STATS_CHILDREN=some", "not a boolean"},
       {"HAKMEM_THP=always", "not a huge-page mode"},
       {"HAKMEM_THP=", "not a huge-page mode"},
   };
@@ -377,9 +385,16 @@ TEST(Options, BadValuesDrawOneWarningAndKeepTheDefault) {
   Child mode = RunChild("release", {"HAKMEM_MADVISE=sometimes"});
   EXPECT_EQ(mode.err,
             "hakmem: warning: HAKMEM_MADVISE=sometimes: not a madvise mode (dontneed or free); keeping dontneed\n");
-  Child flag = RunChild("release", {"HAKMEM_STATS=maybe"});
+  Child flag = RunChild("release", {"HAKMEM_STATS_CHILDREN=maybe"});
   EXPECT_EQ(flag.err,
-            "hakmem: warning: HAKMEM_STATS=maybe: not a boolean (1, yes, true, on or 0, no, false, off); keeping 0\n");
+            "hakmem: warning: HAKMEM_STATS_CHILDREN=maybe: not a boolean (1, yes, true, on or 0, no, false, off); "
+            "keeping 1\n");
+  Child report = RunChild("release", {"HAKMEM_STATS=maybe"});
+  EXPECT_EQ(report.err, "hakmem: warning: HAKMEM_STATS=maybe: not a report mode (a boolean, text or json); keeping 0\n");
+  // A file name longer than 255 bytes is refused whole, not cut.
+  Child path = RunChild("release", {"HAKMEM_STATS_FILE=/tmp/" + std::string(300, 'x')});
+  EXPECT_NE(path.err.find(": too long (at most 255 bytes); keeping stderr\n"), std::string::npos) << path.err;
+  ExpectValues(path, Expected("release", true, false), {}, "long HAKMEM_STATS_FILE");
   // The small variant names its own default.
   Child small = RunChild("small", {"HAKMEM_WHALE_SLOTS=99"});
   EXPECT_EQ(small.err, "hakmem: warning: HAKMEM_WHALE_SLOTS=99: out of range (range 0 .. 64); keeping 2\n");

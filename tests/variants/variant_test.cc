@@ -4,9 +4,11 @@
 // report needs the stats variant, and that release and stats carry no free checks.
 #include <gtest/gtest.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -154,9 +156,118 @@ TEST(Variant, ExitReportNeedsTheStatsVariantAndHakmemStats1) {
     EXPECT_EQ(off.err.find("hakmem stats report"), std::string::npos)
         << "HAKMEM_STATS=" << (value ? value : "(unset)") << ": " << off.err;
   }
-  // A value that is no boolean gets one warning naming it.
+  // A value that is no report mode gets one warning naming it.
   ChildResult bad = RunSelfWithEnv("Variant.DISABLED_AllocateAndExit", {"HAKMEM_STATS=maybe"});
-  EXPECT_NE(bad.err.find("hakmem: warning: HAKMEM_STATS=maybe: not a boolean"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("hakmem: warning: HAKMEM_STATS=maybe: not a report mode"), std::string::npos) << bad.err;
+}
+
+// A helper for the children test: forks a child that allocates and exits, and execs
+// this binary again (the allocate-and-exit helper) with the environment it has now;
+// each process that reports at exit adds a report header to the shared stderr.
+TEST(Variant, DISABLED_ForkExecAndExit) {
+  for (int i = 0; i < 100; i++) free(malloc(64 + i));
+  fflush(stderr);
+  pid_t forked = fork();
+  if (forked == 0) {
+    free(malloc(1000));
+    exit(0);  // atexit handlers run: the report would print here
+  }
+  waitpid(forked, nullptr, 0);
+  pid_t execed = fork();
+  if (execed == 0) {
+    char self[] = "/proc/self/exe";
+    char filter[] = "--gtest_filter=Variant.DISABLED_AllocateAndExit";
+    char disabled[] = "--gtest_also_run_disabled_tests";
+    char* argv[] = {self, filter, disabled, nullptr};
+    execv(self, argv);  // inherits this process's environment, as a shell's child would
+    _exit(98);
+  }
+  waitpid(execed, nullptr, 0);
+  fprintf(stderr, "fork-exec helper ran\n");
+  exit(0);
+}
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) n++;
+  return n;
+}
+
+TEST(Variant, ExitReportAsJson) {
+  ChildResult r = RunSelfWithEnv("Variant.DISABLED_AllocateAndExit", {"HAKMEM_STATS=json"});
+  ASSERT_TRUE(r.exited && r.code == 0) << Describe(r);
+  size_t at = r.err.find("{\"hakmem\":\"" HAKMEM_VERSION "\",\"variant\":\"");
+#if HAK_STATS
+  ASSERT_NE(at, std::string::npos) << r.err;
+  std::string json = r.err.substr(at);
+  EXPECT_EQ(json.back(), '\n');
+  EXPECT_EQ(Count(json, "{"), Count(json, "}")) << json;
+  EXPECT_EQ(Count(json, "["), Count(json, "]")) << json;
+  for (const char* key : {"\"os\":{\"mmap\":{\"count\":", "\"memory\":{\"rss_bytes\":", "\"in_use_bytes\":",
+                          "\"bigcache\":{\"hits\":", "\"paths\":{\"alloc_fast\":", "\"classes\":[{\"class\":"}) {
+    EXPECT_NE(json.find(key), std::string::npos) << key << " missing in " << json;
+  }
+  EXPECT_EQ(r.err.find("hakmem stats report"), std::string::npos) << "the text report too";
+#else
+  EXPECT_EQ(at, std::string::npos) << r.err;
+#endif
+}
+
+TEST(Variant, ExitReportIntoAFileNamedWithThePid) {
+  char dir[] = "/tmp/hak_stats_file_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string pattern = std::string(dir) + "/report.%p.txt";
+  ChildResult r =
+      RunSelfWithEnv("Variant.DISABLED_AllocateAndExit", {"HAKMEM_STATS=1", "HAKMEM_STATS_FILE=" + pattern});
+  ASSERT_TRUE(r.exited && r.code == 0) << Describe(r);
+  EXPECT_EQ(r.err.find("hakmem stats report"), std::string::npos) << "on stderr too: " << r.err;
+  std::vector<std::string> files;
+  std::string cmd = std::string("ls ") + dir;
+  FILE* ls = popen(cmd.c_str(), "r");
+  ASSERT_NE(ls, nullptr);
+  char name[256];
+  while (fgets(name, sizeof name, ls) != nullptr) files.push_back(std::string(name, strcspn(name, "\n")));
+  pclose(ls);
+#if HAK_STATS
+  ASSERT_EQ(files.size(), 1u);
+  const std::string& f = files[0];
+  EXPECT_EQ(f.rfind("report.", 0), 0u) << f;
+  std::string pid = f.substr(7, f.size() - 7 - 4);
+  EXPECT_FALSE(pid.empty());
+  EXPECT_EQ(pid.find_first_not_of("0123456789"), std::string::npos) << f;
+  int fd = open((std::string(dir) + "/" + f).c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  std::string report = ReadAll(fd);
+  close(fd);
+  EXPECT_EQ(report.rfind("hakmem stats report (variant stats, pid " + pid + ")", 0), 0u) << report;
+#else
+  EXPECT_TRUE(files.empty());
+#endif
+  for (const std::string& f : files) unlink((std::string(dir) + "/" + f).c_str());
+  rmdir(dir);
+}
+
+// HAKMEM_STATS_CHILDREN=0: the process started with the variables reports, its forked
+// child and the program it execs do not; by default all three do.
+TEST(Variant, ExitReportOfChildrenCanBeTurnedOff) {
+  ChildResult all = RunSelfWithEnv("Variant.DISABLED_ForkExecAndExit", {"HAKMEM_STATS=1"});
+  ChildResult one =
+      RunSelfWithEnv("Variant.DISABLED_ForkExecAndExit", {"HAKMEM_STATS=1", "HAKMEM_STATS_CHILDREN=0"});
+  ASSERT_TRUE(all.exited && all.code == 0) << Describe(all);
+  ASSERT_TRUE(one.exited && one.code == 0) << Describe(one);
+  ASSERT_NE(all.err.find("allocate-and-exit helper ran"), std::string::npos) << all.err;
+  ASSERT_NE(one.err.find("allocate-and-exit helper ran"), std::string::npos) << one.err;
+#if HAK_STATS
+  EXPECT_EQ(Count(all.err, "hakmem stats report"), 3u) << all.err;
+  EXPECT_EQ(Count(one.err, "hakmem stats report"), 1u) << one.err;
+  // The one report is the helper's own: written last, after its children ended.
+  size_t last = one.err.rfind("fork-exec helper ran");
+  ASSERT_NE(last, std::string::npos);
+  EXPECT_GT(one.err.find("hakmem stats report"), last) << one.err;
+#else
+  EXPECT_EQ(Count(all.err, "hakmem stats report"), 0u) << all.err;
+  EXPECT_EQ(Count(one.err, "hakmem stats report"), 0u) << one.err;
+#endif
 }
 
 #if !HAK_HARDENED
