@@ -19,11 +19,36 @@
 #define HAK_OVERRIDE 0
 #endif
 
+#if HAK_STATS
+/* The stats variant's sampled calls (hak_latency_due): timed with the cycle counter. */
+__attribute__((noinline)) static void* hak_malloc_timed(size_t size) {
+  uint64_t start = hak_cycles();
+  void* p = hak_malloc_inline(size);
+  hak_latency_record(HAK_STATS_LATENCY_MALLOC, hak_cycles() - start);
+  return p;
+}
+
+__attribute__((noinline)) static void hak_free_timed(void* p) {
+  uint64_t start = hak_cycles();
+  hak_free_inline(p);
+  hak_latency_record(HAK_STATS_LATENCY_FREE, hak_cycles() - start);
+}
+#endif
+
 HAK_EXPORT void* hak_malloc(size_t size) {
+#if HAK_STATS
+  if (hak_latency_due(HAK_STATS_LATENCY_MALLOC)) return hak_malloc_timed(size);
+#endif
   return hak_malloc_inline(size);
 }
 
 HAK_EXPORT void hak_free(void* p) {
+#if HAK_STATS
+  if (hak_latency_due(HAK_STATS_LATENCY_FREE)) {
+    hak_free_timed(p);
+    return;
+  }
+#endif
   hak_free_inline(p);
 }
 

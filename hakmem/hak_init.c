@@ -114,6 +114,9 @@ void hak_process_init(void) {
     hak_options_init();
     hak_os_init();
     hak_hardening_install_fault_handler();
+#if HAK_STATS
+    hak_latency_clock_start();
+#endif
     atomic_store_explicit(&hak_core_ready, true, memory_order_release);
   }
   hak_unlock(&hak_init_lock);

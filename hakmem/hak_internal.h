@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "hak_config.h"
 #include "hakmem.h"
@@ -614,6 +615,33 @@ void hak_thread_register(hak_heap_t* heap); /* arrange hak_heap_thread_done at e
 #define hak_stat_class_inc(heap, field, cls) ((void)0)
 #endif
 void hak_stats_global_add(const hak_heap_t* heap); /* fold an exiting heap's counters */
+
+/* Sampled latency (stats variant): hak_malloc and hak_free time one call in
+ * HAK_STATS_LATENCY_SAMPLE per thread with the cycle counter; a thread-local tick
+ * decides, so the untimed calls pay an increment and a branch. */
+#if HAK_STATS
+extern __thread uint32_t hak_latency_tick[HAK_STATS_LATENCY_OPS] __attribute__((tls_model("initial-exec")));
+/* One tick per op: a shared one would time every 256th call of a malloc/free loop,
+ * always a malloc. */
+static inline bool hak_latency_due(int op) {
+  return hak_unlikely((++hak_latency_tick[op] & (HAK_STATS_LATENCY_SAMPLE - 1)) == 0);
+}
+static inline uint64_t hak_cycles(void) {
+#if defined(__x86_64__)
+  return __builtin_ia32_rdtsc();
+#elif defined(__aarch64__)
+  uint64_t v;
+  __asm__ __volatile__("mrs %0, cntvct_el0" : "=r"(v));
+  return v;
+#else
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
+}
+void hak_latency_record(int op, uint64_t cycles); /* op: HAK_STATS_LATENCY_MALLOC or _FREE */
+void hak_latency_clock_start(void);              /* at process set-up: cycles -> ns */
+#endif
 
 /* hakmem's figures on the fields of glibc's struct mallinfo2, for the replacing
  * libraries' mallinfo2, mallinfo, malloc_stats and malloc_info (hak_api.c). glibc's

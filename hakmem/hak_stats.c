@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hak_internal.h"
@@ -66,6 +67,83 @@ static void hak_stats_visit_heap(const hak_heap_t* heap, void* arg) {
 #define HAK_STATS_SUM(f) out->f += __atomic_load_n(&s->f, __ATOMIC_RELAXED);
   HAK_STATS_HEAP_FIELDS(HAK_STATS_SUM)
 #undef HAK_STATS_SUM
+}
+#endif
+
+/* ---- Latency (stats variant) ---------------------------------------------------------- */
+
+#if HAK_STATS
+/* A log-linear histogram of cycles per op: below 8 one bucket per value, then 8 buckets
+ * per doubling (each within 12.5%), up to 2^40 cycles; shared by all threads (one
+ * relaxed add per sampled call, 1 in HAK_STATS_LATENCY_SAMPLE). */
+#define HAK_LATENCY_SUB 8
+#define HAK_LATENCY_BUCKETS (HAK_LATENCY_SUB * 40)
+__thread uint32_t hak_latency_tick[HAK_STATS_LATENCY_OPS] __attribute__((tls_model("initial-exec")));
+static _Atomic uint64_t hak_latency_hist[HAK_STATS_LATENCY_OPS][HAK_LATENCY_BUCKETS];
+static uint64_t hak_latency_cycles0, hak_latency_ns0; /* hak_latency_clock_start */
+
+static uint64_t hak_latency_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void hak_latency_clock_start(void) {
+  hak_latency_cycles0 = hak_cycles();
+  hak_latency_ns0 = hak_latency_now_ns();
+}
+
+static size_t hak_latency_bucket(uint64_t cycles) {
+  if (cycles < HAK_LATENCY_SUB) return (size_t)cycles;
+  size_t e = 63 - (size_t)__builtin_clzll(cycles); /* 2^e <= cycles, e >= 3 */
+  size_t b = (e - 2) * HAK_LATENCY_SUB + (size_t)((cycles >> (e - 3)) & (HAK_LATENCY_SUB - 1));
+  return b < HAK_LATENCY_BUCKETS ? b : HAK_LATENCY_BUCKETS - 1;
+}
+
+/* The middle of a bucket, in cycles. */
+static uint64_t hak_latency_bucket_mid(size_t b) {
+  if (b < HAK_LATENCY_SUB) return b;
+  size_t e = b / HAK_LATENCY_SUB + 2;
+  uint64_t width = (uint64_t)1 << (e - 3);
+  return ((uint64_t)(HAK_LATENCY_SUB + b % HAK_LATENCY_SUB) << (e - 3)) + width / 2;
+}
+
+void hak_latency_record(int op, uint64_t cycles) {
+  atomic_fetch_add_explicit(&hak_latency_hist[op][hak_latency_bucket(cycles)], 1, memory_order_relaxed);
+}
+
+/* Nanoseconds per cycle, times 2^20: from the clock and the counter since start-up; a
+ * process younger than 10 ms waits out the rest once so the ratio means something. */
+static uint64_t hak_latency_ns_per_cycle_q20(void) {
+#if defined(__x86_64__) || defined(__aarch64__)
+  uint64_t ns = hak_latency_now_ns();
+  while (ns - hak_latency_ns0 < 10000000u) ns = hak_latency_now_ns();
+  uint64_t cycles = hak_cycles() - hak_latency_cycles0;
+  return cycles == 0 ? (uint64_t)1 << 20 : (uint64_t)((((__uint128_t)(ns - hak_latency_ns0)) << 20) / cycles);
+#else
+  return (uint64_t)1 << 20; /* hak_cycles counts nanoseconds there */
+#endif
+}
+
+static void hak_latency_read(hak_stats_t* out) {
+  static const uint32_t per_mille[HAK_STATS_PERCENTILES] = {500, 950, 990, 999};
+  uint64_t q20 = 0;
+  for (int op = 0; op < HAK_STATS_LATENCY_OPS; op++) {
+    uint64_t counts[HAK_LATENCY_BUCKETS], total = 0;
+    for (size_t b = 0; b < HAK_LATENCY_BUCKETS; b++) {
+      counts[b] = atomic_load_explicit(&hak_latency_hist[op][b], memory_order_relaxed);
+      total += counts[b];
+    }
+    out->latency_samples[op] = total;
+    if (total == 0) continue;
+    if (q20 == 0) q20 = hak_latency_ns_per_cycle_q20();
+    for (int p = 0; p < HAK_STATS_PERCENTILES; p++) {
+      uint64_t rank = (total * per_mille[p] + 999) / 1000, seen = 0; /* the rank-th smallest sample */
+      size_t b = 0;
+      while (b < HAK_LATENCY_BUCKETS - 1 && (seen += counts[b]) < rank) b++;
+      out->latency_ns[op][p] = (uint64_t)(((__uint128_t)hak_latency_bucket_mid(b) * q20) >> 20);
+    }
+  }
 }
 #endif
 
@@ -138,6 +216,9 @@ void hak_stats_collect(hak_stats_t* out) {
   out->dedicated_max_bytes = usage.dedicated_max_bytes;
   out->rss_bytes = hak_stats_proc_status_kib("VmRSS:") * 1024;
   out->rss_peak_bytes = hak_stats_proc_status_kib("VmHWM:") * 1024;
+#if HAK_STATS
+  hak_latency_read(out);
+#endif
 }
 
 HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
@@ -278,6 +359,21 @@ static void hak_report_cache(hak_report_t* r, const char* name, const hak_cache_
   hak_report_str(r, " bytes)\n");
 }
 
+/* "Latency (ns, 1 in 256 calls timed):" then a line per op: samples and percentiles. */
+static void hak_report_latency(hak_report_t* r, const hak_stats_t* s) {
+  static const char* const ops[HAK_STATS_LATENCY_OPS] = {"malloc", "free  "};
+  hak_report_str(r, "Latency (ns; 1 in ");
+  hak_report_u64(r, HAK_STATS_LATENCY_SAMPLE, 0);
+  hak_report_str(r, " calls timed):\n              samples     p50     p95     p99   p99.9\n");
+  for (int op = 0; op < HAK_STATS_LATENCY_OPS; op++) {
+    hak_report_str(r, "  ");
+    hak_report_str(r, ops[op]);
+    hak_report_u64(r, s->latency_samples[op], 15);
+    for (int p = 0; p < HAK_STATS_PERCENTILES; p++) hak_report_u64(r, s->latency_ns[op][p], 8);
+    hak_report_str(r, "\n");
+  }
+}
+
 HAK_EXPORT void hak_stats_print(int fd) {
   hak_stats_t s;
   hak_stats_collect(&s);
@@ -347,6 +443,7 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_line(&r, "segments adopted", s.segments_adopted);
   hak_report_line(&r, "threads started", s.threads_started);
   hak_report_line(&r, "threads ended", s.threads_ended);
+  hak_report_latency(&r, &s);
   hak_report_str(&r, "Size classes (classes never used are omitted):\n");
   hak_report_str(&r, "  class     size        allocs         frees\n");
   for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
@@ -537,6 +634,17 @@ static void hak_json_counters(hak_json_t* j, const hak_stats_t* s) {
   HAK_JSON_FIELD(j, s, segments_adopted);
   HAK_JSON_FIELD(j, s, threads_started);
   HAK_JSON_FIELD(j, s, threads_ended);
+  hak_json_close(j, '}');
+  static const char* const ops[HAK_STATS_LATENCY_OPS] = {"malloc", "free"};
+  static const char* const pcts[HAK_STATS_PERCENTILES] = {"p50_ns", "p95_ns", "p99_ns", "p999_ns"};
+  hak_json_open(j, "latency", '{');
+  hak_json_u64(j, "sample_every", HAK_STATS_LATENCY_SAMPLE);
+  for (int op = 0; op < HAK_STATS_LATENCY_OPS; op++) {
+    hak_json_open(j, ops[op], '{');
+    hak_json_u64(j, "samples", s->latency_samples[op]);
+    for (int p = 0; p < HAK_STATS_PERCENTILES; p++) hak_json_u64(j, pcts[p], s->latency_ns[op][p]);
+    hak_json_close(j, '}');
+  }
   hak_json_close(j, '}');
   hak_json_open(j, "classes", '['); /* the classes used; size 0: blocks above the pools */
   for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {

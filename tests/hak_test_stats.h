@@ -24,6 +24,10 @@ inline void ExpectCountersCompiledOut(const hak_stats_t& s) {
   EXPECT_EQ(s.pages_allocated, 0u);
   EXPECT_EQ(s.segments_allocated, 0u);
   EXPECT_EQ(s.threads_started, 0u);
+  for (int op = 0; op < HAK_STATS_LATENCY_OPS; op++) {
+    EXPECT_EQ(s.latency_samples[op], 0u) << "op " << op;
+    EXPECT_EQ(s.latency_ns[op][HAK_STATS_P50], 0u) << "op " << op;
+  }
 }
 
 // Address space mapped for blocks and their segments: all that hakmem mapped except the

@@ -76,6 +76,11 @@ typedef struct hak_os_call_stats_s {
   uint64_t nanos;    /* wall time spent inside them */
 } hak_os_call_stats_t;
 
+/* Latency percentiles: latency_ns[op][percentile]. */
+enum { HAK_STATS_LATENCY_MALLOC, HAK_STATS_LATENCY_FREE, HAK_STATS_LATENCY_OPS };
+enum { HAK_STATS_P50, HAK_STATS_P95, HAK_STATS_P99, HAK_STATS_P999, HAK_STATS_PERCENTILES };
+#define HAK_STATS_LATENCY_SAMPLE 256 /* one call in this many is timed */
+
 /* Who made the OS calls: os_by[user][kind]. */
 enum { HAK_STATS_OS_REGION, HAK_STATS_OS_PURGE, HAK_STATS_OS_HUGE, HAK_STATS_OS_META, HAK_STATS_OS_USERS };
 enum { HAK_STATS_OS_MMAP, HAK_STATS_OS_MUNMAP, HAK_STATS_OS_MADVISE, HAK_STATS_OS_MREMAP, HAK_STATS_OS_MPROTECT, HAK_STATS_OS_KINDS };
@@ -182,6 +187,14 @@ typedef struct hak_stats_s {
   /* Every variant: the process's resident memory, from /proc/self (0 where unreadable). */
   uint64_t rss_bytes;          /* resident now (VmRSS) */
   uint64_t rss_peak_bytes;     /* the most resident so far (VmHWM) */
+
+  /* Stats variant: latency of malloc and free (hak_malloc, hak_free and their
+   * aliases), timed on one call in HAK_STATS_LATENCY_SAMPLE per thread with the CPU's
+   * cycle counter (the timer's own few nanoseconds included), in nanoseconds: the
+   * 50th, 95th, 99th and 99.9th percentiles of the sampled calls, from a log-linear
+   * histogram (8 buckets per doubling: within 12.5%). */
+  uint64_t latency_samples[HAK_STATS_LATENCY_OPS];
+  uint64_t latency_ns[HAK_STATS_LATENCY_OPS][HAK_STATS_PERCENTILES];
 } hak_stats_t;
 
 /* Fills the first out->size bytes of *out (at most the library's own sizeof), then

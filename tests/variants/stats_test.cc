@@ -51,6 +51,29 @@ TEST(Stats, CountersAreEnabled) {
   EXPECT_STREQ(hak_variant(), "stats");
 }
 
+// Every HAK_STATS_LATENCY_SAMPLE-th malloc and free of a thread is timed: N of each
+// add N / sample samples to each op (this thread alone allocates here), and the
+// percentiles come out ordered.
+TEST(Stats, LatencyIsSampledForMallocAndFree) {
+  constexpr int kRounds = 40;
+  hak_stats_t before = Stats();
+  std::vector<void*> blocks(HAK_STATS_LATENCY_SAMPLE);
+  for (int r = 0; r < kRounds; r++) {
+    for (void*& p : blocks) p = hak_malloc(64);
+    for (void* p : blocks) hak_free(p);
+  }
+  hak_stats_t after = Stats();
+  for (int op = 0; op < HAK_STATS_LATENCY_OPS; op++) {
+    SCOPED_TRACE(op == HAK_STATS_LATENCY_MALLOC ? "malloc" : "free");
+    EXPECT_GE(after.latency_samples[op] - before.latency_samples[op], (uint64_t)kRounds);
+    const uint64_t* ns = after.latency_ns[op];
+    EXPECT_GT(ns[HAK_STATS_P50], 0u);
+    EXPECT_LE(ns[HAK_STATS_P50], ns[HAK_STATS_P95]);
+    EXPECT_LE(ns[HAK_STATS_P95], ns[HAK_STATS_P99]);
+    EXPECT_LE(ns[HAK_STATS_P99], ns[HAK_STATS_P999]);
+  }
+}
+
 // N mallocs then N frees of one size, with nothing else allocating in between: the
 // class's counters move by exactly N.
 TEST(Stats, ClassCountersCountEachMallocAndFree) {
