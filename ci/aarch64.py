@@ -143,7 +143,8 @@ def load_tests(variants):
         g = dict(variants)
         g.update(load=noop, hak_cc_test=hak_cc_test, cc_test=cc_test, cc_binary=cc_binary, cc_library=noop,
                  config_setting=noop, test_suite=noop, package=noop, licenses=noop, exports_files=noop,
-                 hak_integration_tests=noop, sh_test=noop, select=Select, glob=lambda *a, **kw: [])
+                 hak_integration_tests=noop, sh_test=noop, genrule=noop, select=Select,
+                 glob=lambda *a, **kw: [])
         with open(build) as f:
             exec(compile(f.read(), build, "exec"), g)
     return tests, helpers
