@@ -131,9 +131,9 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 /* The region reserves address space in chunks of 256 MiB (hakmem.h). The small-limits
  * variants keep no idle chunk (HAKMEM_REGION_KEEP=0), so every input that allocated
  * anything would map a chunk and hak_collect unmap it again; under ASan each unmap
- * unpoisons the chunk's shadow, a 32 MiB memset: 4 ms, 90% of an input's time. The
- * harness keeps one idle chunk instead (KEEP_CHUNK_OPTION, set before hakmem reads its
- * options), lets the per-input checks ignore idle chunks mapped or unmapped whole, and
+ * unpoisons the chunk's shadow, a 32 MiB memset: about 4 ms, most of an input's time.
+ * The harness keeps idle chunks instead (KEEP_CHUNK_OPTION: up to four, as many as an
+ * input's 256 MiB of live requests may need; set before hakmem reads its options), lets the per-input checks ignore idle chunks mapped or unmapped whole, and
  * every FULL_CHECK_EVERY inputs (the first included, so a replay of one input per
  * process checks as strictly as ever) runs hak_collect(true), which unmaps every idle
  * chunk, and checks exactly against the last such check: mapped bytes, chunks and all. */
@@ -1408,9 +1408,9 @@ static void end_of_input(const hak_stats_t* before) {
 }
 
 /* Runs before hakmem's constructor reads its options (constructors with a priority run
- * before those without): keep one idle region chunk (see REGION_CHUNK_BYTES), unless the
+ * before those without): keep idle region chunks (see REGION_CHUNK_BYTES), unless the
  * environment says otherwise. */
-__attribute__((constructor(101))) static void keep_one_chunk(void) {
+__attribute__((constructor(101))) static void keep_idle_chunks(void) {
   setenv("HAKMEM_REGION_KEEP", KEEP_CHUNK_OPTION, 0);
 }
 
