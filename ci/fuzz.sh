@@ -4,8 +4,8 @@
 # fuzz targets of fuzz/ for one engine, fuzzes each target from its committed corpus into
 # a scratch corpus under fuzz-out/, and reports executions per second and coverage.
 #
-#   ci/fuzz.sh --engine libfuzzer|afl [--seconds N] [--target NAME]... [--min-execs N]
-#              [--coverage]
+#   ci/fuzz.sh --engine libfuzzer|afl [--seconds N] [--target NAME]... [--jobs N]
+#              [--min-execs N] [--coverage]
 #
 #   --engine      libfuzzer (clang-14, libFuzzer + ASan + LeakSanitizer) or afl (AFL++
 #                 4.04c persistent mode + ASan); both built through Bazel (fuzz/fuzz.bazelrc)
@@ -14,6 +14,9 @@
 #   --target T    fuzz only T (repeatable): alloc_small, alloc_hardened_small,
 #                 threads_small, threads_hardened_small, concurrent_small,
 #                 concurrent_hardened_small, misuse_hardened_small (default: all seven)
+#   --jobs N      N fuzzing processes per target at once, sharing its corpus (default 1):
+#                 libFuzzer with -fork=N; AFL++ as one main (-M) and N-1 secondary (-S)
+#                 instances in one output folder. Executions and exec/s are their sums
 #   --min-execs N fail a target that ran fewer than N executions (default: 5 per
 #                 second of the target's share, 100 in the CI-sized campaign of 20 s per
 #                 target; a heavily loaded 2-core machine ran at least 260 there, see
@@ -38,11 +41,11 @@ ALL_TARGETS=(alloc_small alloc_hardened_small threads_small threads_hardened_sma
   concurrent_small concurrent_hardened_small misuse_hardened_small)
 
 usage() {
-  sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
-engine="" seconds="" coverage="" min_execs="" targets=()
+engine="" seconds="" coverage="" min_execs="" jobs=1 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --engine) engine="${2:-}"; shift 2 ;;
@@ -51,6 +54,8 @@ while [ $# -gt 0 ]; do
     --seconds=*) seconds="${1#*=}"; shift ;;
     --target) targets+=("${2:-}"); shift 2 ;;
     --target=*) targets+=("${1#*=}"); shift ;;
+    --jobs) jobs="${2:-}"; shift 2 ;;
+    --jobs=*) jobs="${1#*=}"; shift ;;
     --min-execs) min_execs="${2:-}"; shift 2 ;;
     --min-execs=*) min_execs="${1#*=}"; shift ;;
     --coverage) coverage=1; shift ;;
@@ -64,6 +69,10 @@ case "$engine" in
   *) echo "ci/fuzz.sh: --engine libfuzzer|afl is required" >&2; usage ;;
 esac
 [ ${#targets[@]} -eq 0 ] && targets=("${ALL_TARGETS[@]}")
+if ! [[ "$jobs" =~ ^[0-9]+$ ]] || [ "$jobs" -lt 1 ]; then
+  echo "ci/fuzz.sh: --jobs wants a positive number" >&2
+  exit 2
+fi
 for t in "${targets[@]}"; do
   [ -d "fuzz/corpus/$t" ] || { echo "ci/fuzz.sh: unknown target '$t' (have: ${ALL_TARGETS[*]})" >&2; exit 2; }
 done
@@ -128,12 +137,16 @@ run_libfuzzer() { # target -> sets execs eps cov crashes
   local t="$1" dir="$out/libfuzzer/$1"
   seed_corpus "$t" "$dir/corpus"
   mkdir -p "$dir/artifacts"
-  local rc=0
+  local rc=0 fork=()
+  # --jobs N: N child processes fuzz at once and merge what they find into the corpus
+  # (-fork=N); crashes are artifacts as usual, and the first one stops the run.
+  [ "$jobs" -gt 1 ] && fork=(-fork="$jobs")
   # -detect_leaks=1: LeakSanitizer checks the harness's own allocations (the input's
   # operation lists; the harness joins every thread it starts), hakmem's leaks are the
-  # harness's exact per-input checks.
+  # harness's exact per-input checks. It costs nothing per input: libFuzzer runs LSan
+  # only after an input that did more mallocs than frees.
   ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}" \
-    "$out/libfuzzer/bin/${t}_fuzzer" "$dir/corpus" \
+    "$out/libfuzzer/bin/${t}_fuzzer" "$dir/corpus" "${fork[@]}" \
     -max_total_time="$per_target" -dict="$dict" -max_len=4096 -timeout=30 -rss_limit_mb=4096 \
     -detect_leaks=1 -print_final_stats=1 -artifact_prefix="$dir/artifacts/" \
     > "$dir/log.txt" 2>&1 || rc=$?
@@ -144,9 +157,16 @@ run_libfuzzer() { # target -> sets execs eps cov crashes
   cov=$(echo "$last" | grep -oE 'cov: [0-9]+' | grep -oE '[0-9]+' || echo 0)
   local ft
   ft=$(echo "$last" | grep -oE 'ft: [0-9]+' | grep -oE '[0-9]+' || echo 0)
-  execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$dir/log.txt" | grep -oE '[0-9]+$' || echo "${last%% *}" | tr -d '#')
+  execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$dir/log.txt" | grep -oE '[0-9]+$' || echo "${last%% *}" | tr -d '#:')
   eps=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$dir/log.txt" | grep -oE '[0-9]+$' || echo "?")
-  if [ -n "$total" ] && [ "$total" -gt 0 ]; then
+  if [ "$jobs" -gt 1 ]; then
+    # Fork mode prints no final stats: its progress lines count every child's
+    # executions, over the whole run.
+    eps=$((execs / per_target))
+  fi
+  if [ "$jobs" -gt 1 ]; then
+    cov="$cov edges (fork mode, counted its own way), ft $ft"
+  elif [ -n "$total" ] && [ "$total" -gt 0 ]; then
     cov="$cov/$total edges ($((100 * cov / total))%), ft $ft"
   else
     cov="$cov edges, ft $ft"
@@ -170,43 +190,63 @@ run_afl() { # target -> sets execs eps cov crashes
   # crashes now is a problem of its own, and afl-fuzz stops on it.
   # AFL_FAST_CAL: calibrate seeds with fewer runs (the concurrent targets are unstable
   # by design, and slow calibration would eat their share of a short campaign).
-  AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 \
-    AFL_NO_AFFINITY=1 AFL_QUIET=1 AFL_FAST_CAL=1 \
-    afl-fuzz -i "$dir/seeds" -o "$dir/out" -x "$dict" -t 2000 -V "$per_target" \
-    -- "$out/afl/bin/${t}_fuzzer" > "$dir/log.txt" 2>&1 || rc=$?
-  local stats="$dir/out/default/fuzzer_stats"
-  if [ ! -f "$stats" ]; then
-    tail -5 "$dir/log.txt" >&2 || true
-    problems+=("$t: afl-fuzz did not start (exit $rc); see $dir/log.txt")
-    execs=0 eps="?" cov="-"
-    return
+  # One instance (--jobs 1) is AFL's "default"; --jobs N runs a main (-M main: the
+  # deterministic stages) and N-1 secondaries (-S secN) in one output folder, where
+  # they pick up each other's finds.
+  local names=(default) i pids=() name
+  if [ "$jobs" -gt 1 ]; then
+    names=(main)
+    for ((i = 1; i < jobs; i++)); do names+=("sec$i"); done
   fi
-  if [ "$rc" -ne 0 ]; then
-    problems+=("$t: afl-fuzz exited with $rc; see $dir/log.txt")
-  fi
+  for name in "${names[@]}"; do
+    local role=()
+    [ "$name" = main ] && role=(-M main)
+    [[ "$name" == sec* ]] && role=(-S "$name")
+    AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 \
+      AFL_NO_AFFINITY=1 AFL_QUIET=1 AFL_FAST_CAL=1 \
+      afl-fuzz -i "$dir/seeds" -o "$dir/out" "${role[@]}" -x "$dict" -t 2000 -V "$per_target" \
+      -- "$out/afl/bin/${t}_fuzzer" > "$dir/log-$name.txt" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    wait "${pids[$i]}" || { rc=$?; problems+=("$t: afl-fuzz (${names[$i]}) exited with $rc; see $dir/log-${names[$i]}.txt"); }
+  done
+  ln -sf "log-${names[0]}.txt" "$dir/log.txt"
+  execs=0 eps=0 cov="-" crashes=0
+  local started=0 e p hangs=0 f stats
   field() { grep -E "^$1 *:" "$stats" | sed 's/^[^:]*: *//'; }
-  execs=$(field execs_done)
-  eps=$(field execs_per_sec)
-  cov="$(field edges_found)/$(field total_edges) edges ($(field bitmap_cvg)), stability $(field stability)"
-  crashes=0
-  for f in "$dir"/out/default/crashes/id:*; do
-    [ -f "$f" ] || continue
-    cp "$f" "$out/crashes/afl-$t-$(basename "$f" | tr ':,' '_-')"
-    crashes=$((crashes + 1))
+  for name in "${names[@]}"; do
+    stats="$dir/out/$name/fuzzer_stats"
+    if [ ! -f "$stats" ]; then
+      tail -5 "$dir/log-$name.txt" >&2 || true
+      problems+=("$t: afl-fuzz ($name) did not start; see $dir/log-$name.txt")
+      continue
+    fi
+    started=$((started + 1))
+    e=$(field execs_done) p=$(field execs_per_sec)
+    execs=$((execs + e))
+    eps=$(awk -v a="$eps" -v b="$p" 'BEGIN { printf "%.2f", a + b }')
+    # Coverage: the main instance's view (each instance's bitmap holds what it saw).
+    [ "$name" = "${names[0]}" ] && cov="$(field edges_found)/$(field total_edges) edges ($(field bitmap_cvg)), stability $(field stability)"
+    for f in "$dir/out/$name"/crashes/id:*; do
+      [ -f "$f" ] || continue
+      cp "$f" "$out/crashes/afl-$t-$name-$(basename "$f" | tr ':,' '_-')"
+      crashes=$((crashes + 1))
+    done
+    # A hang: an input that ran past -t (2 s; the harness bounds its work to ~1 ms).
+    for f in "$dir/out/$name"/hangs/id:*; do
+      [ -f "$f" ] || continue
+      cp "$f" "$out/crashes/afl-$t-hang-$name-$(basename "$f" | tr ':,' '_-')"
+      hangs=$((hangs + 1))
+    done
   done
-  # A hang: an input that ran past -t (2 s; the harness bounds its work to ~5 ms).
-  local hangs=0
-  for f in "$dir"/out/default/hangs/id:*; do
-    [ -f "$f" ] || continue
-    cp "$f" "$out/crashes/afl-$t-hang-$(basename "$f" | tr ':,' '_-')"
-    hangs=$((hangs + 1))
-  done
+  [ "$started" -eq 0 ] && eps="?"
   if [ "$hangs" -gt 0 ]; then
     problems+=("$t: AFL++ recorded $hangs hang(s) (inputs over 2 s), copied to $out/crashes/afl-$t-hang-*")
   fi
-  # The campaign's corpus, flat, for --coverage.
+  # The campaign's corpus (every instance's queue), flat, for --coverage.
   mkdir -p "$dir/corpus"
-  find "$dir/out/default/queue" -maxdepth 1 -type f -exec cp {} "$dir/corpus/" \;
+  find "$dir"/out/*/queue -maxdepth 1 -type f -exec cp {} "$dir/corpus/" \; 2>/dev/null || true
 }
 
 # Every seed once, through the engine's binary, in one process (libFuzzer's with

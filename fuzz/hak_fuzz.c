@@ -91,6 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 /* ---- Limits ------------------------------------------------------------------------- */
 
 #define KIB ((size_t)1 << 10)
+#define PAGE ((size_t)4096)
 #define MIB ((size_t)1 << 20)
 #define NSLOTS 4096                        /* live blocks at most */
 #define LIVE_CAP (256 * MIB)               /* requests beyond this much live are skipped */
@@ -98,11 +99,17 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 #define MUST_FAIL_ALIGN ((size_t)1 << 47)  /* no address this aligned is a user address */
 #define MAX_TRY_ALIGN ((size_t)1 << 30)    /* larger (valid) alignments are skipped */
 /* Work per input is bounded, and so is each execution's time. Units are about a
- * microsecond on this project's machines: one per allocator call, 64 more per block
- * above 64 KiB (an mmap and an munmap of its own), 50 per start of the second thread,
- * one per KiB the harness writes or checks, a realloc may copy or a calloc zeroes
- * (first touches of fresh pages cost about that). */
-#define MAX_WORK 5000
+ * microsecond on this project's machines under ASan: one per allocator call, 64 more
+ * per block above 64 KiB (an mmap and an munmap of its own) and one per 128 KiB of it
+ * (ASan's shadow), 50 per start of the second
+ * thread, one per KiB the harness writes or checks (first touches of pages purged by
+ * the last input cost about that), one per page a realloc may copy or a calloc zero
+ * (see affordable). 500 units keep a campaign near 2,000 executions per second and
+ * target (fuzz/README.md); an input that needs more work is a longer input. */
+#ifndef HAK_FUZZ_MAX_WORK
+#define HAK_FUZZ_MAX_WORK 500
+#endif
+#define MAX_WORK HAK_FUZZ_MAX_WORK
 #if HAK_FUZZ_CONCURRENT
 #define NSTREAMS 2
 #define WORK_LIMIT (MAX_WORK / NSTREAMS) /* per stream: the streams share the input's budget */
@@ -122,6 +129,18 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
  * META_MAP_MAX_BYTES (the largest such mapping) per call. Exact, so a block lost on a
  * remote free shows at the end of the very input that lost it. */
 #define META_MAP_MAX_BYTES (4 * MIB)
+/* The region reserves address space in chunks of 256 MiB (hakmem.h). The small-limits
+ * variants keep no idle chunk (HAKMEM_REGION_KEEP=0), so every input that allocated
+ * anything would map a chunk and hak_collect unmap it again; under ASan each unmap
+ * unpoisons the chunk's shadow, a 32 MiB memset: about 4 ms, most of an input's time.
+ * The harness keeps idle chunks instead (KEEP_CHUNK_OPTION: up to four, as many as an
+ * input's 256 MiB of live requests may need; set before hakmem reads its options), lets the per-input checks ignore idle chunks mapped or unmapped whole, and
+ * every FULL_CHECK_EVERY inputs (the first included, so a replay of one input per
+ * process checks as strictly as ever) runs hak_collect(true), which unmaps every idle
+ * chunk, and checks exactly against the last such check: mapped bytes, chunks and all. */
+#define REGION_CHUNK_BYTES (256 * MIB)
+#define KEEP_CHUNK_OPTION "1g"
+#define FULL_CHECK_EVERY 256
 #define FULL_CHECK_LIMIT (8 * KIB)         /* blocks up to this are patterned entirely */
 #define EDGE_LEN KIB                       /* bigger ones: head and tail, */
 #define STRIPE_LEN 64                      /* and up to STRIPES stripes in between */
@@ -562,6 +581,18 @@ static expect_t expect_for(size_t n, size_t align, size_t freed) {
   return EXPECT_OK;
 }
 
+/* A call that costs `units` of work by itself (a calloc's zeroing, a realloc's copy,
+ * one unit per OS page) runs only within what is left of the input's budget, else it is
+ * skipped: a few copies of megabytes each would take longer than a hundred ordinary
+ * inputs. Whales (requests above WHALE_MIN) are exempt: hakmem maps them fresh (zero, no
+ * clearing) or takes them from its whale cache (at most 32 MiB with small limits), and
+ * moves them with mremap rather than copying, so their calls stay cheap and every size
+ * stays reachable. */
+#define WHALE_MIN (4032 * KIB)
+static bool affordable(size_t units, size_t size) {
+  return size > WHALE_MIN || M->work + units <= WORK_LIMIT;
+}
+
 static bool is_pow2(size_t n) {
   return n != 0 && (n & (n - 1)) == 0;
 }
@@ -592,7 +623,9 @@ static void adopt_block(unsigned slot, void* p, size_t req, size_t align, size_t
     if (!ok) fail("usable size %zu for a request of %zu bytes wastes more than documented", usable, req);
   }
   block_t* b = &M->slots[slot];
-  if (usable > 64 * KIB) M->work += WORK_PER_MAPPING;
+  /* Big blocks: an mmap and an munmap of their own, and under ASan hakmem unpoisons
+   * the whole block (a memset of its shadow, about a microsecond per 128 KiB). */
+  if (usable > 64 * KIB) M->work += WORK_PER_MAPPING + usable / (128 * KIB);
   b->p = p;
   b->req = req;
   b->usable = usable;
@@ -636,7 +669,8 @@ static void do_calloc(unsigned slot, size_t count, size_t n) {
   expect_t e = overflow ? EXPECT_FAIL : expect_for(total, 0, 0);
   if (e == EXPECT_SKIP) return;
   errno = 0;
-  M->work += 1 + (overflow ? 0 : total / 1024); /* hakmem zeroes pool blocks */
+  if (e == EXPECT_OK && !affordable(total / PAGE, total)) return;
+  M->work += 1 + (overflow ? 0 : total / PAGE); /* hakmem zeroes memory it reuses */
   void* p = hak_calloc(count, n);
   if (e == EXPECT_FAIL) {
     if (p != NULL) fail("calloc(%zu, %zu) returned %p, want NULL", count, n, p);
@@ -658,10 +692,12 @@ static void do_realloc_any(unsigned slot, size_t n, bool array, size_t count, si
   bool frees = old_p != NULL && n == 0 && !overflow;
   expect_t e = overflow ? EXPECT_FAIL : frees ? EXPECT_OK : expect_for(n, 0, old_p != NULL ? b->usable : 0);
   if (e == EXPECT_SKIP) return;
+  size_t copy = old_p != NULL && !overflow ? (n < b->usable ? n : b->usable) : 0;
+  if (e == EXPECT_OK && !frees && !affordable(copy / PAGE, copy)) return;
   if (frees) live_remove(slot);
   errno = 0;
   M->work++;
-  if (old_p != NULL && !overflow) M->work += (n < b->usable ? n : b->usable) / 1024; /* hakmem's copy */
+  M->work += copy / PAGE; /* hakmem's copy */
   void* q = array ? hak_reallocarray(old_p, count, elem) : hak_realloc(old_p, n);
   if (frees) {
     if (q != NULL) fail("%s(%p, 0) returned %p, want NULL (the block is freed)", name, old_p, q);
@@ -1296,7 +1332,7 @@ static uint64_t meta_mappings(const hak_stats_t* st) {
 
 /* Leak checks (see META_MAP_MAX_BYTES): with every block freed and hak_collect done,
  * hakmem must be back exactly where it was before the input. */
-static void check_no_leak(const hak_stats_t* before, const hak_stats_t* st) {
+static void check_no_leak(const hak_stats_t* before, const hak_stats_t* st, bool idle_chunks_may_change) {
   /* The harness is hakmem's only user (malloc stays the C library's), so nothing may
    * be in use; hak_collect has taken back every block other threads freed. */
   if (st->in_use_blocks != 0 || st->in_use_bytes != 0) {
@@ -1305,7 +1341,8 @@ static void check_no_leak(const hak_stats_t* before, const hak_stats_t* st) {
          U(st->in_use_blocks), U(st->in_use_bytes), U(st->segments_live), U(before->segments_live));
   }
   if (st->segments_live != before->segments_live || st->region_used_bytes != before->region_used_bytes ||
-      st->region_chunks != before->region_chunks || st->dedicated_count != before->dedicated_count ||
+      (st->region_chunks != before->region_chunks && !idle_chunks_may_change) ||
+      st->dedicated_count != before->dedicated_count ||
       st->dedicated_bytes != before->dedicated_bytes) {
     fail("leak: with no block live, hakmem holds %llu segments (%llu KiB of region units in %llu chunks, %llu dedicated "
          "whales of %llu KiB); before the input: %llu segments (%llu KiB in %llu chunks, %llu whales of %llu KiB)",
@@ -1320,16 +1357,25 @@ static void check_no_leak(const hak_stats_t* before, const hak_stats_t* st) {
          "%llu bytes cached",
          U(st->region_dirty_bytes), U(st->region_pending_bytes), U(st->free_dirty_bytes), U(st->cached_bytes));
   }
-  /* Mapped bytes: exactly as before, but for metadata hakmem maps once and keeps. */
+  /* Mapped bytes: exactly as before, but for metadata hakmem maps once and keeps, and
+   * (idle_chunks_may_change) idle chunks kept or unmapped whole: units in use are the
+   * same (checked above), so any other chunk that came or went held nothing. */
   uint64_t new_meta = meta_mappings(st) - meta_mappings(before);
   uint64_t slack = new_meta * META_MAP_MAX_BYTES;
-  if (st->os_mapped_bytes < before->os_mapped_bytes || st->os_mapped_bytes - before->os_mapped_bytes > slack) {
-    fail("leak: with no block live, hakmem maps %llu KiB, %lld KiB more than before the input (allowed: %llu KiB for "
-         "%llu new metadata mappings)",
+  int64_t chunks = (int64_t)st->region_chunks - (int64_t)before->region_chunks;
+  int64_t grown = (int64_t)(st->os_mapped_bytes - before->os_mapped_bytes) - chunks * (int64_t)REGION_CHUNK_BYTES;
+  if (grown < 0 || (uint64_t)grown > slack) {
+    fail("leak: with no block live, hakmem maps %llu KiB, %lld KiB more than before %s (%lld idle region chunks "
+         "more; allowed: %llu KiB for %llu new metadata mappings)",
          U(st->os_mapped_bytes >> 10), (long long)(st->os_mapped_bytes - before->os_mapped_bytes) / 1024,
-         U(slack >> 10), U(new_meta));
+         idle_chunks_may_change ? "the input" : "the last full check", (long long)chunks, U(slack >> 10),
+         U(new_meta));
   }
 }
+
+/* Stats after the last full check (hak_collect(true)), for the next one. */
+static hak_stats_t g_full_before;
+static uint64_t g_inputs;
 
 static void end_of_input(const hak_stats_t* before) {
   worker_flush();
@@ -1347,7 +1393,26 @@ static void end_of_input(const hak_stats_t* before) {
   worker_collect();
   hak_collect(false);
   hak_stats_t st = read_stats();
-  check_no_leak(before, &st);
+  check_no_leak(before, &st, true);
+  if (g_inputs++ % FULL_CHECK_EVERY == 0) {
+    /* Every idle chunk unmapped: hakmem must be exactly where the last full check left
+     * it (a chunk-sized drift would show here, within FULL_CHECK_EVERY inputs). */
+    g_op_name = "end of input: hak_collect(true), full check";
+    hak_collect(true);
+    st = read_stats();
+    if (st.region_used_bytes == 0 && st.region_chunks != 0) {
+      fail("hak_collect(true) left %llu idle region chunks mapped", U(st.region_chunks));
+    }
+    if (g_inputs > 1) check_no_leak(&g_full_before, &st, false);
+    g_full_before = st;
+  }
+}
+
+/* Runs before hakmem's constructor reads its options (constructors with a priority run
+ * before those without): keep idle region chunks (see REGION_CHUNK_BYTES), unless the
+ * environment says otherwise. */
+__attribute__((constructor(101))) static void keep_idle_chunks(void) {
+  setenv("HAKMEM_REGION_KEEP", KEEP_CHUNK_OPTION, 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
