@@ -133,6 +133,7 @@ void hak_thread_register(hak_heap_t* heap) {
  * thread-exit key: its heap is not given back when it exits. */
 __attribute__((constructor)) static void hak_init_at_load(void) {
   hak_process_init();
+  hak_options_stats_scope();
   hak_process_register_hooks();
 }
 

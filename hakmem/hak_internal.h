@@ -399,6 +399,7 @@ typedef struct hak_options_s {
 
 extern hak_options_t hak_options;
 void hak_options_init(void); /* from hak_process_init, before anything reads them */
+void hak_options_stats_scope(void); /* from the constructor: HAKMEM_STATS_CHILDREN=0 */
 
 /* ---- hak_purge.c: batched, deferred madvise ---------------------------------------- */
 

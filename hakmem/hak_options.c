@@ -329,11 +329,13 @@ static void hak_options_read_proc_environ(void) {
 /* HAKMEM_STATS_CHILDREN=0 (stats variant): this process reports, its forked children
  * (another pid, hak_stats.c checks) and the programs it execs do not. For the latter,
  * HAKMEM_STATS's value in this process's own environment becomes "0", in place (no
- * allocation), so exec'd children inherit the report turned off. Only strings above the
- * environ array are written (the initial environment on the stack, or strings setenv
- * made): a string a program handed to putenv from read-only data is left alone. */
-static void hak_options_stats_scope(void) {
-  hak_options.stats_pid = (int)getpid();
+ * allocation), so exec'd children inherit the report turned off. Called from the
+ * library's constructor, when libc has set `environ` (the options may have been read
+ * before, from /proc/self/environ: under a sanitizer runtime that allocates first).
+ * Only strings above the environ array are written (the initial environment on the
+ * stack, or strings setenv made): a string a program handed to putenv from read-only
+ * data is left alone. */
+void hak_options_stats_scope(void) {
 #if HAK_STATS
   static const char name[] = "HAKMEM_STATS=";
   if (hak_options.stats_report == HAK_STATS_OFF || hak_options.stats_children || environ == NULL) return;
@@ -356,5 +358,5 @@ void hak_options_init(void) {
   } else {
     for (char** e = environ; *e != NULL; e++) hak_options_read_entry(*e);
   }
-  hak_options_stats_scope();
+  hak_options.stats_pid = (int)getpid();
 }
