@@ -662,6 +662,7 @@ typedef struct hak_glibc_info_s {
   uint64_t address_space; /* reserved chunks + mappings of their own */
 } hak_glibc_info_t;
 void hak_stats_collect(hak_stats_t* out); /* all of it, whatever the caller's size */
+void hak_stats_collect_upto(hak_stats_t* out, size_t want); /* what the first `want` bytes need */
 void hak_stats_glibc(const hak_stats_t* stats, hak_glibc_info_t* out); /* stats: from hak_stats_collect */
 void hak_stats_print_glibc(int fd); /* malloc_stats' report: glibc's format, no stdio */
 void hak_stats_count_global(size_t field_offset);  /* counters with no heap at hand */

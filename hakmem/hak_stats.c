@@ -147,21 +147,13 @@ static void hak_latency_read(hak_stats_t* out) {
 }
 #endif
 
-/* A "Name:   123 kB" line of /proc/self/status, in KiB (0 if absent), read without
- * stdio or allocation. */
-static uint64_t hak_stats_proc_status_kib(const char* name) {
-  char buf[4096];
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
+/* The value of a "Name:   123 kB" line of `status` (NUL-terminated), in KiB; 0 if absent. */
+static uint64_t hak_stats_status_kib(const char* status, const char* name) {
   size_t len = strlen(name);
-  for (char* line = buf; line != NULL && *line != '\0';) {
+  for (const char* line = status; line != NULL && *line != '\0';) {
     if (strncmp(line, name, len) == 0) {
       uint64_t v = 0;
-      for (char* c = line + len; *c != '\n' && *c != '\0'; c++) {
+      for (const char* c = line + len; *c != '\n' && *c != '\0'; c++) {
         if (*c >= '0' && *c <= '9') v = v * 10 + (uint64_t)(*c - '0');
       }
       return v;
@@ -172,8 +164,28 @@ static uint64_t hak_stats_proc_status_kib(const char* name) {
   return 0;
 }
 
-/* Everything hak_stats_t holds, for hakmem's own reports and hak_stats_get. */
+/* RSS and its peak from one read of /proc/self/status (without stdio or allocation):
+ * the kernel formats the whole file on every read, so once per snapshot. */
+static void hak_stats_read_rss(hak_stats_t* out) {
+  char buf[4096];
+  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return;
+  buf[n] = '\0';
+  out->rss_bytes = hak_stats_status_kib(buf, "VmRSS:") * 1024;
+  out->rss_peak_bytes = hak_stats_status_kib(buf, "VmHWM:") * 1024;
+}
+
+/* Everything hak_stats_t holds, for hakmem's own reports. */
 void hak_stats_collect(hak_stats_t* out) {
+  hak_stats_collect_upto(out, sizeof(*out));
+}
+
+/* The same, computing only what the first `want` bytes hold that costs more than a
+ * copy: RSS (a read of /proc) and the latency percentiles. */
+void hak_stats_collect_upto(hak_stats_t* out, size_t want) {
   memset(out, 0, sizeof(*out));
   /* The global words and the live heaps under one hold of the pool's lock, under which
    * an exiting thread folds its counters and leaves the live set: counted once. */
@@ -214,10 +226,9 @@ void hak_stats_collect(hak_stats_t* out) {
   out->dedicated_in_use_bytes = usage.dedicated_in_use_bytes;
   out->dedicated_max_count = usage.dedicated_max_count;
   out->dedicated_max_bytes = usage.dedicated_max_bytes;
-  out->rss_bytes = hak_stats_proc_status_kib("VmRSS:") * 1024;
-  out->rss_peak_bytes = hak_stats_proc_status_kib("VmHWM:") * 1024;
+  if (want > offsetof(hak_stats_t, rss_bytes)) hak_stats_read_rss(out);
 #if HAK_STATS
-  hak_latency_read(out);
+  if (want > offsetof(hak_stats_t, latency_samples)) hak_latency_read(out);
 #endif
 }
 
@@ -226,8 +237,8 @@ HAK_EXPORT int hak_stats_get(hak_stats_t* out) {
     return EINVAL;
   }
   hak_stats_t all;
-  hak_stats_collect(&all);
   size_t n = out->size < sizeof(all) ? out->size : sizeof(all);
+  hak_stats_collect_upto(&all, n);
   memcpy(out, &all, n);
   out->size = (uint32_t)n;
   return 0;

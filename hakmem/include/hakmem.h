@@ -199,8 +199,10 @@ typedef struct hak_stats_s {
 
 /* Fills the first out->size bytes of *out (at most the library's own sizeof), then
  * sets out->size to the bytes filled and out->version; fields past them stay as the
- * caller left them. Returns 0, or EINVAL when out is NULL or out->size does not even
- * cover the header (size, version, counters_enabled). */
+ * caller left them, and are not computed: a caller that needs no RSS (a read of
+ * /proc/self/status, the costly part) sets out->size to offsetof(hak_stats_t,
+ * rss_bytes). Returns 0, or EINVAL when out is NULL or out->size does not even cover
+ * the header (size, version, counters_enabled). */
 int hak_stats_get(hak_stats_t* out);
 
 /* The usual call: fills all of *out as this header describes it. */

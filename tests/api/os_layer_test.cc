@@ -452,6 +452,24 @@ TEST(Stats, GetFillsOnlyTheSizeTheCallerKnows) {
   EXPECT_EQ(all.version, (uint32_t)HAK_STATS_VERSION);
 }
 
+// RSS comes from a read of /proc/self/status: a full read has it, and a caller that
+// stops before rss_bytes (the fuzz harness, twice per input) gets the rest without it.
+TEST(Stats, RssOnlyForCallersThatAskForIt) {
+  hak_stats_t all;
+  ASSERT_EQ(hak_stats_read(&all), 0);
+  EXPECT_GT(all.rss_bytes, 0u);
+  EXPECT_GE(all.rss_peak_bytes, all.rss_bytes);
+
+  hak_stats_t part;
+  memset(&part, 0xAB, sizeof(part));
+  part.size = (uint32_t)offsetof(hak_stats_t, rss_bytes);
+  ASSERT_EQ(hak_stats_get(&part), 0);
+  EXPECT_EQ(part.size, offsetof(hak_stats_t, rss_bytes));
+  EXPECT_EQ(part.version, (uint32_t)HAK_STATS_VERSION);
+  EXPECT_GE(part.os_mmap.count, all.os_mmap.count);  // filled: counters only grow
+  EXPECT_EQ(part.rss_bytes, 0xABABABABABABABABull);  // left alone
+}
+
 TEST(Stats, VariantName) {
 #if defined(HAK_STATS) && HAK_STATS && defined(HAK_HARDENED) && HAK_HARDENED
   const char* expected = "stats+hardened";
