@@ -76,10 +76,10 @@
 
 #if HAK_FUZZ_THREADS || HAK_FUZZ_CONCURRENT
 #include <pthread.h>
+#include <stdatomic.h>
 #endif
 #if HAK_FUZZ_CONCURRENT
 #include <sched.h>
-#include <stdatomic.h>
 /* Per-thread harness state (the model pointer, the operation being reported). */
 #define HAK_FUZZ_TLS __thread
 #else
@@ -99,13 +99,16 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 #define MUST_FAIL_ALIGN ((size_t)1 << 47)  /* no address this aligned is a user address */
 #define MAX_TRY_ALIGN ((size_t)1 << 30)    /* larger (valid) alignments are skipped */
 /* Work per input is bounded, and so is each execution's time. Units are about a
- * microsecond on this project's machines under ASan: one per allocator call, 64 more
- * per block above 64 KiB (an mmap and an munmap of its own) and one per 128 KiB of it
- * (ASan's shadow), 50 per start of the second
- * thread, one per KiB the harness writes or checks (first touches of pages purged by
- * the last input cost about that), one per page a realloc may copy or a calloc zero
- * (see affordable). 500 units keep a campaign near 2,000 executions per second and
- * target (fuzz/README.md); an input that needs more work is a longer input. */
+ * microsecond on this project's machines under ASan (measured per operation kind with
+ * the time-stamp counter, 0.6 to 0.9 us each; fuzz/README.md, Throughput): one per
+ * allocator call, 64 more per block above 64 KiB (an mmap and an munmap of its own)
+ * and one per 128 KiB of it (ASan's shadow), one per KiB the harness writes or checks
+ * (first touches of pages purged by the last input cost about that), one per page a
+ * realloc may copy, one per 4 pages a calloc may zero (memset runs faster than the
+ * harness's patterns; see affordable), 200 per start and end of a thread (ASan maps and
+ * unmaps each thread's state; with the wake-ups, about 250 us). 500 units keep a
+ * single-thread campaign near 2,000 executions per second and target; an input that
+ * needs more work is a longer input. */
 #ifndef HAK_FUZZ_MAX_WORK
 #define HAK_FUZZ_MAX_WORK 500
 #endif
@@ -117,7 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 #define WORK_LIMIT MAX_WORK
 #endif
 #define WORK_PER_MAPPING 64
-#define WORK_PER_THREAD 50 /* starting and ending the second thread */
+#define WORK_PER_THREAD 200 /* starting and ending a thread */
 /* Leak checks, per input, after everything is freed and hak_collect has run on every
  * thread that owns a heap (check_no_leak): no block in use; live segments, region units
  * and chunks, dedicated whale mappings exactly as before the input; nothing dirty,
@@ -140,7 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
  * chunk, and checks exactly against the last such check: mapped bytes, chunks and all. */
 #define REGION_CHUNK_BYTES (256 * MIB)
 #define KEEP_CHUNK_OPTION "1g"
-#define FULL_CHECK_EVERY 256
+#define FULL_CHECK_EVERY 1024
 #define FULL_CHECK_LIMIT (8 * KIB)         /* blocks up to this are patterned entirely */
 #define EDGE_LEN KIB                       /* bigger ones: head and tail, */
 #define STRIPE_LEN 64                      /* and up to STRIPES stripes in between */
@@ -395,6 +398,7 @@ typedef struct model_s {
   size_t live_bytes;       /* sum of usable sizes of live blocks */
   uint32_t next_seed;
   size_t work;             /* see MAX_WORK */
+  size_t touched;          /* bytes written or checked not yet charged (under 1 KiB) */
 } model_t;
 
 static model_t g_model;
@@ -461,9 +465,17 @@ static void for_each_region(block_t* b, size_t req, size_t limit, region_fn* fn,
   if (req - EDGE_LEN < limit) fn(b, req - EDGE_LEN, limit, arg);
 }
 
+/* A unit per KiB written or checked, carried over between regions: a burst of blocks
+ * under 1 KiB each would otherwise write megabytes for free. */
+static void charge_bytes(size_t n) {
+  M->touched += n;
+  M->work += M->touched / 1024;
+  M->touched %= 1024;
+}
+
 static void region_fill(block_t* b, size_t from, size_t to, void* arg) {
   (void)arg;
-  M->work += (to - from) / 1024;
+  charge_bytes(to - from);
   for (size_t off = from; off < to;) {
     size_t phase = (b->seed + off) % PAT_PERIOD;
     size_t n = to - off < PAT_PERIOD ? to - off : PAT_PERIOD;
@@ -480,7 +492,7 @@ static void report_mismatch(block_t* b, size_t off, uint8_t want, const char* wh
 }
 
 static void region_verify(block_t* b, size_t from, size_t to, void* arg) {
-  M->work += (to - from) / 1024;
+  charge_bytes(to - from);
   for (size_t off = from; off < to;) {
     size_t phase = (b->seed + off) % PAT_PERIOD;
     size_t n = to - off < PAT_PERIOD ? to - off : PAT_PERIOD;
@@ -495,7 +507,7 @@ static void region_verify(block_t* b, size_t from, size_t to, void* arg) {
 
 static void region_verify_zero(block_t* b, size_t from, size_t to, void* arg) {
   (void)arg;
-  M->work += (to - from) / 1024;
+  charge_bytes(to - from);
   for (size_t off = from; off < to;) {
     size_t n = to - off < sizeof(g_zeros) ? to - off : sizeof(g_zeros);
     if (memcmp(b->p + off, g_zeros, n) != 0) {
@@ -581,13 +593,12 @@ static expect_t expect_for(size_t n, size_t align, size_t freed) {
   return EXPECT_OK;
 }
 
-/* A call that costs `units` of work by itself (a calloc's zeroing, a realloc's copy,
- * one unit per OS page) runs only within what is left of the input's budget, else it is
- * skipped: a few copies of megabytes each would take longer than a hundred ordinary
- * inputs. Whales (requests above WHALE_MIN) are exempt: hakmem maps them fresh (zero, no
- * clearing) or takes them from its whale cache (at most 32 MiB with small limits), and
- * moves them with mremap rather than copying, so their calls stay cheap and every size
- * stays reachable. */
+/* A realloc that may copy `units` pages runs only within what is left of the input's
+ * budget, else it is skipped: a few copies of megabytes each would take longer than a
+ * hundred ordinary inputs. Whales (requests above WHALE_MIN) are exempt: hakmem moves
+ * them with mremap rather than copying, so their calls stay cheap and every size stays
+ * reachable. (calloc has no such exemption: a whale from hakmem's cache is zeroed with
+ * memset, and whale callocs took a third of a campaign's time when they had one.) */
 #define WHALE_MIN (4032 * KIB)
 static bool affordable(size_t units, size_t size) {
   return size > WHALE_MIN || M->work + units <= WORK_LIMIT;
@@ -669,8 +680,13 @@ static void do_calloc(unsigned slot, size_t count, size_t n) {
   expect_t e = overflow ? EXPECT_FAIL : expect_for(total, 0, 0);
   if (e == EXPECT_SKIP) return;
   errno = 0;
-  if (e == EXPECT_OK && !affordable(total / PAGE, total)) return;
-  M->work += 1 + (overflow ? 0 : total / PAGE); /* hakmem zeroes memory it reuses */
+  /* hakmem zeroes memory it reuses (whales too, when they come from its cache): a
+   * unit per 4 pages, within the budget whatever the size (so calloc reaches whales
+   * up to 8 MiB; malloc and realloc reach every size); a request that must fail costs
+   * a call. */
+  size_t zeroing = total / (4 * PAGE);
+  if (e == EXPECT_OK && M->work + zeroing > WORK_LIMIT) return;
+  M->work += 1 + (e == EXPECT_OK ? zeroing : 0);
   void* p = hak_calloc(count, n);
   if (e == EXPECT_FAIL) {
     if (p != NULL) fail("calloc(%zu, %zu) returned %p, want NULL", count, n, p);
@@ -1100,30 +1116,65 @@ static void execute(const op_t* op) {
 #define BATCH_MAX 64
 #define OP_COLLECT OP_KINDS /* not an input's: the end of input has the worker call hak_collect */
 enum { WORKER_IDLE, WORKER_POSTED, WORKER_DONE, WORKER_EXIT };
+/* Hand-offs: the state changes under g_mu (so a sleeper cannot miss one) and is read
+ * with acquire loads, so that each side first spins briefly for the other before it
+ * sleeps on g_cv. A batch takes microseconds; a sleep and wake-up of a thread costs
+ * about as much again in the scheduler, twice per batch (the profile of this harness
+ * had a fifth of its time in futex calls). On a loaded machine the spin gives up
+ * after SPIN_POLLS polls and the threads sleep as before. */
+#define SPIN_POLLS 1024
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
-static int g_worker_state = WORKER_IDLE;
+static _Atomic int g_worker_state = WORKER_IDLE;
 static bool g_worker_alive;
 static pthread_t g_worker;
 static op_t g_batch[BATCH_MAX];
 static size_t g_batch_len, g_batch_first_index;
 
+static int worker_state(void) {
+  return atomic_load_explicit(&g_worker_state, memory_order_acquire);
+}
+
+static void worker_set_state(int state) {
+  pthread_mutex_lock(&g_mu);
+  atomic_store_explicit(&g_worker_state, state, memory_order_release);
+  pthread_cond_broadcast(&g_cv);
+  pthread_mutex_unlock(&g_mu);
+}
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+/* Waits until the state is `a` or `b`; returns it. */
+static int worker_wait_for(int a, int b) {
+  int state = worker_state();
+  for (int i = 0; i < SPIN_POLLS && state != a && state != b; i++) {
+    cpu_relax();
+    state = worker_state();
+  }
+  if (state == a || state == b) return state;
+  pthread_mutex_lock(&g_mu);
+  while ((state = worker_state()) != a && state != b) pthread_cond_wait(&g_cv, &g_mu);
+  pthread_mutex_unlock(&g_mu);
+  return state;
+}
+
 static void* worker_main(void* arg) {
   (void)arg;
-  pthread_mutex_lock(&g_mu);
-  for (;;) {
-    while (g_worker_state != WORKER_POSTED && g_worker_state != WORKER_EXIT) pthread_cond_wait(&g_cv, &g_mu);
-    if (g_worker_state == WORKER_EXIT) break;
+  while (worker_wait_for(WORKER_POSTED, WORKER_EXIT) != WORKER_EXIT) {
     /* The main thread waits while the batch runs: the model is ours alone. */
     for (size_t i = 0; i < g_batch_len; i++) {
       g_op_index = g_batch_first_index + i;
       if (g_batch[i].kind == OP_COLLECT) hak_collect(false);
       else execute(&g_batch[i]);
     }
-    g_worker_state = WORKER_DONE;
-    pthread_cond_broadcast(&g_cv);
+    worker_set_state(WORKER_DONE);
   }
-  pthread_mutex_unlock(&g_mu);
   return NULL; /* hakmem's thread-exit hook abandons this thread's heap */
 }
 
@@ -1132,17 +1183,14 @@ static void worker_flush(void) {
   if (g_batch_len == 0) return;
   if (!g_worker_alive) {
     M->work += WORK_PER_THREAD;
-    g_worker_state = WORKER_IDLE;
+    atomic_store_explicit(&g_worker_state, WORKER_IDLE, memory_order_relaxed);
     if (pthread_create(&g_worker, NULL, worker_main, NULL) != 0) fail("harness: pthread_create failed");
     g_worker_alive = true;
   }
   size_t resume_index = g_op_index;
-  pthread_mutex_lock(&g_mu);
-  g_worker_state = WORKER_POSTED;
-  pthread_cond_broadcast(&g_cv);
-  while (g_worker_state != WORKER_DONE) pthread_cond_wait(&g_cv, &g_mu);
-  g_worker_state = WORKER_IDLE;
-  pthread_mutex_unlock(&g_mu);
+  worker_set_state(WORKER_POSTED);
+  worker_wait_for(WORKER_DONE, WORKER_DONE);
+  atomic_store_explicit(&g_worker_state, WORKER_IDLE, memory_order_relaxed);
   g_batch_len = 0;
   g_op_index = resume_index;
 }
@@ -1150,10 +1198,7 @@ static void worker_flush(void) {
 static void worker_stop(void) {
   worker_flush();
   if (!g_worker_alive) return;
-  pthread_mutex_lock(&g_mu);
-  g_worker_state = WORKER_EXIT;
-  pthread_cond_broadcast(&g_cv);
-  pthread_mutex_unlock(&g_mu);
+  worker_set_state(WORKER_EXIT);
   pthread_join(g_worker, NULL);
   g_worker_alive = false;
 }
@@ -1283,7 +1328,10 @@ static void run_streams(reader_t* r) {
     s->sent = s->sent_full = s->received = s->threads = 0;
     if (s->model.nsorted != 0) fail("harness: stream %d starts with %zu blocks live", i, s->model.nsorted);
     s->model.live_bytes = 0;
-    s->model.work = WORK_PER_THREAD;
+    /* The streams' first threads start and end in every input whatever it holds: a
+     * fixed cost, not the input's work (a successor thread, OP_THREAD, is). */
+    s->model.work = 0;
+    s->model.touched = 0;
     s->model.next_seed = (uint32_t)i * (PAT_PERIOD / NSTREAMS); /* the streams' patterns differ */
   }
   free(all);
@@ -1316,9 +1364,12 @@ static void worker_collect(void) {}
 
 /* ---- Entry point ---------------------------------------------------------------------------- */
 
+/* Everything up to RSS, which the checks do not use (hakmem then skips its read of
+ * /proc/self/status); the rest stays zero. */
 static hak_stats_t read_stats(void) {
-  hak_stats_t st;
-  if (hak_stats_read(&st) != 0) fail("hak_stats_get failed");
+  hak_stats_t st = {.size = (uint32_t)offsetof(hak_stats_t, rss_bytes)};
+  if (hak_stats_get(&st) != 0) fail("hak_stats_get failed");
+  if (st.size != offsetof(hak_stats_t, rss_bytes)) fail("hak_stats_get filled %u bytes of %zu", st.size, offsetof(hak_stats_t, rss_bytes));
   return st;
 }
 
@@ -1376,6 +1427,13 @@ static void check_no_leak(const hak_stats_t* before, const hak_stats_t* st, bool
 /* Stats after the last full check (hak_collect(true)), for the next one. */
 static hak_stats_t g_full_before;
 static uint64_t g_inputs;
+/* Stats at the end of the last input: the next input's starting point. Nothing calls
+ * hakmem between two inputs (the engine and the harness's own bookkeeping use the C
+ * library's malloc; the second thread waits idle, the streams' threads are joined) and
+ * hakmem has no thread of its own, so they are exactly what a fresh read would give,
+ * and one read per input is saved (a read walks the region and /proc/self/status). */
+static hak_stats_t g_after_last;
+static bool g_have_after_last;
 
 static void end_of_input(const hak_stats_t* before) {
   worker_flush();
@@ -1406,6 +1464,8 @@ static void end_of_input(const hak_stats_t* before) {
     if (g_inputs > 1) check_no_leak(&g_full_before, &st, false);
     g_full_before = st;
   }
+  g_after_last = st;
+  g_have_after_last = true;
 }
 
 /* Runs before hakmem's constructor reads its options (constructors with a priority run
@@ -1424,9 +1484,10 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     initialised = true;
   }
   reader_t r = {data, size, 0};
-  hak_stats_t before = read_stats();
+  hak_stats_t before = g_have_after_last ? g_after_last : read_stats();
   M->next_seed = 0;
   M->work = 0;
+  M->touched = 0;
   g_op_index = 0;
 #if HAK_FUZZ_CONCURRENT
   run_streams(&r);

@@ -45,6 +45,12 @@
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define MISUSE_SANITIZED 1
 #endif
+#if __has_feature(address_sanitizer)
+#define MISUSE_ASAN 1
+#endif
+#endif
+#if !defined(MISUSE_ASAN) && defined(__SANITIZE_ADDRESS__)
+#define MISUSE_ASAN 1
 #endif
 #if !defined(MISUSE_SANITIZED) && (defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || \
                                     (defined(HAK_UBSAN) && HAK_UBSAN))
@@ -52,6 +58,9 @@
 #endif
 #ifndef MISUSE_SANITIZED
 #define MISUSE_SANITIZED 0
+#endif
+#ifndef MISUSE_ASAN
+#define MISUSE_ASAN 0
 #endif
 
 #define SLOTS 64
@@ -327,6 +336,17 @@ static void verdict(const char* what, int kind, const char* err) {
 __attribute__((constructor(101))) static void misuse_long_purge_delay(void) {
   setenv("HAKMEM_PURGE_DELAY_MS", "3600s", 0);
 }
+
+#if MISUSE_ASAN
+/* Most children end in a sanitizer's report, expected here; symbolising its stack
+ * starts llvm-symbolizer in every such child, about 50 ms, ten times the rest of an
+ * input (AFL++ sets symbolize=0 itself). The harness's own failures are aborts with
+ * the verdict's message; ASAN_OPTIONS=symbolize=1 brings their symbols back. */
+const char* __asan_default_options(void);
+const char* __asan_default_options(void) {
+  return "symbolize=0";
+}
+#endif
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
