@@ -5,6 +5,7 @@
 #
 #   make                       build everything into out/make/
 #   make install PREFIX=/usr/local [DESTDIR=...]
+#   make uninstall PREFIX=/usr/local [DESTDIR=...]
 #   make clean
 #   make check-install         ci/install_consumers.sh: install into a temporary prefix,
 #                              build and run the example consumers, check the symbols
@@ -71,7 +72,7 @@ SHARED_LIBS := $(foreach v,$(HAK_VARIANTS),$(OUT)/lib/$(call lib_of,$(v)).so.$(V
 SHARED_LINKS := $(foreach v,$(HAK_VARIANTS),$(OUT)/lib/$(call lib_of,$(v)).so.$(MAJOR) $(OUT)/lib/$(call lib_of,$(v)).so)
 STATIC_LIBS := $(foreach v,$(HAK_VARIANTS),$(OUT)/lib/$(call lib_of,$(v)).a)
 
-.PHONY: all install clean check-install print-config
+.PHONY: all install uninstall clean check-install print-config
 .DEFAULT_GOAL := all
 all: $(SHARED_LIBS) $(SHARED_LINKS) $(STATIC_LIBS)
 
@@ -141,6 +142,17 @@ install: all
 	  -e 's|@SUFFIXES@|$(foreach v,$(HAK_VARIANTS),"$(HAK_SUFFIX_$(v))")|g' \
 	  mk/hakmemConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/hakmemConfig.cmake
 	sed $(SED_VARS) mk/hakmemConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/hakmemConfigVersion.cmake
+
+# Removes exactly what install put there (same PREFIX, LIBDIR, ... and DESTDIR), and the
+# package directories only if nothing else is left in them.
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/hakmem.h
+	$(foreach v,$(HAK_VARIANTS),\
+	  rm -f $(DESTDIR)$(LIBDIR)/$(call lib_of,$(v)).a $(DESTDIR)$(LIBDIR)/$(call lib_of,$(v)).so \
+	    $(DESTDIR)$(LIBDIR)/$(call lib_of,$(v)).so.$(MAJOR) $(DESTDIR)$(LIBDIR)/$(call lib_of,$(v)).so.$(VERSION) \
+	    $(DESTDIR)$(PKGCONFIGDIR)/hakmem$(HAK_SUFFIX_$(v)).pc && ) true
+	rm -f $(DESTDIR)$(CMAKEDIR)/hakmemConfig.cmake $(DESTDIR)$(CMAKEDIR)/hakmemConfigVersion.cmake
+	-rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null
 
 check-install:
 	bash ci/install_consumers.sh

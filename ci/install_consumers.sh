@@ -214,6 +214,13 @@ for req in "0.1:1" "$version:1" "0.2:0" "1.0:0"; do
 done
 echo "hakmemConfigVersion.cmake: $version satisfies find_package(hakmem 0.1) and ($version), not (0.2) or (1.0)"
 
+step "make uninstall PREFIX=$prefix"
+touch "$prefix/lib/not-hakmems.so" # someone else's file: must stay
+make -s uninstall PREFIX="$prefix"
+left=$(cd "$prefix" && find . -type f -o -type l | sort | tr '\n' ' ')
+[ "$left" = "./lib/not-hakmems.so " ] || fail "make uninstall left: $left (want only ./lib/not-hakmems.so)"
+echo "make uninstall removed every installed file and kept the others: $left"
+
 if [ "$failures" -ne 0 ]; then
   die "$failures check(s) failed"
 fi
