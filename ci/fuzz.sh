@@ -13,7 +13,8 @@
 #                 120 with CI=true, so each engine's job stays near 2 minutes)
 #   --target T    fuzz only T (repeatable): alloc_small, alloc_hardened_small,
 #                 threads_small, threads_hardened_small, concurrent_small,
-#                 concurrent_hardened_small, misuse_hardened_small (default: all seven)
+#                 concurrent_hardened_small, misuse_hardened_small (default: every
+#                 target of fuzz/BUILD, as python3 fuzz/targets.py --names lists them)
 #   --jobs N      N fuzzing processes per target at once, sharing its corpus (default 1):
 #                 libFuzzer with -fork=N; AFL++ as one main (-M) and N-1 secondary (-S)
 #                 instances in one output folder. Executions and exec/s are their sums
@@ -37,11 +38,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_TARGETS=(alloc_small alloc_hardened_small threads_small threads_hardened_small
-  concurrent_small concurrent_hardened_small misuse_hardened_small)
+# The targets of fuzz/BUILD, as fuzz/targets.py reads them (one list for Bazel,
+# ClusterFuzzLite and this script).
+mapfile -t ALL_TARGETS < <(python3 fuzz/targets.py --names)
+[ ${#ALL_TARGETS[@]} -gt 0 ] || { echo "ci/fuzz.sh: fuzz/targets.py listed no targets" >&2; exit 2; }
 
 usage() {
-  sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
