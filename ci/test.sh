@@ -14,13 +14,16 @@
 #   ubsan   ... under UndefinedBehaviorSanitizer
 #   tsan    ... under ThreadSanitizer
 #   fuzz    time-bounded libFuzzer and AFL++ campaigns (ci/fuzz.sh)
+#   cflite  .clusterfuzzlite/build.sh without Docker, with the base image's variables,
+#           for libFuzzer + ASan, libFuzzer + UBSan and AFL++, each target run briefly
+#           (ci/cflite_check.sh)
 #   gate    the benchmark gate: callgrind instruction counts and time ratios
 # ci/test.sh [stage ...] runs only the named stages (default: all, in this order);
 # "sanitizers" is short for asan ubsan tsan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_stages=(build install unit consumer asan ubsan tsan fuzz gate)
+all_stages=(build install unit consumer asan ubsan tsan fuzz cflite gate)
 stages=()
 for a in "$@"; do
   case "$a" in
@@ -53,6 +56,7 @@ for s in "${stages[@]}"; do
       bash ci/fuzz.sh --engine libfuzzer --seconds "$fuzz_seconds"
       bash ci/fuzz.sh --engine afl --seconds "$fuzz_seconds"
       ;;
+    cflite) bash ci/cflite_check.sh ;;
     gate) bash ci/bench_gate.sh ;;
     *)
       echo "ci/test.sh: unknown stage '$s' (known: ${all_stages[*]} sanitizers)" >&2
