@@ -6,6 +6,7 @@
 // frees were never collected, and every cycle pinned more segments.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <set>
@@ -104,6 +105,64 @@ TEST(Adoption, FreeingAnExitedThreadsBlocksGivesItsSegmentsBackWithoutAnyMalloc)
   ASSERT_EQ(hak_stats_read(&after), 0);
   EXPECT_GE(after.purge_bytes - before.purge_bytes, (uint64_t)4 << 20) << "the exited thread's memory was not purged";
   hak_free(mine);
+}
+
+// Several threads free an exited thread's blocks at once, interleaved over the same
+// segments, while another thread keeps adopting abandoned segments. A free into an
+// abandoned segment takes no lock (a per-segment flag keeps other freers off, and
+// whoever takes the segment off the list waits for the flag): every block must come
+// back exactly once, whichever path it took (direct, remote onto the page's list, or
+// to the adopter), and the segments must all go back. TSan checks the hand-offs.
+TEST(Adoption, ConcurrentFreesIntoAbandonedSegmentsRaceWithAdopters) {
+  void* mine = hak_malloc(16);
+  ASSERT_NE(mine, nullptr);
+  hak_collect(true);
+  const uint64_t start = LiveSegments();
+  constexpr int kFreers = 3, kRounds = 12, kBlocks = 12000;
+  for (int round = 0; round < kRounds; round++) {
+    std::vector<void*> left;
+    std::thread worker([&left] {
+      for (int i = 0; i < kBlocks; i++) {
+        size_t size = 16 + (size_t)(i * 7919) % 3000;
+        void* p = hak_malloc(size);
+        ASSERT_NE(p, nullptr);
+        memset(p, 0x3c, size);
+        left.push_back(p);
+      }
+    });
+    worker.join();  // abandons its segments with every block live
+    std::atomic<bool> go{false};
+    std::atomic<int> done{0};
+    std::vector<std::thread> freers;
+    for (int f = 0; f < kFreers; f++) {
+      // freer f takes every kFreers-th block: all freers work on the same pages
+      freers.emplace_back([&, f] {
+        if (f == 0) hak_free(hak_malloc(32));  // one freer with a heap of its own
+        while (!go.load()) std::this_thread::yield();
+        for (size_t i = (size_t)f; i < left.size(); i += kFreers) hak_free(left[i]);
+        hak_quarantine_flush();
+        done.fetch_add(1);
+      });
+    }
+    std::thread adopter([&] {
+      std::vector<void*> mine_now;
+      while (done.load() < kFreers) {  // each slow path may adopt an abandoned segment
+        for (int i = 0; i < 64; i++) mine_now.push_back(hak_malloc(40 + (size_t)(i % 8) * 500));
+        for (void* p : mine_now) hak_free(p);
+        mine_now.clear();
+        hak_collect(false);
+      }
+    });
+    go.store(true);
+    for (auto& t : freers) t.join();
+    adopter.join();
+  }
+  hak_free(mine);
+  hak_collect(true);
+  EXPECT_LE(LiveSegments(), start) << "segments still held after every block of the exited threads was freed";
+  hak_stats_t s;
+  ASSERT_EQ(hak_stats_read(&s), 0);
+  EXPECT_LT(s.in_use_bytes, (uint64_t)1 << 20) << "blocks of the exited threads still count as in use";
 }
 
 // Threads that each leave 4 blocks behind (of 4 classes) and exit: the next thread
