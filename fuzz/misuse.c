@@ -326,13 +326,13 @@ static void verdict(const char* what, int kind, const char* err) {
 }
 
 /* Runs before hakmem's constructor reads its options (constructors with a priority run
- * before those without). A freed big block or whale is PROT_NONE while it waits in its
- * cache; the small-limits variant's purge delay (1 ms) would evict it by the clock, and
- * on a busy machine more than 1 ms can pass between the free and the injected access:
- * then the access reads purged memory and is "not caught" (CI's AFL++ run saw it once).
- * An hour's delay leaves eviction to the input's own allocations, which the harness
- * accounts for, so the verdict no longer depends on the machine's speed. An explicit
- * HAKMEM_PURGE_DELAY_MS in the environment still wins. */
+ * before those without). The small-limits variant's purge delay is 1 ms, and on a busy
+ * machine more than that can pass between a free and the injected access: eviction and
+ * purging then happen by the clock instead of by the input. Until evicted large blocks
+ * stayed PROT_NONE, such an access read purged memory and was "not caught" (CI's AFL++
+ * run saw it once); it is caught now, but an hour's delay still keeps every input's
+ * path (which cache, evicted or not) a function of the input alone, not of the
+ * machine's speed. An explicit HAKMEM_PURGE_DELAY_MS in the environment still wins. */
 __attribute__((constructor(101))) static void misuse_long_purge_delay(void) {
   setenv("HAKMEM_PURGE_DELAY_MS", "3600s", 0);
 }

@@ -30,8 +30,18 @@ static void hak_cache_protect(void* block, size_t bytes, bool accessible) {
   hak_os_guard(block, bytes, accessible, HAK_OS_USER_HUGE,
                "a cached block could not be made accessible again (out of memory)");
 }
-#define hak_bigcache_protect(page, accessible) \
-  hak_cache_protect(hak_page_area(page), hak_page_bytes_of(page), (accessible))
+/* A big page going in is closed and its slices marked, so that wherever they end up (the
+ * page handed out again, cut, or evicted into a free span) they are opened only as a
+ * block is carved there again (hak_span_open). */
+static void hak_bigcache_protect(hak_page_t* page, bool accessible) {
+  if (!hak_options.large_quarantine) return;
+  hak_segment_t* segment = hak_segment_of(page);
+  uint64_t bits = (page->slice_count >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << page->slice_count) - 1))
+                  << page->slice_index;
+  if (accessible) atomic_fetch_and_explicit(&segment->noaccess_slices, ~bits, memory_order_relaxed);
+  hak_cache_protect(hak_page_area(page), hak_page_bytes_of(page), accessible);
+  if (!accessible) atomic_fetch_or_explicit(&segment->noaccess_slices, bits, memory_order_relaxed);
+}
 #define hak_whale_protect(segment, accessible)                                                   \
   hak_cache_protect((segment)->whale_block,                                                      \
                     (size_t)((uint8_t*)(segment) + (segment)->mapping_size - (segment)->whale_block), \
@@ -55,6 +65,10 @@ static size_t hak_cache_hold(void) {
 
 /* ---- BigCache --------------------------------------------------------------------------- */
 
+void hak_bigcache_close(hak_page_t* page) {
+  hak_bigcache_protect(page, false);
+}
+
 static _Atomic uint64_t hak_bigcache_exited[4]; /* hits, misses, puts, evictions of exited heaps */
 
 static size_t hak_bigcache_slots(void) {
@@ -66,9 +80,10 @@ static size_t hak_bigcache_slots(void) {
 #define hak_bigcache_set(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELAXED)
 #define hak_bigcache_add(field, n) hak_bigcache_set(field, (field) + (n))
 
+/* Takes entry i out (still inaccessible under the large quarantine: the caller opens
+ * what it hands out; an evicted page stays closed in the big segments' free spans). */
 static hak_page_t* hak_bigcache_remove(hak_bigcache_t* cache, size_t i) {
   hak_page_t* page = cache->pages[i];
-  hak_bigcache_protect(page, true);
   hak_bigcache_add(cache->bytes, -hak_page_bytes_of(page));
   for (size_t j = i + 1; j < cache->count; j++) {
     cache->pages[j - 1] = cache->pages[j];
@@ -99,7 +114,8 @@ hak_page_t* hak_bigcache_get(hak_heap_t* heap, size_t slices) {
   }
   hak_bigcache_add(cache->hits, 1);
   hak_page_t* page = hak_bigcache_remove(cache, (size_t)best);
-  if (page->slice_count > slices) hak_segment_big_resize(page, slices);
+  if (page->slice_count > slices) hak_segment_big_resize(page, slices); /* the tail stays closed */
+  hak_bigcache_protect(page, true);
   return page;
 }
 
@@ -108,6 +124,7 @@ void hak_bigcache_put(hak_heap_t* heap, hak_page_t* page) {
   size_t slots = hak_bigcache_slots(), bytes = hak_page_bytes_of(page);
   uint64_t now = hak_purge_now_ms();
   if (slots == 0 || bytes > hak_options.bigcache_bytes) {
+    hak_bigcache_close(page);
     hak_segment_big_free(page, now);
     return;
   }
@@ -203,9 +220,10 @@ static size_t hak_whale_slots(void) {
   return hak_options.whale_slots < HAK_WHALE_SLOTS_MAX ? hak_options.whale_slots : HAK_WHALE_SLOTS_MAX;
 }
 
+/* Takes entry i out, still inaccessible under the large quarantine: hak_whale_get
+ * opens what it hands out; an evicted whale stays closed in the region. */
 static hak_segment_t* hak_whale_remove(size_t i) {
   hak_segment_t* segment = hak_whales.entries[i].segment;
-  hak_whale_protect(segment, true);
   hak_whales.bytes -= segment->mapping_size;
   for (size_t j = i + 1; j < hak_whales.count; j++) hak_whales.entries[j - 1] = hak_whales.entries[j];
   hak_whales.count--;
@@ -220,7 +238,7 @@ static void hak_whale_evict_first(hak_whale_evicted_t* out) {
 
 static void hak_whale_release_all(const hak_whale_evicted_t* evicted) {
   for (size_t i = 0; i < evicted->count; i++) {
-    hak_whale_release(evicted->entries[i].segment, evicted->entries[i].put_ms);
+    hak_whale_release(evicted->entries[i].segment, evicted->entries[i].put_ms, hak_large_quarantine_on());
   }
 }
 
@@ -268,7 +286,11 @@ hak_segment_t* hak_whale_get(size_t need, size_t align, size_t align_offset) {
   if (found != NULL) hak_whales.hits++;
   else hak_whales.misses++;
   hak_unlock(&hak_whale_lock);
-  if (tail != NULL) hak_region_free(tail, tail_units, tail_idle, false);
+  if (tail != NULL) {
+    if (hak_large_quarantine_on()) hak_region_note_noaccess(tail, tail_units << HAK_SEGMENT_SHIFT);
+    hak_region_free(tail, tail_units, tail_idle, false);
+  }
+  if (found != NULL) hak_whale_protect(found, true); /* what is handed out (the tail stays closed) */
   return found;
 }
 

@@ -113,8 +113,13 @@ static void hak_fault_on_segv(int sig, siginfo_t* info, void* context) {
   (void)sig;
   (void)context;
   const uint8_t* addr = (const uint8_t*)info->si_addr;
-  hak_segment_t* segment = info->si_code == SEGV_ACCERR ? hak_fault_segment_around(addr) : NULL;
-  if (segment == NULL) return;
+  if (info->si_code != SEGV_ACCERR) return;
+  hak_segment_t* segment = hak_fault_segment_around(addr);
+  if (segment == NULL) {
+    /* a freed whale, or a big segment with freed blocks, gone back to the region closed */
+    if (hak_region_fault_is_freed(addr)) hak_fault_in_class(HAK_FAULT_USE_AFTER_FREE, addr, HAK_FAULT_CLASS_HUGE);
+    return;
+  }
   const uint8_t* base = (const uint8_t*)segment;
   switch (segment->kind) {
     case HAK_SEGMENT_ZERO:
@@ -129,7 +134,11 @@ static void hak_fault_on_segv(int sig, siginfo_t* info, void* context) {
       if (hak_segment_is_guard(segment, addr)) hak_fault(HAK_FAULT_GUARD_PAGE, addr);
       if (addr < base + HAK_SLICE_SIZE) break;
       const hak_page_t* page = hak_segment_page_of(segment, addr);
-      if (page->in_use && page->used == 0) hak_fault_in_class(HAK_FAULT_USE_AFTER_FREE, addr, HAK_FAULT_CLASS_HUGE);
+      uint64_t slice = (uint64_t)1 << (((uintptr_t)addr - (uintptr_t)base) >> HAK_SLICE_SHIFT);
+      bool closed = (atomic_load_explicit(&segment->noaccess_slices, memory_order_relaxed) & slice) != 0;
+      if (closed || (page->in_use && page->used == 0)) {
+        hak_fault_in_class(HAK_FAULT_USE_AFTER_FREE, addr, HAK_FAULT_CLASS_HUGE);
+      }
       break;
     }
     case HAK_SEGMENT_POOL:

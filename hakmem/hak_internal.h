@@ -111,6 +111,9 @@ struct hak_segment_s {
   uint8_t is_abandoned;          /* pool: on the abandoned list (written under its lock; read
                                     seq_cst by hak_segment_free_abandoned) */
   _Atomic uint8_t direct_busy;   /* pool, abandoned: a non-owner frees into it right now */
+  _Atomic uint64_t noaccess_slices; /* big (hardened level 2, large quarantine): slices of
+                                    freed blocks kept PROT_NONE (cached or evicted), until a
+                                    block is carved there again */
   uint8_t listed_idle_slices;    /* pool: its idle free slices when it was listed */
   uint8_t is_guarded;            /* pool, big (hardened level 2): its guard pages are PROT_NONE */
   /* Slice i belongs to the span starting at slice i - slice_offset[i]. Entry 64 serves
@@ -402,6 +405,13 @@ typedef struct hak_options_s {
 } hak_options_t;
 
 extern hak_options_t hak_options;
+/* Hardened level 2's large quarantine (HAKMEM_LARGE_QUARANTINE): freed big blocks and
+ * whales are kept PROT_NONE until their memory is handed out again. */
+#if HAK_HARDEN_LARGE_QUARANTINE
+#define hak_large_quarantine_on() (hak_options.large_quarantine)
+#else
+#define hak_large_quarantine_on() false
+#endif
 void hak_options_init(void); /* from hak_process_init, before anything reads them */
 void hak_options_stats_scope(void); /* from the constructor: HAKMEM_STATS_CHILDREN=0 */
 
@@ -434,10 +444,18 @@ typedef struct hak_run_state_s {
   bool is_resident; /* every unit was in use since its last purge: writes fault little */
   uint64_t dense_units; /* bit i: unit i of the run came from a segment, mostly resident */
   size_t resident_units; /* units from the run's start through its last one that may be resident */
+  uint64_t noaccess_units; /* bit i: unit i held a freed large block kept PROT_NONE (hardened
+                              level 2); hak_region_alloc made the run accessible again */
 } hak_run_state_t;
 
 void* hak_region_alloc(size_t units, size_t align, size_t align_offset, hak_run_state_t* state);
 bool hak_region_extend(void* run, size_t units, size_t extra_units); /* claim the next units */
+/* Hardened level 2: units of a run about to be freed that hold a freed block made
+ * PROT_NONE ([addr, addr+bytes)); they stay so in the region until taken again. */
+void hak_region_note_noaccess(const void* addr, size_t bytes);
+/* From the SIGSEGV handler (no lock, racy reads): addr lies in a free unit of the
+ * region kept PROT_NONE since a freed block left it. */
+bool hak_region_fault_is_freed(const void* addr);
 /* Before a run taken from the region is used: its units get the THP advice of their
  * role (HAKMEM_THP: huge only for whales in `whales` mode). One madvise over the run
  * when a unit's last advice differs, none when it was already so (the usual reuse). */
@@ -576,13 +594,17 @@ void hak_large_free(hak_segment_t* segment, hak_page_t* page); /* big blocks and
 bool hak_big_resize_in_place(hak_page_t* page, size_t size);
 void* hak_whale_realloc(hak_segment_t* segment, void* p, size_t size);
 size_t hak_whale_usable(const hak_segment_t* segment, const void* p);
-void hak_whale_release(hak_segment_t* segment, uint64_t idle_since_ms); /* to the region or OS */
+/* To the region or the OS; is_protected: its block is PROT_NONE already (evicted from the
+ * whale ring). With the large quarantine on, the block stays (or is made) PROT_NONE in
+ * the region until its units are taken again. */
+void hak_whale_release(hak_segment_t* segment, uint64_t idle_since_ms, bool is_protected);
 void hak_large_stats_read(hak_stats_t* out);
 
 /* ---- hak_cache.c: the BigCache (per heap) and the whale cache (global) -------------- */
 
 hak_page_t* hak_bigcache_get(hak_heap_t* heap, size_t slices);
 void hak_bigcache_put(hak_heap_t* heap, hak_page_t* page);
+void hak_bigcache_close(hak_page_t* page); /* hardened level 2: a freed big page made PROT_NONE */
 bool hak_bigcache_flush(hak_heap_t* heap, bool all); /* !all: not the held newest; false if none went */
 void hak_bigcache_trim(hak_heap_t* heap, uint64_t now); /* evicts entries idle for the purge delay */
 void hak_bigcache_fold(const hak_heap_t* heap); /* an exiting heap's counters */

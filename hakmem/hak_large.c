@@ -67,8 +67,12 @@ static void hak_big_free(hak_page_t* page) {
   page->used = 0;
   page->free_is_zero = 0;
   hak_heap_t* heap = hak_heap_get();
-  if (heap != &hak_heap_empty) hak_bigcache_put(heap, page);
-  else hak_segment_big_free(page, hak_purge_now_ms());
+  if (heap != &hak_heap_empty) {
+    hak_bigcache_put(heap, page);
+  } else {
+    hak_bigcache_close(page); /* hardened level 2: inaccessible in the free span too */
+    hak_segment_big_free(page, hak_purge_now_ms());
+  }
 }
 
 /* realloc of a big block in place: false when it has to move (to a pool class, to a
@@ -162,7 +166,7 @@ static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place,
   size_t mapping_size = hak_align_up(need, hak_os_page_size());
   hak_segment_t* segment =
       hak_os_map_aligned(mapping_size, place->run_align, place->run_align_offset, 0, HAK_OS_USER_HUGE);
-  *state = (hak_run_state_t){true, false, 0, 0};
+  *state = (hak_run_state_t){true, false, 0, 0, 0};
   if (segment != NULL) {
     hak_whale_thp_advise(segment, mapping_size);
     hak_whale_init_header(segment, mapping_size, true, true);
@@ -223,15 +227,25 @@ void* hak_large_alloc(hak_heap_t* heap, size_t size, size_t align) {
   return p;
 }
 
-void hak_whale_release(hak_segment_t* segment, uint64_t idle_since_ms) {
+void hak_whale_release(hak_segment_t* segment, uint64_t idle_since_ms, bool is_protected) {
   hak_segment_map_set(segment, false);
   hak_hardening_on_segment_release(segment);
   if (segment->is_dedicated) {
     hak_region_dedicated_unlink(segment);
     hak_os_unmap(segment, segment->mapping_size, HAK_OS_USER_HUGE);
-  } else {
-    hak_region_free(segment, segment->units, idle_since_ms, false);
+    return;
   }
+  if (hak_large_quarantine_on() && segment->whale_block != NULL) {
+    /* Kept inaccessible in the region (a use after free faults there too) until its
+     * units are taken again; the header page stays read-write. */
+    size_t bytes = (size_t)((uint8_t*)segment + segment->mapping_size - segment->whale_block);
+    if (!is_protected) {
+      hak_os_guard(segment->whale_block, bytes, false, HAK_OS_USER_HUGE,
+                   "a freed whale could not be made inaccessible (out of memory)");
+    }
+    hak_region_note_noaccess(segment->whale_block, bytes);
+  }
+  hak_region_free(segment, segment->units, idle_since_ms, false);
 }
 
 static void hak_whale_free(hak_segment_t* segment) {
@@ -241,7 +255,7 @@ static void hak_whale_free(hak_segment_t* segment) {
   /* Freed: the hardened variant names a second free of it a double free (it already
    * swapped this word in hak_hardening_on_free; realloc's copy path comes here too). */
   atomic_store_explicit(&segment->pages[0].xthread_free, 0, memory_order_relaxed);
-  if (!hak_whale_put(segment)) hak_whale_release(segment, hak_purge_now_ms());
+  if (!hak_whale_put(segment)) hak_whale_release(segment, hak_purge_now_ms(), false);
   hak_purge_tick();
 }
 

@@ -43,6 +43,8 @@ typedef struct hak_chunk_s {
   uint64_t thp_lean;   /* units wholly advised MADV_NOHUGEPAGE */
   uint64_t thp_huge;   /* units wholly advised MADV_HUGEPAGE */
   uint64_t guarded;    /* units whose segment guard pages are PROT_NONE (hardened level 2) */
+  uint64_t noaccess;   /* free units holding a freed large block kept PROT_NONE (hardened
+                          level 2's large quarantine): opened again when taken */
   uint64_t expire[HAK_CHUNK_UNITS];
 } hak_chunk_t;
 
@@ -122,6 +124,7 @@ static hak_chunk_t* hak_region_chunk_new(void) {
   chunk->pending = chunk->purging = chunk->run_starts = 0;
   chunk->thp_lean = lean ? ~(uint64_t)0 : 0;
   chunk->thp_huge = 0;
+  chunk->noaccess = 0;
   return chunk;
 }
 
@@ -149,6 +152,8 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
   state->dense_units = (chunk->dense & chunk->dirty & run) >> start;
   uint64_t dirty = chunk->dirty & run;
   state->resident_units = dirty == 0 ? 0 : (size_t)(64 - __builtin_clzll(dirty)) - start;
+  state->noaccess_units = (chunk->noaccess & run) >> start;
+  chunk->noaccess &= ~run;
   chunk->dense &= ~run;
   chunk->used |= run;
   chunk->nonzero |= run;
@@ -197,16 +202,26 @@ static void* hak_region_find_locked(size_t n, size_t align, size_t align_offset,
 /* Resident memory first: free units that may still hold their pages, then blocks the
  * whale ring holds (evicted oldest first until a resident run appears), then
  * clean units, then a new chunk. */
+/* Units a freed large block left PROT_NONE become accessible as they are taken (one
+ * call for the run; its other units are accessible already). */
+static void* hak_region_open(void* run, size_t units, uint64_t noaccess_units) {
+  if (noaccess_units != 0) {
+    hak_os_guard(run, units << HAK_SEGMENT_SHIFT, true, HAK_OS_USER_REGION,
+                 "units a freed block left inaccessible could not be opened again (out of memory)");
+  }
+  return run;
+}
+
 void* hak_region_alloc(size_t units, size_t align, size_t align_offset, hak_run_state_t* state) {
   if (units == 0 || units > HAK_CHUNK_RUN_MAX || align > HAK_CHUNK_SIZE) return NULL;
   void* run;
   do {
     run = hak_region_find_locked(units, align, align_offset, true, state);
-    if (run != NULL) return run;
+    if (run != NULL) return hak_region_open(run, units, state->noaccess_units);
   } while (hak_whale_evict_oldest());
   for (;;) {
     run = hak_region_find_locked(units, align, align_offset, false, state);
-    if (run != NULL) return run;
+    if (run != NULL) return hak_region_open(run, units, state->noaccess_units);
     hak_chunk_t* chunk = hak_region_chunk_new();
     if (chunk == NULL) return NULL;
     hak_lock(&hak_region_lock);
@@ -228,7 +243,30 @@ bool hak_region_extend(void* run, size_t units, size_t extra_units) {
     ok = true;
   }
   hak_unlock(&hak_region_lock);
+  if (ok) hak_region_open(hak_region_unit_addr(chunk, start), extra_units, state.noaccess_units);
   return ok;
+}
+
+void hak_region_note_noaccess(const void* addr, size_t bytes) {
+  if (bytes == 0) return;
+  hak_chunk_t* chunk = hak_region_chunk_of(addr);
+  size_t first = hak_region_unit_index(chunk, addr);
+  size_t last = hak_region_unit_index(chunk, (const uint8_t*)addr + bytes - 1);
+  hak_lock(&hak_region_lock);
+  chunk->noaccess |= hak_bits_range(first, last - first + 1);
+  hak_unlock(&hak_region_lock);
+}
+
+bool hak_region_fault_is_freed(const void* addr) {
+  for (const hak_chunk_t* c = __atomic_load_n(&hak_region_chunks, __ATOMIC_ACQUIRE); c != NULL;
+       c = __atomic_load_n(&c->next, __ATOMIC_RELAXED)) {
+    if ((uintptr_t)addr - (uintptr_t)c >= HAK_CHUNK_SIZE) continue;
+    uint64_t bit = (uint64_t)1 << (((uintptr_t)addr - (uintptr_t)c) >> HAK_SEGMENT_SHIFT);
+    uint64_t noaccess = __atomic_load_n(&c->noaccess, __ATOMIC_RELAXED);
+    uint64_t used = __atomic_load_n(&c->used, __ATOMIC_RELAXED);
+    return (noaccess & bit) != 0 && (used & bit) == 0;
+  }
+  return false;
 }
 
 /* ---- Huge pages ------------------------------------------------------------------------ */

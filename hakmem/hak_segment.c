@@ -184,10 +184,32 @@ static void hak_span_free(hak_spans_t* spans, hak_segment_t* segment, size_t sta
 
 /* Marks slices handed out again: their pending purge is cancelled, they are no longer
  * known zero. Returns whether all of them were. */
+/* Hardened level 2: slices of a freed big block kept PROT_NONE (in a BigCache, or
+ * evicted into a free span) become accessible as a block is carved there again, one
+ * call per run of them. */
+#if HAK_HARDEN_LARGE_QUARANTINE
+static void hak_span_open(hak_segment_t* segment, uint64_t bits) {
+  uint64_t closed = atomic_load_explicit(&segment->noaccess_slices, memory_order_relaxed) & bits;
+  if (closed == 0) return;
+  atomic_fetch_and_explicit(&segment->noaccess_slices, ~closed, memory_order_relaxed);
+  while (closed != 0) {
+    size_t start = (size_t)__builtin_ctzll(closed);
+    uint64_t rest = ~(closed >> start); /* 0 only when every slice from start on is closed */
+    size_t count = rest == 0 ? 64 - start : (size_t)__builtin_ctzll(rest);
+    hak_os_guard((uint8_t*)segment + (start << HAK_SLICE_SHIFT), count << HAK_SLICE_SHIFT, true, HAK_OS_USER_HUGE,
+                 "a freed big block's slices could not be opened again (out of memory)");
+    closed &= ~hak_slice_bits(start, count);
+  }
+}
+#else
+#define hak_span_open(segment, bits) ((void)(segment), (void)(bits))
+#endif
+
 static bool hak_span_reuse(hak_segment_t* segment, uint64_t bits) {
   bool was_zero = (segment->zero_slices & bits) == bits;
   segment->zero_slices &= ~bits;
   segment->decay_slices &= ~bits;
+  hak_span_open(segment, bits);
   return was_zero;
 }
 
@@ -389,6 +411,11 @@ static void hak_segment_release(hak_spans_t* spans, hak_segment_t* segment, uint
   atomic_store_explicit(&segment->thread_id, 0, memory_order_relaxed);
   /* dense unless decay purged most of it while it was in use */
   bool dense = __builtin_popcountll(segment->zero_slices) < (int)HAK_SEGMENT_SLICES / 2;
+  /* slices of freed blocks kept PROT_NONE: the region opens the unit when it is taken */
+  if (atomic_load_explicit(&segment->noaccess_slices, memory_order_relaxed) != 0) {
+    atomic_store_explicit(&segment->noaccess_slices, 0, memory_order_relaxed);
+    hak_region_note_noaccess(segment, HAK_SEGMENT_SIZE);
+  }
   hak_region_free(segment, 1, idle_since_ms, dense);
 }
 

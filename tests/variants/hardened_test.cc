@@ -560,6 +560,76 @@ TEST_F(Hardened, ReadAndWriteAfterFreeOfLargeBlocksFault) {
       kUseAfterFree);
 }
 
+// A freed large block stays inaccessible after it leaves its cache: evicted (the cache
+// over its slots) into the big segments' free spans or the region, or never cached (a
+// whale above HAKMEM_WHALE_BYTES), it is opened only when its memory is handed out
+// again. Before, eviction made it accessible, so a late use after free went unseen.
+TEST_F(Hardened, UseAfterFreeOfAnEvictedLargeBlockFaults) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  EXPECT_ACCESS_CAUGHT(
+      {
+        constexpr int kMore = 8;  // more than the BigCache's 4 slots
+        volatile char* p = (volatile char*)malloc((size_t)2 << 20);
+        void* more[kMore];
+        for (auto& m : more) m = malloc((size_t)2 << 20);
+        p[100] = 1;
+        free((void*)p);
+        for (auto& m : more) free(m);  // p, the oldest entry, is evicted to a free span
+        Announce((void*)(p + 100));
+        fprintf(stderr, "read %d\n", p[100]);
+      },
+      kUseAfterFree);
+  EXPECT_ACCESS_CAUGHT(
+      {
+        constexpr int kMore = 12;  // more than the whale ring's 8 slots
+        volatile char* p = (volatile char*)malloc((size_t)8 << 20);
+        void* more[kMore];
+        for (auto& m : more) m = malloc((size_t)8 << 20);
+        free((void*)p);
+        for (auto& m : more) free(m);  // p is evicted to the region
+        Announce((void*)(p + ((size_t)5 << 20)));
+        p[(size_t)5 << 20] = 1;
+        fprintf(stderr, "written\n");
+      },
+      kUseAfterFree);
+  EXPECT_ACCESS_CAUGHT(
+      {
+        volatile char* p = (volatile char*)malloc((size_t)80 << 20);  // above the ring's bytes
+        Require(p != nullptr, "malloc failed\n");
+        p[0] = 1;
+        free((void*)p);  // straight to the region
+        Announce((void*)(p + ((size_t)70 << 20)));
+        fprintf(stderr, "read %d\n", p[(size_t)70 << 20]);
+      },
+      kUseAfterFree);
+}
+
+// The memory of evicted, closed blocks is usable again by whatever takes it next:
+// big blocks of other sizes, whales, pool segments.
+TEST_F(Hardened, MemoryOfEvictedLargeBlocksIsUsableWhenReused) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  for (int round = 0; round < 3; round++) {
+    std::vector<char*> blocks;
+    for (int i = 0; i < 12; i++) blocks.push_back((char*)malloc(((size_t)1 << 20) + (size_t)i * (300 << 10)));
+    for (int i = 0; i < 12; i++) blocks.push_back((char*)malloc(((size_t)5 << 20) + (size_t)i * (1 << 20)));
+    for (char* b : blocks) ASSERT_NE(b, nullptr);
+    for (char* b : blocks) free(b);  // most are evicted, closed
+    blocks.clear();
+    for (int i = 0; i < 12; i++) blocks.push_back((char*)malloc(((size_t)3 << 20) - (size_t)i * (100 << 10)));
+    for (int i = 0; i < 6; i++) blocks.push_back((char*)malloc(((size_t)16 << 20) + (size_t)i * (3 << 20)));
+    for (char* b : blocks) {
+      ASSERT_NE(b, nullptr);
+      memset(b, 0x5b, malloc_usable_size(b));  // every byte writable
+    }
+    std::vector<char*> small;  // pool segments may take the region's closed units too
+    for (int i = 0; i < 20000; i++) small.push_back((char*)malloc(200));
+    for (char* q : small) memset(q, 1, 200);
+    for (char* q : small) free(q);
+    for (char* b : blocks) free(b);
+  }
+  hak_collect(true);
+}
+
 // Blocks above 128 KiB (a page of their own in the L2.5 pool otherwise) are big blocks
 // at level 2, so they wait in the BigCache inaccessible too.
 TEST_F(Hardened, ReadAndWriteAfterFreeOfL25SizedBlocksFault) {
