@@ -25,8 +25,7 @@ HAK_INLINE void* hak_page_pop(hak_heap_t* heap, hak_page_t* page, size_t size) {
   page->used++;
   hak_asan_unpoison(block, page->block_size);
   hak_hardening_on_handout(page, block);
-  hak_stat_inc(heap, alloc_fast);
-  hak_stat_class_inc(heap, class_allocs, page->class_index);
+  hak_stat_class_inc(heap, class_allocs, page->class_index); /* (alloc_fast is derived) */
   return block;
 }
 
@@ -73,8 +72,7 @@ HAK_INLINE void hak_free_checked(void* p) {
     hak_block_set_next(block, page->free);
     page->free = block;
     page->free_is_zero = 0;
-    hak_stat_inc(segment->heap, free_local);
-    hak_stat_class_inc(segment->heap, class_frees, page->class_index);
+    hak_stat_class_inc(segment->heap, class_frees, page->class_index); /* (free_local is derived) */
     if (hak_unlikely(--page->used == 0 || page->in_full)) hak_heap_local_free_slow(page);
     return;
   }

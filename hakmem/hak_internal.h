@@ -111,15 +111,16 @@ struct hak_segment_s {
   uint8_t is_abandoned;          /* pool: on the abandoned list (written under its lock; read
                                     seq_cst by hak_segment_free_abandoned) */
   _Atomic uint8_t direct_busy;   /* pool, abandoned: a non-owner frees into it right now */
-  _Atomic uint64_t noaccess_slices; /* big (hardened level 2, large quarantine): slices of
-                                    freed blocks kept PROT_NONE (cached or evicted), until a
-                                    block is carved there again */
   uint8_t listed_idle_slices;    /* pool: its idle free slices when it was listed */
   uint8_t is_guarded;            /* pool, big (hardened level 2): its guard pages are PROT_NONE */
   /* Slice i belongs to the span starting at slice i - slice_offset[i]. Entry 64 serves
    * huge blocks aligned to 4 MiB, which start one unit after their header. */
   uint8_t slice_offset[HAK_SEGMENT_SLICES + 1];
   hak_page_t pages[HAK_SEGMENT_SLICES]; /* the descriptor of a span sits at its first slice */
+  /* (after the pages: the fast paths' offsets into the header stay where they were) */
+  _Atomic uint64_t noaccess_slices; /* big (hardened level 2, large quarantine): slices of
+                                       freed blocks kept PROT_NONE (cached or evicted), until
+                                       a block is carved there again */
 #if HAK_HARDEN_FREE_CHECKS
   /* One bit per block of each page, set while the block is handed out. */
   _Atomic(uint64_t) live[HAK_SEGMENT_SLICES][HAK_SEGMENT_SLICES];
@@ -145,8 +146,10 @@ typedef struct hak_spans_s {
 typedef struct hak_heap_stats_s {
   uint64_t class_allocs[HAK_STATS_CLASS_COUNT];
   uint64_t class_frees[HAK_STATS_CLASS_COUNT];
-  uint64_t alloc_fast, alloc_slow, alloc_large;
-  uint64_t free_local, free_remote, free_delayed, free_large;
+  /* alloc_fast and free_local are not counted: the fast paths count only the class
+   * (hak_stats_derive_paths works them out from the class counts) */
+  uint64_t alloc_slow, alloc_large;
+  uint64_t free_remote, free_delayed, free_large;
   uint64_t pages_allocated, pages_freed;
 } hak_heap_stats_t;
 #endif
@@ -645,14 +648,16 @@ void hak_thread_register(hak_heap_t* heap); /* arrange hak_heap_thread_done at e
 void hak_stats_global_add(const hak_heap_t* heap); /* fold an exiting heap's counters */
 
 /* Sampled latency (stats variant): hak_malloc and hak_free time one call in
- * HAK_STATS_LATENCY_SAMPLE per thread with the cycle counter; a thread-local tick
- * decides, so the untimed calls pay an increment and a branch. */
+ * HAK_STATS_LATENCY_SAMPLE (256) per thread with the cycle counter; a thread-local
+ * byte counting down decides, so an untimed call pays one decrement of memory and a
+ * branch (a 32-bit tick counting up and masked cost twice the instructions). */
 #if HAK_STATS
-extern __thread uint32_t hak_latency_tick[HAK_STATS_LATENCY_OPS] __attribute__((tls_model("initial-exec")));
+_Static_assert(HAK_STATS_LATENCY_SAMPLE == 256, "the tick is a byte that wraps");
+extern __thread uint8_t hak_latency_tick[HAK_STATS_LATENCY_OPS] __attribute__((tls_model("initial-exec")));
 /* One tick per op: a shared one would time every 256th call of a malloc/free loop,
  * always a malloc. */
 static inline bool hak_latency_due(int op) {
-  return hak_unlikely((++hak_latency_tick[op] & (HAK_STATS_LATENCY_SAMPLE - 1)) == 0);
+  return hak_unlikely(--hak_latency_tick[op] == 0);
 }
 static inline uint64_t hak_cycles(void) {
 #if defined(__x86_64__)

@@ -40,7 +40,7 @@ static void hak_stats_copy_global(void* out) {
 #if HAK_STATS
 /* Adds a heap's counters: atomically into the global words, plainly into a snapshot. */
 #define HAK_STATS_HEAP_FIELDS(X) \
-  X(alloc_fast) X(alloc_slow) X(alloc_large) X(free_local) X(free_remote) X(free_delayed) \
+  X(alloc_slow) X(alloc_large) X(free_remote) X(free_delayed) \
   X(free_large) X(pages_allocated) X(pages_freed)
 
 void hak_stats_global_add(const hak_heap_t* heap) {
@@ -54,6 +54,22 @@ void hak_stats_global_add(const hak_heap_t* heap) {
 #define HAK_STATS_FOLD(f) __atomic_fetch_add(hak_stats_global_word(offsetof(hak_stats_t, f)), s->f, __ATOMIC_RELAXED);
   HAK_STATS_HEAP_FIELDS(HAK_STATS_FOLD)
 #undef HAK_STATS_FOLD
+}
+
+/* The fast paths count only the class of each block (one counter fewer on each):
+ * every pool allocation is fast or slow and every pool free local or remote, so the
+ * fast and local counts are what the class counts leave (huge blocks have their own
+ * paths). Other threads count on meanwhile: a snapshot can move one call from one
+ * path to the other, never the totals. */
+static void hak_stats_derive_paths(hak_stats_t* out) {
+  uint64_t allocs = 0, frees = 0;
+  for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
+    if (i == HAK_CLASS_HUGE) continue;
+    allocs += out->class_allocs[i];
+    frees += out->class_frees[i];
+  }
+  out->alloc_fast = allocs > out->alloc_slow ? allocs - out->alloc_slow : 0;
+  out->free_local = frees > out->free_remote ? frees - out->free_remote : 0;
 }
 
 static void hak_stats_visit_heap(const hak_heap_t* heap, void* arg) {
@@ -78,7 +94,7 @@ static void hak_stats_visit_heap(const hak_heap_t* heap, void* arg) {
  * relaxed add per sampled call, 1 in HAK_STATS_LATENCY_SAMPLE). */
 #define HAK_LATENCY_SUB 8
 #define HAK_LATENCY_BUCKETS (HAK_LATENCY_SUB * 40)
-__thread uint32_t hak_latency_tick[HAK_STATS_LATENCY_OPS] __attribute__((tls_model("initial-exec")));
+__thread uint8_t hak_latency_tick[HAK_STATS_LATENCY_OPS] __attribute__((tls_model("initial-exec")));
 static _Atomic uint64_t hak_latency_hist[HAK_STATS_LATENCY_OPS][HAK_LATENCY_BUCKETS];
 static uint64_t hak_latency_cycles0, hak_latency_ns0; /* hak_latency_clock_start */
 
@@ -191,6 +207,7 @@ void hak_stats_collect_upto(hak_stats_t* out, size_t want) {
    * an exiting thread folds its counters and leaves the live set: counted once. */
 #if HAK_STATS
   hak_heap_visit_all_after(hak_stats_copy_global, hak_stats_visit_heap, out);
+  hak_stats_derive_paths(out);
   out->counters_enabled = 1;
 #else
   hak_heap_visit_all_after(hak_stats_copy_global, NULL, out);
