@@ -63,7 +63,7 @@ hak_options_t hak_options = {
     .policy = false,
     .policy_seed = 1,
     .policy_epoch_ms = 200,
-    .policy_rss_weight = 100,
+    .policy_rss_weight = 1000,
     .policy_log = false,
 };
 

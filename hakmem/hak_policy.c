@@ -228,13 +228,16 @@ typedef struct hak_policy_sample_s {
 
 static struct {
   hak_lock_t lock;                /* try-lock: one thread runs an epoch's end, others skip */
-  _Atomic uint64_t epoch_end_ms;  /* the first tick at or after this ends the epoch */
+  _Atomic uint64_t next_ms;       /* the first tick at or after this has work: a sample or the end */
+  uint64_t epoch_end_ms;          /* ... the epoch's end */
+  uint64_t sample_ms;             /* ... the next sample of the held bytes */
+  uint64_t held_sum, held_samples;
   hak_policy_learner_t learner;
   hak_policy_setting_t caps;
   int arm;                        /* the arm in force */
   hak_policy_sample_t start;      /* the epoch's start */
   hak_stats_t scratch;            /* for the cache and region readers (under the lock) */
-} hak_policy_state = {.lock = HAK_LOCK_INIT, .epoch_end_ms = UINT64_MAX};
+} hak_policy_state = {.lock = HAK_LOCK_INIT, .next_ms = UINT64_MAX};
 
 static uint64_t hak_policy_now_ns(void) {
   struct timespec ts;
@@ -260,15 +263,39 @@ static uint64_t hak_policy_held_bytes(void) {
   return s->whale.cached_bytes + s->bigcache.cached_bytes + s->region_dirty_bytes;
 }
 
-/* The options are read at each use without locks by other threads; an aligned word
- * store is seen whole. Not instrumented (HAK_NO_SANITIZE): a racy update by design. */
+/* The options are read at each use, without locks, by other threads, as plain loads
+ * (hak_cache.c, hak_purge.c, ...): an aligned word store is seen whole, old or new, and
+ * a reader that sees the old limit once does no harm. A racy update by design, so not
+ * instrumented (HAK_NO_SANITIZE; TSan instruments atomic builtins even there, so the
+ * stores are volatile, one instruction each). */
+#define hak_policy_store(field, value) (*(volatile size_t*)&(field) = (value))
+
 HAK_NO_SANITIZE static void hak_policy_apply(const hak_policy_setting_t* s) {
-  __atomic_store_n(&hak_options.whale_slots, s->whale_slots, __ATOMIC_RELAXED);
-  __atomic_store_n(&hak_options.whale_bytes, s->whale_bytes, __ATOMIC_RELAXED);
-  __atomic_store_n(&hak_options.bigcache_slots, s->bigcache_slots, __ATOMIC_RELAXED);
-  __atomic_store_n(&hak_options.bigcache_bytes, s->bigcache_bytes, __ATOMIC_RELAXED);
-  __atomic_store_n(&hak_options.purge_delay_ms, s->purge_delay_ms, __ATOMIC_RELAXED);
-  __atomic_store_n(&hak_options.purge_batch_bytes, s->purge_batch_bytes, __ATOMIC_RELAXED);
+  hak_policy_store(hak_options.whale_slots, s->whale_slots);
+  hak_policy_store(hak_options.whale_bytes, s->whale_bytes);
+  hak_policy_store(hak_options.bigcache_slots, s->bigcache_slots);
+  hak_policy_store(hak_options.bigcache_bytes, s->bigcache_bytes);
+  hak_policy_store(hak_options.purge_delay_ms, s->purge_delay_ms);
+  hak_policy_store(hak_options.purge_batch_bytes, s->purge_batch_bytes);
+}
+
+/* The held bytes are sampled HAK_POLICY_HELD_SAMPLES times an epoch (on ticks) and
+ * averaged: one reading at its end would see a burst's memory or not by chance. */
+static void hak_policy_sample_held(void) {
+  hak_policy_state.held_sum += hak_policy_held_bytes();
+  hak_policy_state.held_samples++;
+}
+
+static uint64_t hak_policy_sample_step_ms(void) {
+  uint64_t step = hak_options.policy_epoch_ms / HAK_POLICY_HELD_SAMPLES;
+  return step > 0 ? step : 1;
+}
+
+static void hak_policy_schedule(uint64_t now_ms) {
+  hak_policy_state.sample_ms = now_ms + hak_policy_sample_step_ms();
+  uint64_t next = hak_policy_state.sample_ms < hak_policy_state.epoch_end_ms ? hak_policy_state.sample_ms
+                                                                               : hak_policy_state.epoch_end_ms;
+  atomic_store_explicit(&hak_policy_state.next_ms, next, memory_order_relaxed);
 }
 
 /* ---- HAKMEM_POLICY_LOG: one line per epoch on stderr, without stdio ------------------ */
@@ -327,15 +354,17 @@ static void hak_policy_start_epoch(int arm, uint64_t now_ms) {
   hak_policy_setting_t s = hak_policy_resolve(&hak_policy_state.caps, arm);
   hak_policy_apply(&s);
   hak_policy_state.start = hak_policy_sample();
-  atomic_store_explicit(&hak_policy_state.epoch_end_ms, now_ms + hak_options.policy_epoch_ms,
-                        memory_order_relaxed);
+  hak_policy_state.held_sum = hak_policy_state.held_samples = 0;
+  hak_policy_state.epoch_end_ms = now_ms + hak_options.policy_epoch_ms;
+  hak_policy_schedule(now_ms);
 }
 
 static void hak_policy_end_epoch(uint64_t now_ms) {
   hak_policy_sample_t end = hak_policy_sample();
   const hak_policy_sample_t* start = &hak_policy_state.start;
+  hak_policy_sample_held();
   hak_policy_epoch_t epoch = {end.wall_ns - start->wall_ns, end.os_ns - start->os_ns, end.faults - start->faults,
-                              hak_policy_held_bytes()};
+                              hak_policy_state.held_sum / hak_policy_state.held_samples};
   double score = hak_policy_epoch_score(&epoch, hak_options.policy_rss_weight);
   int arm = hak_policy_state.arm;
   double reward = hak_policy_learn(&hak_policy_state.learner, arm, score);
@@ -356,12 +385,16 @@ void hak_policy_init(void) {
 }
 
 /* From hak_purge_tick (slow paths) when the policy is on: a load and a compare until
- * the epoch is over; then one thread ends it, the others (try-lock taken) go on. */
+ * a sample or the epoch's end is due; then one thread does it, the others (try-lock
+ * taken) go on. */
 void hak_policy_tick(uint64_t now_ms) {
-  if (now_ms < atomic_load_explicit(&hak_policy_state.epoch_end_ms, memory_order_relaxed)) return;
+  if (now_ms < atomic_load_explicit(&hak_policy_state.next_ms, memory_order_relaxed)) return;
   if (!hak_trylock(&hak_policy_state.lock)) return;
-  if (now_ms >= atomic_load_explicit(&hak_policy_state.epoch_end_ms, memory_order_relaxed)) {
+  if (now_ms >= hak_policy_state.epoch_end_ms) {
     hak_policy_end_epoch(now_ms);
+  } else if (now_ms >= hak_policy_state.sample_ms) {
+    hak_policy_sample_held();
+    hak_policy_schedule(now_ms);
   }
   hak_unlock(&hak_policy_state.lock);
 }

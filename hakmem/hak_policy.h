@@ -21,6 +21,7 @@ extern "C" {
 #define HAK_POLICY_ELO_K 32.0      /* rating points one decisive game moves, at most */
 #define HAK_POLICY_TIE_PERMILLE 50 /* scores within 5% of each other: a draw (noise) */
 #define HAK_POLICY_FAULT_NS 1000   /* a page fault's cost: ~1.25 us measured on the project's VMs */
+#define HAK_POLICY_HELD_SAMPLES 8  /* readings of the held bytes per epoch, averaged */
 
 /* The knobs the policy turns (fields of hak_options). The caps are the values the
  * options hold at start (the user's or the defaults): an arm only ever scales them down,
@@ -49,8 +50,8 @@ typedef struct hak_policy_epoch_s {
   uint64_t wall_ns;    /* the epoch's length */
   uint64_t os_ns;      /* time inside mmap/munmap/madvise/mremap/mprotect (hak_os.c) */
   uint64_t faults;     /* page faults (getrusage: minor + major) */
-  uint64_t held_bytes; /* at its end: bytes the policy's knobs keep resident (cached blocks,
-                          free dirty region units) */
+  uint64_t held_bytes; /* the mean over the epoch of the bytes the knobs keep resident
+                          (cached blocks, free dirty region units) */
 } hak_policy_epoch_t;
 
 /* Lower is better: the share of the epoch spent in OS calls and page faults, in parts
