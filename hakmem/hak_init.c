@@ -123,6 +123,7 @@ void hak_process_init(void) {
     hak_process_secret = hak_init_secret();
     hak_options_init();
     hak_os_init();
+    hak_policy_init();
     hak_hardening_install_fault_handler();
 #if HAK_STATS
     hak_latency_clock_start();

@@ -366,6 +366,7 @@ bool hak_os_protect(void* addr, size_t size, bool accessible, hak_os_user_t user
 void hak_os_guard(void* addr, size_t size, bool accessible, hak_os_user_t user, const char* what);
 bool hak_os_can_back(size_t size);                 /* the overcommit policy would allow it */
 void hak_os_stats_read(hak_stats_t* out);
+uint64_t hak_os_nanos_total(void);                 /* time in OS calls so far, every user and kind */
 
 /* ---- hak_options.c: every HAKMEM_* variable, read once ------------------------------ */
 
@@ -405,6 +406,11 @@ typedef struct hak_options_s {
   int stats_pid;               /* the process that read them */
   bool canary_report_only;     /* HAKMEM_CANARY_REPORT=1: hardened canary faults reported, not fatal */
   bool large_quarantine;       /* HAKMEM_LARGE_QUARANTINE: hardened cached large blocks PROT_NONE */
+  bool policy;                 /* HAKMEM_POLICY: the adaptive policy (hak_policy.c) turns the knobs above */
+  size_t policy_seed;          /* HAKMEM_POLICY_SEED: the learner's exploration order and ties */
+  size_t policy_epoch_ms;      /* HAKMEM_POLICY_EPOCH_MS: how long each candidate setting is measured */
+  size_t policy_rss_weight;    /* HAKMEM_POLICY_RSS_WEIGHT: score ppm per MiB held resident */
+  bool policy_log;             /* HAKMEM_POLICY_LOG: a line per epoch on stderr */
 } hak_options_t;
 
 extern hak_options_t hak_options;
@@ -439,6 +445,15 @@ void hak_purge_range_now(void* addr, size_t size);  /* one range at once, counte
 void hak_purge_schedule(uint64_t due_ms);         /* something becomes purgeable then */
 void hak_purge_tick(void);                        /* slow paths: purge what is due */
 void hak_purge_stats_read(hak_stats_t* out);
+
+/* ---- hak_policy.c: the adaptive policy (the pure part: hak_policy.h) ---------------- */
+
+#include "hak_policy.h"
+
+extern bool hak_policy_on;          /* HAKMEM_POLICY=1: hak_purge_tick calls hak_policy_tick */
+void hak_policy_init(void);         /* from hak_process_init, after the options */
+void hak_policy_tick(uint64_t now_ms); /* ends the epoch if it is over (one thread; others skip) */
+void hak_policy_read(hak_policy_status_t* out); /* for tests */
 
 /* ---- hak_region.c: address space in chunks, handed out in 4 MiB units -------------- */
 

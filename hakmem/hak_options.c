@@ -60,6 +60,11 @@ hak_options_t hak_options = {
     .stats_children = true,
     .canary_report_only = false,
     .large_quarantine = true,
+    .policy = false,
+    .policy_seed = 1,
+    .policy_epoch_ms = 200,
+    .policy_rss_weight = 1000,
+    .policy_log = false,
 };
 
 typedef enum hak_option_kind_e {
@@ -100,6 +105,11 @@ static const hak_option_t hak_option_table[] = {
     {"CANARY_REPORT", HAK_OPT_BOOL, 0, 1, &hak_options.canary_report_only},
     {"LARGE_QUARANTINE", HAK_OPT_BOOL, 0, 1, &hak_options.large_quarantine},
     {"THP", HAK_OPT_THP, 0, 2, &hak_options.thp_mode},
+    {"POLICY", HAK_OPT_BOOL, 0, 1, &hak_options.policy},
+    {"POLICY_SEED", HAK_OPT_COUNT, 0, 4294967295u, &hak_options.policy_seed},
+    {"POLICY_EPOCH_MS", HAK_OPT_MILLIS, 10, 60 * 1000, &hak_options.policy_epoch_ms},
+    {"POLICY_RSS_WEIGHT", HAK_OPT_COUNT, 0, 1000000, &hak_options.policy_rss_weight},
+    {"POLICY_LOG", HAK_OPT_BOOL, 0, 1, &hak_options.policy_log},
 };
 #define HAK_OPTION_COUNT (sizeof(hak_option_table) / sizeof(hak_option_table[0]))
 

@@ -419,6 +419,18 @@ static void hak_os_counter_add(const hak_os_counter_t* c, hak_os_call_stats_t* o
   out->nanos += atomic_load_explicit(&c->nanos, memory_order_relaxed);
 }
 
+/* The adaptive policy's measure of what OS calls cost (hak_policy.c): relaxed loads,
+ * no lock. */
+uint64_t hak_os_nanos_total(void) {
+  uint64_t total = 0;
+  for (int u = 0; u < HAK_STATS_OS_USERS; u++) {
+    for (int k = 0; k < HAK_STATS_OS_KINDS; k++) {
+      total += atomic_load_explicit(&hak_os_calls[u][k].nanos, memory_order_relaxed);
+    }
+  }
+  return total;
+}
+
 void hak_os_stats_read(hak_stats_t* out) {
   hak_os_call_stats_t* totals[HAK_STATS_OS_KINDS] = {&out->os_mmap, &out->os_munmap, &out->os_madvise,
                                                      &out->os_mremap, &out->os_mprotect};

@@ -69,6 +69,7 @@ void hak_purge_schedule(uint64_t due_ms) {
 /* One thread at a time claims the due time; the owner's purge re-schedules whatever
  * stays pending. */
 void hak_purge_tick(void) {
+  if (hak_unlikely(hak_policy_on)) hak_policy_tick(hak_purge_now_ms()); /* HAKMEM_POLICY=1 only */
   uint64_t due = atomic_load_explicit(&hak_purge_next_due, memory_order_relaxed);
   if (hak_likely(due == UINT64_MAX)) return;
   if (hak_purge_now_ms() < due) return;

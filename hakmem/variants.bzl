@@ -67,6 +67,7 @@ HAK_CORE_SRCS = [
     "hak_options.c",
     "hak_os.c",
     "hak_page.c",
+    "hak_policy.c",
     "hak_purge.c",
     "hak_region.c",
     "hak_segment.c",
@@ -78,6 +79,7 @@ HAK_INTERNAL_HDRS = [
     "hak_alloc.h",
     "hak_config.h",
     "hak_internal.h",
+    "hak_policy.h",
 ]
 
 def _hak_core_and_api(v, visibility, internal_visibility, tags = []):
