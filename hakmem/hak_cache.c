@@ -278,17 +278,20 @@ hak_segment_t* hak_whale_get(size_t need, size_t align, size_t align_offset) {
       found = hak_whale_remove((size_t)i);
       tail = (uint8_t*)found + (units << HAK_SEGMENT_SHIFT);
       tail_units = found->units - units;
-      found->units = units;
-      found->mapping_size = units << HAK_SEGMENT_SHIFT;
-      if (found->data_end > found->mapping_size) found->data_end = found->mapping_size;
     }
   }
   if (found != NULL) hak_whales.hits++;
   else hak_whales.misses++;
   hak_unlock(&hak_whale_lock);
   if (tail != NULL) {
+    /* The tail goes back before the header stops covering it: the usage walk steps over
+     * a whale's units by its header, and must never land on a unit in use that does not
+     * start with a header (under the large quarantine this one is PROT_NONE). */
     if (hak_large_quarantine_on()) hak_region_note_noaccess(tail, tail_units << HAK_SEGMENT_SHIFT);
     hak_region_free(tail, tail_units, tail_idle, false);
+    found->units = units;
+    found->mapping_size = units << HAK_SEGMENT_SHIFT;
+    if (found->data_end > found->mapping_size) found->data_end = found->mapping_size;
   }
   if (found != NULL) hak_whale_protect(found, true); /* what is handed out (the tail stays closed) */
   return found;

@@ -463,7 +463,7 @@ typedef struct hak_run_state_s {
   uint64_t dense_units; /* bit i: unit i of the run came from a segment, mostly resident */
   size_t resident_units; /* units from the run's start through its last one that may be resident */
   uint64_t noaccess_units; /* bit i: unit i held a freed large block kept PROT_NONE (hardened
-                              level 2); hak_region_alloc made the run accessible again */
+                              level 2), opened as the region took it */
 } hak_run_state_t;
 
 void* hak_region_alloc(size_t units, size_t align, size_t align_offset, hak_run_state_t* state);

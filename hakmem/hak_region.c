@@ -153,7 +153,13 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
   uint64_t dirty = chunk->dirty & run;
   state->resident_units = dirty == 0 ? 0 : (size_t)(64 - __builtin_clzll(dirty)) - start;
   state->noaccess_units = (chunk->noaccess & run) >> start;
-  chunk->noaccess &= ~run;
+  if (state->noaccess_units != 0) {
+    /* Opened under the lock: the usage walk reads the header of every unit in use, and
+     * must not find one still PROT_NONE (rare: only where a freed large block waited). */
+    hak_os_guard(hak_region_unit_addr(chunk, start), n << HAK_SEGMENT_SHIFT, true, HAK_OS_USER_REGION,
+                 "units a freed block left inaccessible could not be opened again (out of memory)");
+    chunk->noaccess &= ~run;
+  }
   chunk->dense &= ~run;
   chunk->used |= run;
   chunk->nonzero |= run;
@@ -202,26 +208,16 @@ static void* hak_region_find_locked(size_t n, size_t align, size_t align_offset,
 /* Resident memory first: free units that may still hold their pages, then blocks the
  * whale ring holds (evicted oldest first until a resident run appears), then
  * clean units, then a new chunk. */
-/* Units a freed large block left PROT_NONE become accessible as they are taken (one
- * call for the run; its other units are accessible already). */
-static void* hak_region_open(void* run, size_t units, uint64_t noaccess_units) {
-  if (noaccess_units != 0) {
-    hak_os_guard(run, units << HAK_SEGMENT_SHIFT, true, HAK_OS_USER_REGION,
-                 "units a freed block left inaccessible could not be opened again (out of memory)");
-  }
-  return run;
-}
-
 void* hak_region_alloc(size_t units, size_t align, size_t align_offset, hak_run_state_t* state) {
   if (units == 0 || units > HAK_CHUNK_RUN_MAX || align > HAK_CHUNK_SIZE) return NULL;
   void* run;
   do {
     run = hak_region_find_locked(units, align, align_offset, true, state);
-    if (run != NULL) return hak_region_open(run, units, state->noaccess_units);
+    if (run != NULL) return run;
   } while (hak_whale_evict_oldest());
   for (;;) {
     run = hak_region_find_locked(units, align, align_offset, false, state);
-    if (run != NULL) return hak_region_open(run, units, state->noaccess_units);
+    if (run != NULL) return run;
     hak_chunk_t* chunk = hak_region_chunk_new();
     if (chunk == NULL) return NULL;
     hak_lock(&hak_region_lock);
@@ -243,7 +239,6 @@ bool hak_region_extend(void* run, size_t units, size_t extra_units) {
     ok = true;
   }
   hak_unlock(&hak_region_lock);
-  if (ok) hak_region_open(hak_region_unit_addr(chunk, start), extra_units, state.noaccess_units);
   return ok;
 }
 

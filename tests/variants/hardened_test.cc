@@ -630,6 +630,36 @@ TEST_F(Hardened, MemoryOfEvictedLargeBlocksIsUsableWhenReused) {
   hak_collect(true);
 }
 
+// The usage walk (hak_stats_get) reads the header of every region unit in use. Units
+// a freed whale left PROT_NONE must be opened before they count as in use: opened
+// after the region's lock was released, a snapshot taken in between faulted on the
+// header (seen as a rare crash of a cross-thread test's memory sampling).
+TEST_F(Hardened, SnapshotsWhileClosedUnitsAreTakenAgainDoNotFault) {
+  if (HAK_HARDENED < 2) GTEST_SKIP() << "level 2";
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> snapshots{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      hak_stats_t s;
+      ASSERT_EQ(hak_stats_read(&s), 0);
+      snapshots.fetch_add(1);
+    }
+  });
+  const int rounds = (int)hak_test_env::Scaled(300);
+  for (int round = 0; round < rounds; round++) {
+    void* whales[12];  // more than the ring keeps: the rest go back to the region closed
+    for (int i = 0; i < 12; i++) {
+      whales[i] = malloc(((size_t)5 << 20) + (size_t)((round + i) % 7) * ((size_t)1 << 20));
+      ASSERT_NE(whales[i], nullptr);
+      ((char*)whales[i])[0] = 1;
+    }
+    for (void* w : whales) free(w);
+  }
+  done.store(true);
+  reader.join();
+  EXPECT_GT(snapshots.load(), 0u);
+}
+
 // Blocks above 128 KiB (a page of their own in the L2.5 pool otherwise) are big blocks
 // at level 2, so they wait in the BigCache inaccessible too.
 TEST_F(Hardened, ReadAndWriteAfterFreeOfL25SizedBlocksFault) {
