@@ -84,6 +84,19 @@ static int write_after_free(size_t size, int reuse, int traffic) {
   return 0;
 }
 
+/* A write into a freed block after a dozen more blocks of its size were freed after it:
+ * any cache of freed blocks has evicted it by then, none of them handed it out again. */
+static int write_after_free_evicted(size_t size) {
+  enum { kMore = 12 };
+  char* more[kMore];
+  char* p = launder(malloc(size));
+  for (int i = 0; i < kMore; i++) more[i] = malloc(size);
+  free(p);
+  for (int i = 0; i < kMore; i++) free(more[i]);
+  p[size / 2] = 'a';
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: misuse_cases <case>\n");
@@ -154,6 +167,8 @@ int main(int argc, char** argv) {
   CASE("write_after_free_huge") return write_after_free(2048 * KiB, 0, 0);
   CASE("write_after_free_huge_reuse") return write_after_free(2048 * KiB, 1, 0);
   CASE("write_after_free_whale_reuse") return write_after_free(8192 * KiB, 1, 0);
+  CASE("write_after_free_huge_evicted") return write_after_free_evicted(2048 * KiB);
+  CASE("write_after_free_whale_evicted") return write_after_free_evicted(8192 * KiB);
   CASE("read_zero_size") {
     volatile char* p = malloc(0);
     sink = p[0];
