@@ -5,11 +5,13 @@
 #ifndef HAK_BENCH_UTIL_H
 #define HAK_BENCH_UTIL_H
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct bench_rng_s {
   uint64_t state;
@@ -53,6 +55,22 @@ static inline uint64_t bench_status_kib(const char* field) {
   }
   fclose(f);
   return kib;
+}
+
+/* Resident memory in KiB from /proc/self/statm, read without allocating (so sampling
+ * it inside a workload does not disturb the allocator measured). */
+static inline uint64_t bench_statm_rss_kib(void) {
+  char buf[128];
+  int fd = open("/proc/self/statm", O_RDONLY);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  char* end;
+  strtoull(buf, &end, 10); /* total program size */
+  uint64_t resident = strtoull(end, NULL, 10);
+  return resident * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
 }
 
 /* The line the driver parses: operations timed, elapsed ns, a checksum that must match

@@ -31,19 +31,6 @@
 
 #define RING 4096
 
-static uint64_t statm_rss_kib(void) {
-  char buf[128];
-  int fd = open("/proc/self/statm", O_RDONLY);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  char* end;
-  strtoull(buf, &end, 10);
-  return strtoull(end, NULL, 10) * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
-}
-
 typedef struct run_s {
   uint64_t ops, checksum, rss_sum, rss_samples;
   uint64_t next_sample_ns, sample_every_ns;
@@ -53,7 +40,7 @@ typedef struct run_s {
 static void maybe_sample(run_t* r) {
   uint64_t now = bench_now_ns();
   if (now < r->next_sample_ns) return;
-  r->rss_sum += statm_rss_kib();
+  r->rss_sum += bench_statm_rss_kib();
   r->rss_samples++;
   r->next_sample_ns = now + r->sample_every_ns;
 }

@@ -46,20 +46,6 @@ typedef struct block_s {
   uint64_t dies; /* cycle at whose release a residue block is freed */
 } block_t;
 
-/* Resident memory in KiB from /proc/self/statm, read without allocating. */
-static uint64_t statm_rss_kib(void) {
-  char buf[128];
-  int fd = open("/proc/self/statm", O_RDONLY);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  char* end;
-  strtoull(buf, &end, 10); /* total program size */
-  uint64_t resident = strtoull(end, NULL, 10);
-  return resident * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
-}
 
 static size_t service_size(bench_rng_t* rng) {
   uint64_t r = bench_rng_next(rng);
@@ -100,7 +86,7 @@ static void trickle_step(state_t* s) {
 }
 
 static void sample(state_t* s) {
-  if (s->nsamples < s->max_samples) s->samples[s->nsamples++] = statm_rss_kib();
+  if (s->nsamples < s->max_samples) s->samples[s->nsamples++] = bench_statm_rss_kib();
 }
 
 /* One step of either phase: the trickle, then a sample when one is due. */
@@ -189,7 +175,7 @@ int main(int argc, char** argv) {
       }
     }
   }
-  uint64_t final_rss = statm_rss_kib();
+  uint64_t final_rss = bench_statm_rss_kib();
   if (s.step % s.every != 0 && s.nsamples < MAX_SAMPLES) s.samples[s.nsamples++] = final_rss; /* the end */
   uint64_t final_residue = residue_bytes;
   for (uint64_t r = 0; r < nresidue; r++) free_block(&s, &residue[r]);

@@ -318,6 +318,18 @@ bool hak_trylock(hak_lock_t* lock);
 void hak_unlock(hak_lock_t* lock);
 void hak_wait_flag_clear(_Atomic uint8_t* flag); /* until another thread clears it */
 
+/* Decimal digits of v, least significant first (digits[0] is the last one printed);
+ * returns how many (at least 1). hakmem's own text output cannot use printf, which may
+ * allocate. */
+static inline int hak_u64_digits(uint64_t v, char digits[24]) {
+  int n = 0;
+  do {
+    digits[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  return n;
+}
+
 /* ---- hak_os.c: the only file that calls mmap, munmap, mremap, madvise or mprotect -- */
 
 void hak_os_wait(_Atomic uint32_t* word, uint32_t value); /* sleeps while *word == value (futex) */

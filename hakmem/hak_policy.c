@@ -311,11 +311,7 @@ static void hak_policy_put(hak_policy_line_t* line, const char* s) {
 
 static void hak_policy_put_u64(hak_policy_line_t* line, uint64_t v) {
   char digits[24];
-  int n = 0;
-  do {
-    digits[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
+  int n = hak_u64_digits(v, digits);
   while (n > 0 && line->n < sizeof(line->buf) - 1) line->buf[line->n++] = digits[--n];
 }
 

@@ -308,11 +308,7 @@ static void hak_report_str(hak_report_t* r, const char* s) {
 /* Right-aligned unsigned decimal in `width` columns. */
 static void hak_report_u64(hak_report_t* r, uint64_t v, int width) {
   char digits[24];
-  int n = 0;
-  do {
-    digits[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
+  int n = hak_u64_digits(v, digits);
   for (int pad = width - n; pad > 0; pad--) hak_report_str(r, " ");
   char out[2] = {0, 0};
   while (n > 0) {
