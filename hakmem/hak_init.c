@@ -50,6 +50,15 @@ void hak_lock(hak_lock_t* lock) {
   while (atomic_exchange_explicit(&lock->state, 2, memory_order_acquire) != 0) hak_os_wait(&lock->state, 2);
 }
 
+/* Waits for a flag another thread holds for a few stores (spinning, then yielding:
+ * its holder may have been preempted, and on two cores a spinner would keep it off). */
+void hak_wait_flag_clear(_Atomic uint8_t* flag) {
+  for (int i = 0; atomic_load_explicit(flag, memory_order_seq_cst) != 0; i++) {
+    if (i < HAK_LOCK_SPINS) hak_cpu_relax();
+    else hak_os_yield();
+  }
+}
+
 void hak_unlock(hak_lock_t* lock) {
   if (atomic_exchange_explicit(&lock->state, 0, memory_order_release) == 2) hak_os_wake_one(&lock->state);
 }
@@ -92,6 +101,7 @@ static void hak_fork_release(void) {
 
 static void hak_fork_child(void) {
   hak_fork_release();
+  hak_segment_fork_child();
   hak_heap_fork_child();
 }
 

@@ -108,7 +108,9 @@ struct hak_segment_s {
   uint64_t freed_ms[HAK_SEGMENT_SLICES]; /* when each decay slice went free */
   uint8_t is_zero;               /* huge: the block's memory is known zero */
   uint8_t is_dedicated;          /* huge: a mapping of its own, not region units */
-  uint8_t is_abandoned;          /* pool: on the abandoned list (under its lock) */
+  uint8_t is_abandoned;          /* pool: on the abandoned list (written under its lock; read
+                                    seq_cst by hak_segment_free_abandoned) */
+  _Atomic uint8_t direct_busy;   /* pool, abandoned: a non-owner frees into it right now */
   uint8_t listed_idle_slices;    /* pool: its idle free slices when it was listed */
   uint8_t is_guarded;            /* pool, big (hardened level 2): its guard pages are PROT_NONE */
   /* Slice i belongs to the span starting at slice i - slice_offset[i]. Entry 64 serves
@@ -314,6 +316,7 @@ typedef struct hak_lock_s {
 void hak_lock(hak_lock_t* lock);
 bool hak_trylock(hak_lock_t* lock);
 void hak_unlock(hak_lock_t* lock);
+void hak_wait_flag_clear(_Atomic uint8_t* flag); /* until another thread clears it */
 
 /* Decimal digits of v, least significant first (digits[0] is the last one printed);
  * returns how many (at least 1). hakmem's own text output cannot use printf, which may
@@ -331,6 +334,7 @@ static inline int hak_u64_digits(uint64_t v, char digits[24]) {
 
 void hak_os_wait(_Atomic uint32_t* word, uint32_t value); /* sleeps while *word == value (futex) */
 void hak_os_wake_one(_Atomic uint32_t* word);
+void hak_os_yield(void); /* sched_yield */
 
 /* Who asked: every OS call is counted and timed per caller (hak_stats_t.os_by). */
 typedef enum hak_os_user_e {
@@ -582,6 +586,7 @@ void hak_segment_abandoned_decay(bool all); /* purge abandoned segments' idle fr
 size_t hak_segment_usage(const hak_segment_t* segment, size_t units_left, hak_usage_t* out);
 void hak_segment_fork_lock(void);   /* the abandoned list and the big segments */
 void hak_segment_fork_unlock(void);
+void hak_segment_fork_child(void); /* after hak_segment_fork_unlock, in the child */
 uint64_t hak_segment_live_count(void);
 void hak_segment_live_add(int64_t delta);
 void hak_segment_map_set(const hak_segment_t* segment, bool present); /* hardened only */

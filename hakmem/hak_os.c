@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <sys/auxv.h>
@@ -35,6 +36,12 @@ void hak_os_wait(_Atomic uint32_t* word, uint32_t value) {
 void hak_os_wake_one(_Atomic uint32_t* word) {
   int saved_errno = errno;
   syscall(SYS_futex, (uint32_t*)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  errno = saved_errno;
+}
+
+void hak_os_yield(void) {
+  int saved_errno = errno;
+  sched_yield();
   errno = saved_errno;
 }
 

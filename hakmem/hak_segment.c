@@ -45,6 +45,15 @@ void hak_segment_fork_unlock(void) {
   hak_unlock(&hak_segment_lock);
 }
 
+/* In a child of fork: a thread that was freeing into an abandoned segment is gone; its
+ * flag would keep every adopter of that segment waiting forever. (The page it worked on
+ * may have lost the block: a leak in the child, never a block handed out twice.) */
+void hak_segment_fork_child(void) {
+  for (hak_segment_t* s = hak_segment_abandoned; s != NULL; s = s->next) {
+    atomic_store_explicit(&s->direct_busy, 0, memory_order_relaxed);
+  }
+}
+
 /* ---- Ownership map (hardened) ---------------------------------------------- */
 #if HAK_HARDEN_FREE_CHECKS
 /* One bit per 4 MiB unit of a 57-bit address space (hak_config.h), in two levels: a
@@ -509,7 +518,7 @@ static void hak_segment_abandoned_push(hak_segment_t* segment) {
   if (segment->next != NULL) segment->next->prev = segment;
   else hak_segment_abandoned_tail = segment;
   hak_segment_abandoned = segment;
-  segment->is_abandoned = 1;
+  __atomic_store_n(&segment->is_abandoned, 1, __ATOMIC_SEQ_CST);
   segment->listed_idle_slices = (uint8_t)__builtin_popcountll(segment->decay_slices);
   atomic_fetch_add_explicit(&hak_segment_abandoned_idle_slices, segment->listed_idle_slices, memory_order_relaxed);
   atomic_fetch_add_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
@@ -544,14 +553,18 @@ void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
   hak_stat_global_inc(segments_abandoned);
 }
 
-/* Lock held. */
+/* Lock held. Whoever unlinks a segment owns it alone: a thread freeing into it without
+ * the lock (hak_segment_free_abandoned) either sees it unlisted and keeps off, or is
+ * already at work on it and is waited for here (a few stores: it never takes the lock
+ * while it works). The seq_cst store and load pair with that thread's exchange and load. */
 static void hak_segment_abandoned_unlink(hak_segment_t* segment) {
   if (segment->prev != NULL) segment->prev->next = segment->next;
   else hak_segment_abandoned = segment->next;
   if (segment->next != NULL) segment->next->prev = segment->prev;
   else hak_segment_abandoned_tail = segment->prev;
   segment->next = segment->prev = NULL;
-  segment->is_abandoned = 0;
+  __atomic_store_n(&segment->is_abandoned, 0, __ATOMIC_SEQ_CST);
+  hak_wait_flag_clear(&segment->direct_busy);
   atomic_fetch_sub_explicit(&hak_segment_abandoned_idle_slices, segment->listed_idle_slices, memory_order_relaxed);
   atomic_fetch_sub_explicit(&hak_segment_abandoned_count, 1, memory_order_relaxed);
 }
@@ -677,38 +690,63 @@ bool hak_segment_adopt_one(hak_heap_t* heap) {
 }
 
 
+/* A direct free emptied `page` of an abandoned segment: with the segment off the list
+ * (or, if someone else took it meanwhile, left to them: an adopter frees empty pages),
+ * the page goes back to the segment, and a segment that empties to the region. */
+static void hak_segment_abandoned_page_emptied(hak_segment_t* segment, hak_page_t* page) {
+  hak_lock(&hak_segment_lock);
+  bool listed = __atomic_load_n(&segment->is_abandoned, __ATOMIC_RELAXED) != 0;
+  if (listed) hak_segment_abandoned_unlink(segment);
+  hak_unlock(&hak_segment_lock);
+  if (!listed) return;
+  uint64_t now = hak_purge_now_ms();
+  /* Between the free and the unlink the segment may have been adopted, laid out anew
+   * and abandoned again: `page` must still head a span to be freed. */
+  bool head = segment->slice_offset[page - segment->pages] == 0;
+  if (head && page->in_use && page->used == 0) {
+    /* A segment this empties is memory of an exited thread that nobody allocates
+     * from: it goes back to the region as idle for the whole delay, purged on the tick. */
+    bool emptied = segment->used_slices == page->slice_count;
+    uint64_t idle_since = emptied && now > hak_options.purge_delay_ms ? now - hak_options.purge_delay_ms : now;
+    if (hak_segment_abandoned_page_free(page, idle_since)) {
+      hak_purge_tick();
+      return;
+    }
+  }
+  hak_segment_abandoned_schedule(now + hak_options.purge_delay_ms);
+  hak_segment_abandoned_push(segment);
+}
+
 /* A free into an abandoned segment by a thread that does not own it. Rather than wait
  * for an adopter, the block goes back to its page at once (with the page's other remote
  * frees), a page that empties goes back to the segment and a segment that empties to
  * the region. Ownership does not change: a thread that only frees (a consumer, a
  * main thread joining workers) must not end up owning memory it never allocates from.
- * While this thread works on the segment it is off the abandoned list, so no adopter
- * or other freer touches its pages (their frees go to the pages' remote lists as
- * usual). False if it was not on the list: the caller frees remotely then. */
+ *
+ * The common case (the page keeps blocks in use) takes no lock: the segment's
+ * direct_busy flag keeps other freers off its pages, and a thread that unlinks the
+ * segment (an adopter, a decay pass) waits for it (hak_segment_abandoned_unlink). Taking
+ * the global lock twice per block, as this did before, made a thread freeing its
+ * predecessor's blocks (bench/generations) spend a third of its time on that lock. A
+ * page that empties needs the segment alone (its spans change): then it is taken off
+ * the list, under the lock, as adopters do. False if the segment is not listed or
+ * another freer is at work on it: the caller frees remotely then (onto the page's list,
+ * collected by the next direct free into that page or by the adopter). */
 bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_block_t* block) {
-  hak_lock(&hak_segment_lock);
-  bool listed = segment->is_abandoned;
-  if (listed) hak_segment_abandoned_unlink(segment);
-  hak_unlock(&hak_segment_lock);
-  if (!listed) return false;
+  if (__atomic_load_n(&segment->is_abandoned, __ATOMIC_RELAXED) == 0) return false;
+  if (atomic_exchange_explicit(&segment->direct_busy, 1, memory_order_seq_cst) != 0) return false;
+  if (__atomic_load_n(&segment->is_abandoned, __ATOMIC_SEQ_CST) == 0) {
+    atomic_store_explicit(&segment->direct_busy, 0, memory_order_release);
+    return false;
+  }
   hak_page_collect_thread_free(page);
   hak_asan_poison(block, page->block_size);
   hak_block_set_next(block, page->free);
   page->free = block;
   page->free_is_zero = 0;
-  if (--page->used == 0) {
-    /* A segment this empties is memory of an exited thread that nobody allocates
-     * from: it goes back to the region as idle for the whole delay, purged on the tick. */
-    uint64_t now = hak_purge_now_ms();
-    bool emptied = segment->used_slices == page->slice_count;
-    uint64_t idle_since = emptied && now > hak_options.purge_delay_ms ? now - hak_options.purge_delay_ms : now;
-    if (hak_segment_abandoned_page_free(page, idle_since)) {
-      hak_purge_tick();
-      return true;
-    }
-    hak_segment_abandoned_schedule(now + hak_options.purge_delay_ms);
-  }
-  hak_segment_abandoned_push(segment);
+  bool emptied_page = --page->used == 0;
+  atomic_store_explicit(&segment->direct_busy, 0, memory_order_release);
+  if (emptied_page) hak_segment_abandoned_page_emptied(segment, page);
   return true;
 }
 

@@ -111,8 +111,12 @@ TEST(Adoption, FreeingAnExitedThreadsBlocksGivesItsSegmentsBackWithoutAnyMalloc)
 // segments, while another thread keeps adopting abandoned segments: every block must
 // come back exactly once, whichever path it took (straight into the abandoned segment,
 // remote onto the page's list, or to the adopter), and the segments must all go back.
-// TSan checks the hand-offs. (A lock-free variant of the direct path failed here in
-// the hardened variant, a double free about 1 run in 15: see the stop note.)
+// TSan checks the hand-offs. The direct path takes no lock unless a free empties its
+// page; between that free and taking the segment off the list, the segment may be
+// adopted, laid out anew and abandoned again, so the emptied page must be checked to
+// still head a span: without that check the hardened variant stopped here with a
+// double free about 1 run in 30 (the page freed was a stale descriptor inside a live
+// span, whose blocks were then handed out twice).
 TEST(Adoption, ConcurrentFreesIntoAbandonedSegmentsRaceWithAdopters) {
   void* mine = hak_malloc(16);
   ASSERT_NE(mine, nullptr);
