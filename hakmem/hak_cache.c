@@ -36,8 +36,7 @@ static void hak_cache_protect(void* block, size_t bytes, bool accessible) {
 static void hak_bigcache_protect(hak_page_t* page, bool accessible) {
   if (!hak_options.large_quarantine) return;
   hak_segment_t* segment = hak_segment_of(page);
-  uint64_t bits = (page->slice_count >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << page->slice_count) - 1))
-                  << page->slice_index;
+  uint64_t bits = hak_bits_range(page->slice_index, page->slice_count);
   if (accessible) atomic_fetch_and_explicit(&segment->noaccess_slices, ~bits, memory_order_relaxed);
   hak_cache_protect(hak_page_area(page), hak_page_bytes_of(page), accessible);
   if (!accessible) atomic_fetch_or_explicit(&segment->noaccess_slices, bits, memory_order_relaxed);

@@ -318,6 +318,12 @@ bool hak_trylock(hak_lock_t* lock);
 void hak_unlock(hak_lock_t* lock);
 void hak_wait_flag_clear(_Atomic uint8_t* flag); /* until another thread clears it */
 
+/* Bits start .. start+count-1 of a 64-bit mask (slices of a segment, units of a chunk). */
+static inline uint64_t hak_bits_range(size_t start, size_t count) {
+  uint64_t ones = count >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << count) - 1);
+  return ones << start;
+}
+
 /* Decimal digits of v, least significant first (digits[0] is the last one printed);
  * returns how many (at least 1). hakmem's own text output cannot use printf, which may
  * allocate. */
@@ -474,8 +480,6 @@ typedef struct hak_run_state_s {
   bool is_resident; /* every unit was in use since its last purge: writes fault little */
   uint64_t dense_units; /* bit i: unit i of the run came from a segment, mostly resident */
   size_t resident_units; /* units from the run's start through its last one that may be resident */
-  uint64_t noaccess_units; /* bit i: unit i held a freed large block kept PROT_NONE (hardened
-                              level 2), opened as the region took it */
 } hak_run_state_t;
 
 void* hak_region_alloc(size_t units, size_t align, size_t align_offset, hak_run_state_t* state);

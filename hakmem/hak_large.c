@@ -166,7 +166,7 @@ static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place,
   size_t mapping_size = hak_align_up(need, hak_os_page_size());
   hak_segment_t* segment =
       hak_os_map_aligned(mapping_size, place->run_align, place->run_align_offset, 0, HAK_OS_USER_HUGE);
-  *state = (hak_run_state_t){true, false, 0, 0, 0};
+  *state = (hak_run_state_t){true, false, 0, 0};
   if (segment != NULL) {
     hak_whale_thp_advise(segment, mapping_size);
     hak_whale_init_header(segment, mapping_size, true, true);

@@ -72,11 +72,6 @@ void hak_region_fork_unlock(void) {
 
 /* ---- Bits ------------------------------------------------------------------------------ */
 
-static uint64_t hak_bits_range(size_t start, size_t count) {
-  uint64_t ones = count >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << count) - 1);
-  return ones << start;
-}
-
 /* Bit i set iff bits i .. i+n-1 of `avail` are all set. */
 static uint64_t hak_bits_run_starts(uint64_t avail, size_t n) {
   uint64_t m = avail;
@@ -152,8 +147,7 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
   state->dense_units = (chunk->dense & chunk->dirty & run) >> start;
   uint64_t dirty = chunk->dirty & run;
   state->resident_units = dirty == 0 ? 0 : (size_t)(64 - __builtin_clzll(dirty)) - start;
-  state->noaccess_units = (chunk->noaccess & run) >> start;
-  if (state->noaccess_units != 0) {
+  if ((chunk->noaccess & run) != 0) {
     /* Opened under the lock: the usage walk reads the header of every unit in use, and
      * must not find one still PROT_NONE (rare: only where a freed large block waited). */
     hak_os_guard(hak_region_unit_addr(chunk, start), n << HAK_SEGMENT_SHIFT, true, HAK_OS_USER_REGION,

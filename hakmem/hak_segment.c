@@ -122,10 +122,6 @@ bool hak_segment_map_contains(const void* p) {
 
 /* ---- Free spans: bins by length ------------------------------------------------- */
 
-static uint64_t hak_slice_bits(size_t start, size_t count) {
-  return (count >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << count) - 1)) << start;
-}
-
 static void hak_span_set_offsets(hak_segment_t* segment, size_t start, size_t count) {
   for (size_t i = 0; i < count; i++) segment->slice_offset[start + i] = (uint8_t)i;
 }
@@ -154,7 +150,7 @@ static void hak_span_bin_remove(hak_spans_t* spans, hak_page_t* span) {
  * slices may hold resident pages since idle_since_ms: they decay (hak_spans_decay). */
 static void hak_span_free(hak_spans_t* spans, hak_segment_t* segment, size_t start, size_t count,
                           uint64_t idle_since_ms) {
-  uint64_t freed = hak_slice_bits(start, count) & ~segment->zero_slices;
+  uint64_t freed = hak_bits_range(start, count) & ~segment->zero_slices;
   segment->decay_slices |= freed;
   for (uint64_t f = freed; f != 0; f &= f - 1) segment->freed_ms[__builtin_ctzll(f)] = idle_since_ms;
   if (freed != 0) {
@@ -198,7 +194,7 @@ static void hak_span_open(hak_segment_t* segment, uint64_t bits) {
     size_t count = rest == 0 ? 64 - start : (size_t)__builtin_ctzll(rest);
     hak_os_guard((uint8_t*)segment + (start << HAK_SLICE_SHIFT), count << HAK_SLICE_SHIFT, true, HAK_OS_USER_HUGE,
                  "a freed big block's slices could not be opened again (out of memory)");
-    closed &= ~hak_slice_bits(start, count);
+    closed &= ~hak_bits_range(start, count);
   }
 }
 #else
@@ -235,7 +231,7 @@ static hak_page_t* hak_span_take(hak_spans_t* spans, size_t count) {
   span->in_use = 1;
   span->slice_count = (uint8_t)count;
   hak_span_set_offsets(segment, start, count);
-  span->is_zero = hak_span_reuse(segment, hak_slice_bits(start, count));
+  span->is_zero = hak_span_reuse(segment, hak_bits_range(start, count));
   segment->used_slices += (uint32_t)count;
   return span;
 }
@@ -251,7 +247,7 @@ static bool hak_span_grow(hak_spans_t* spans, hak_page_t* page, size_t slices) {
   if (next->slice_count > extra) hak_span_split_off(spans, segment, end + extra, next->slice_count - extra);
   page->slice_count = (uint8_t)slices;
   hak_span_set_offsets(segment, page->slice_index, slices);
-  hak_span_reuse(segment, hak_slice_bits(end, extra));
+  hak_span_reuse(segment, hak_bits_range(end, extra));
   segment->used_slices += (uint32_t)extra;
   return true;
 }
@@ -270,10 +266,10 @@ static void hak_segment_purge_slices(hak_segment_t* segment, uint64_t due) {
     size_t start = (size_t)__builtin_ctzll(d);
     uint64_t rest = ~(d >> start); /* zeros where the run of set bits from start is */
     size_t len = rest == 0 ? 64 - start : (size_t)__builtin_ctzll(rest);
-    d &= ~hak_slice_bits(start, len);
+    d &= ~hak_bits_range(start, len);
     if ((len << HAK_SLICE_SHIFT) < hak_options.purge_min_bytes) continue;
     hak_purge_batch_add(&batch, (uint8_t*)segment + (start << HAK_SLICE_SHIFT), len << HAK_SLICE_SHIFT);
-    purged |= hak_slice_bits(start, len);
+    purged |= hak_bits_range(start, len);
   }
   bool zeroed = hak_purge_batch_flush(&batch);
   segment->decay_slices &= ~due;
