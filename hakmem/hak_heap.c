@@ -14,7 +14,7 @@ hak_heap_t hak_heap_empty = {
     .current = {[0 ... HAK_CLASS_COUNT - 1] = &hak_page_empty},
 };
 
-__thread hak_heap_t* hak_heap_tls __attribute__((tls_model("initial-exec"))) = &hak_heap_empty;
+__thread hak_tls_t hak_tls __attribute__((tls_model("initial-exec"))) = {.heap = &hak_heap_empty};
 #if HAK_TID_FALLBACK
 __thread uint8_t hak_thread_anchor __attribute__((tls_model("initial-exec")));
 #endif
@@ -121,7 +121,7 @@ static hak_heap_t* hak_heap_thread_init(void) {
   hak_heap_t* heap = hak_heap_pool_take();
   if (heap == NULL) return NULL;
   heap->thread_id = hak_thread_id();
-  hak_heap_tls = heap;
+  hak_tls.heap = heap;
   hak_thread_register(heap);
   hak_stat_global_inc(threads_started);
   return heap;
@@ -616,7 +616,7 @@ void hak_heap_fork_child(void) {
 void hak_heap_thread_done(hak_heap_t* heap) {
   if (heap == NULL || heap == &hak_heap_empty) return;
   hak_hardening_quarantine_flush(heap);
-  hak_heap_tls = &hak_heap_empty;
+  hak_tls.heap = &hak_heap_empty;
   hak_heap_collect_delayed(heap);
   hak_bigcache_flush(heap, true);
   hak_bigcache_fold(heap);

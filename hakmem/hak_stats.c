@@ -94,7 +94,6 @@ static void hak_stats_visit_heap(const hak_heap_t* heap, void* arg) {
  * relaxed add per sampled call, 1 in HAK_STATS_LATENCY_SAMPLE). */
 #define HAK_LATENCY_SUB 8
 #define HAK_LATENCY_BUCKETS (HAK_LATENCY_SUB * 40)
-__thread uint8_t hak_latency_tick[HAK_STATS_LATENCY_OPS] __attribute__((tls_model("initial-exec")));
 static _Atomic uint64_t hak_latency_hist[HAK_STATS_LATENCY_OPS][HAK_LATENCY_BUCKETS];
 static uint64_t hak_latency_cycles0, hak_latency_ns0; /* hak_latency_clock_start */
 
