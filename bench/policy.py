@@ -47,7 +47,7 @@ CAPS = {
 ARMS = [("caps", 1000, 1000), ("short-delay", 1000, 100), ("small-cache", 250, 1000), ("small-short", 250, 100)]
 
 WORKLOADS = {
-    "whales": ["--mode", "whales", "--rounds", "100", "--gap", "1000000"],
+    "whales": ["--mode", "whales", "--rounds", "200", "--gap", "1000000"],
     "bursts": ["--mode", "bursts", "--rounds", "90", "--quiet", "10000000"],
 }
 

@@ -159,9 +159,33 @@ void hak_policy_learner_init(hak_policy_learner_t* l, uint64_t seed) {
   l->leader = l->order[0];
 }
 
-/* UCB1: every arm once (in the seed's order), then the best mean reward plus
- * sqrt(2 ln N / n), so an arm tried rarely gets tried again now and then. Ties go to
- * the arm earlier in the seed's order. */
+/* An arm rated more than HAK_POLICY_ELO_MARGIN below the leader is out of the running:
+ * UCB1 alone would still pull a clearly worse arm every few dozen epochs (its bonus grows
+ * with ln N), and on a workload where the worse arms cost half as much again, those
+ * pulls alone lose several percent. Out of the running, it is played only when the
+ * learned epochs reach a power of two from HAK_POLICY_RECHECK_FIRST on (the one pulled
+ * least), so that a workload whose best setting changes is still noticed: a win there
+ * lifts its rating back into the running. */
+static bool hak_policy_in_running(const hak_policy_learner_t* l, int arm) {
+  return l->elo[arm] >= l->elo[l->leader] - HAK_POLICY_ELO_MARGIN;
+}
+
+static int hak_policy_recheck(const hak_policy_learner_t* l) {
+  uint64_t e = l->epochs;
+  if (e < HAK_POLICY_RECHECK_FIRST || (e & (e - 1)) != 0) return -1;
+  int pick = -1;
+  for (int k = 0; k < HAK_POLICY_ARMS; k++) {
+    int i = l->order[k];
+    if (hak_policy_in_running(l, i)) continue;
+    if (pick < 0 || l->pulls[i] < l->pulls[pick]) pick = i;
+  }
+  return pick;
+}
+
+/* UCB1 among the arms in the running: every arm once (in the seed's order), then the
+ * best mean reward plus sqrt(2 ln N / n), so an arm tried rarely gets tried again now
+ * and then; the arms out of the running at their rechecks. Ties go to the arm earlier
+ * in the seed's order. */
 int hak_policy_ucb_select(hak_policy_learner_t* l) {
   uint64_t total = 0;
   for (int k = 0; k < HAK_POLICY_ARMS; k++) {
@@ -169,11 +193,14 @@ int hak_policy_ucb_select(hak_policy_learner_t* l) {
     if (l->pulls[i] == 0) return i;
     total += l->pulls[i];
   }
+  int recheck = hak_policy_recheck(l);
+  if (recheck >= 0) return recheck;
   double ln_total = hak_policy_ln((double)total);
-  int best = l->order[0];
+  int best = l->leader;
   double best_value = -1;
   for (int k = 0; k < HAK_POLICY_ARMS; k++) {
     int i = l->order[k];
+    if (!hak_policy_in_running(l, i)) continue;
     double n = (double)l->pulls[i];
     double value = l->reward_sum[i] / n + hak_policy_sqrt(2 * ln_total / n);
     if (value > best_value) {

@@ -22,6 +22,10 @@ extern "C" {
 #define HAK_POLICY_TIE_PERMILLE 50 /* scores within 5% of each other: a draw (noise) */
 #define HAK_POLICY_FAULT_NS 1000   /* a page fault's cost: ~1.25 us measured on the project's VMs */
 #define HAK_POLICY_HELD_SAMPLES 8  /* readings of the held bytes per epoch, averaged */
+#define HAK_POLICY_ELO_MARGIN 40.0 /* rated this far below the leader: out of the running
+                                      (after one round, an arm that lost both its games
+                                      to arms that then drew is about 45 below) */
+#define HAK_POLICY_RECHECK_FIRST 32
 
 /* The knobs the policy turns (fields of hak_options). The caps are the values the
  * options hold at start (the user's or the defaults): an arm only ever scales them down,
@@ -65,9 +69,10 @@ void hak_policy_elo_update(double* ra, double* rb, double score_a, double k);
 /* a's result against b from their epoch scores (lower cost wins; close is a draw). */
 double hak_policy_outcome(double score_a, double score_b);
 
-/* The learner: UCB1 over the arms with rewards in [0, 1] (the arm's results in its
- * epoch's games against the other arms' latest epochs), ELO ratings from the same
- * games. Deterministic: the seed fixes the order of the first pulls and breaks ties. */
+/* The learner: UCB1 over the arms in the running (rated within HAK_POLICY_ELO_MARGIN
+ * of the leader; the others only at rechecks, epochs 32, 64, 128, ...) with rewards in
+ * [0, 1] (the arm's results in its epoch's games against the other arms' latest
+ * epochs), ELO ratings from the same games. Deterministic: the seed fixes the order of the first pulls and breaks ties. */
 typedef struct hak_policy_learner_s {
   uint64_t rng;
   uint64_t epochs;                       /* epochs learned from */
