@@ -105,6 +105,55 @@ TEST(Stats, ClassCountersCountEachMallocAndFree) {
   }
 }
 
+// Across many pages, pages given back (hak_collect) and pages used again, every malloc
+// and free is counted exactly once.
+TEST(Stats, ClassCountsStayExactAcrossPagesGivenBackAndUsedAgain) {
+  constexpr size_t kSize = 1400;  // a class nothing else here allocates
+  constexpr int kN = 9485;  // over about 200 pages of 46 blocks
+  const int cls = ClassOf(kSize);
+  std::vector<void*> blocks;
+  blocks.reserve(kN);
+  for (int round = 0; round < 3; round++) {
+    SCOPED_TRACE(round);
+    const hak_stats_t before = Stats();
+    for (int i = 0; i < kN; i++) blocks.push_back(malloc(kSize));
+    const hak_stats_t mid = Stats();
+    // free in an order unlike the allocation's, so pages empty at different times
+    for (size_t i = 0; i < blocks.size(); i += 2) free(blocks[i]);
+    for (size_t i = 1; i < blocks.size(); i += 2) free(blocks[i]);
+    for (void* p : blocks) ASSERT_NE(p, nullptr);
+    blocks.clear();
+    hak_collect(false);  // empty pages go back to their segments
+    const hak_stats_t after = Stats();
+    EXPECT_EQ(mid.class_allocs[cls] - before.class_allocs[cls], (uint64_t)kN);
+    EXPECT_EQ(after.class_allocs[cls], mid.class_allocs[cls]);
+    EXPECT_EQ(after.class_frees[cls] - mid.class_frees[cls], (uint64_t)kN);
+    EXPECT_EQ(after.class_allocs[cls], after.class_frees[cls]) << "everything of the class was freed";
+  }
+}
+
+// A thread allocates and exits without freeing (its counters folded into the totals,
+// its pages abandoned); another thread frees the blocks (remote frees into abandoned
+// segments, counted on their slow path).
+TEST(Stats, ClassCountsOfAnExitedThreadsBlocksFreedElsewhere) {
+  constexpr size_t kSize = 1800;  // a class nothing else here allocates
+  constexpr int kN = 1357;
+  const int cls = ClassOf(kSize);
+  std::vector<void*> blocks(kN);
+  const hak_stats_t before = Stats();
+  std::thread([&] {
+    for (auto& b : blocks) b = malloc(kSize);
+  }).join();
+  const hak_stats_t mid = Stats();
+  for (void* p : blocks) free(p);
+  hak_collect(false);
+  const hak_stats_t after = Stats();
+  EXPECT_EQ(mid.class_allocs[cls] - before.class_allocs[cls], (uint64_t)kN);
+  EXPECT_EQ(mid.class_frees[cls], before.class_frees[cls]);
+  EXPECT_EQ(after.class_allocs[cls], mid.class_allocs[cls]);
+  EXPECT_EQ(after.class_frees[cls] - mid.class_frees[cls], (uint64_t)kN);
+}
+
 // Blocks above the pools (1 MiB): big blocks (to the freeing thread's BigCache) and
 // whales (to the whale ring) count in the last pseudo-class, alloc_large, free_large.
 TEST(Stats, LargeBlocksCountInTheirOwnClassAndPath) {
