@@ -25,7 +25,8 @@ extern "C" {
 #define HAK_POLICY_ELO_MARGIN 40.0 /* rated this far below the leader: out of the running
                                       (after one round, an arm that lost both its games
                                       to arms that then drew is about 45 below) */
-#define HAK_POLICY_RECHECK_FIRST 32
+#define HAK_POLICY_RECHECK_FIRST 128 /* arms out of the running are played at epochs 128, 256,
+                                        ... (25.6 s, 51 s, ... at the default 200 ms epoch) */
 
 /* The knobs the policy turns (fields of hak_options). The caps are the values the
  * options hold at start (the user's or the defaults): an arm only ever scales them down,
@@ -70,7 +71,7 @@ void hak_policy_elo_update(double* ra, double* rb, double score_a, double k);
 double hak_policy_outcome(double score_a, double score_b);
 
 /* The learner: UCB1 over the arms in the running (rated within HAK_POLICY_ELO_MARGIN
- * of the leader; the others only at rechecks, epochs 32, 64, 128, ...) with rewards in
+ * of the leader; the others only at rechecks, epochs 128, 256, 512, ...) with rewards in
  * [0, 1] (the arm's results in its epoch's games against the other arms' latest
  * epochs), ELO ratings from the same games. Deterministic: the seed fixes the order of the first pulls and breaks ties. */
 typedef struct hak_policy_learner_s {

@@ -66,27 +66,30 @@ TEST(PolicyUcb, ExploresEveryArmFirstThenPrefersTheBest) {
 }
 
 TEST(PolicyUcb, KeepsExploringArmsItRarelyTried) {
-  // UCB1's bonus grows with ln N: even a clearly worse arm is pulled again later.
+  // Clearly worse arms leave the running but are rechecked at epochs kFirst, 2 kFirst,
+  // 4 kFirst, ... (the one pulled least): by then each was tried again.
+  constexpr int kFirst = HAK_POLICY_RECHECK_FIRST;
   Workload w = {{300, 900, 900, 900}, 0.0, 12345};
   hak_policy_learner_t l;
-  Play(3, w, 400, &l);
+  Play(3, w, 4 * kFirst + 10, &l);
   for (int i = 1; i < HAK_POLICY_ARMS; i++) EXPECT_GT(l.pulls[i], 1u) << "arm " << i;
-  EXPECT_GT(l.pulls[0], 300u);
+  EXPECT_GT(l.pulls[0], (uint64_t)(4 * kFirst));
 }
 
 // The whales workload of bench/policy.py: two arms cost half as much again as the two
 // others. UCB1 alone pulled the worse ones 4-5 times in 34 epochs (about 8% lost); out
 // of the running after the first round, they are played only at the rechecks.
 TEST(PolicyUcb, ClearlyWorseArmsArePlayedOnlyAtRechecks) {
+  constexpr int kFirst = HAK_POLICY_RECHECK_FIRST;
   for (uint64_t seed = 1; seed <= 20; seed++) {
     Workload w = {{1000, 1500, 1000, 1500}, 0.1, 777 + seed};
-    std::vector<int> arms = Play(seed, w, 70);
+    std::vector<int> arms = Play(seed, w, 2 * kFirst + 10);
     int worse = 0;
     for (size_t e = 0; e < arms.size(); e++) worse += arms[e] == 1 || arms[e] == 3;
-    // the first round (2), the rechecks at epochs 32 and 64 (2)
+    // the first round (2), the rechecks at epochs kFirst and 2 kFirst (2)
     EXPECT_LE(worse, 4) << "seed " << seed;
     int worse_after_round = 0;
-    for (size_t e = HAK_POLICY_ARMS; e < 32; e++) worse_after_round += arms[e] == 1 || arms[e] == 3;
+    for (size_t e = HAK_POLICY_ARMS; e < (size_t)kFirst; e++) worse_after_round += arms[e] == 1 || arms[e] == 3;
     EXPECT_EQ(worse_after_round, 0) << "seed " << seed;
   }
 }
