@@ -48,7 +48,7 @@ ARMS = [("caps", 1000, 1000), ("short-delay", 1000, 100), ("small-cache", 250, 1
 
 WORKLOADS = {
     "whales": ["--mode", "whales", "--rounds", "200", "--gap", "1000000"],
-    "bursts": ["--mode", "bursts", "--rounds", "90", "--burst-mib", "256", "--quiet", "10000000"],
+    "bursts": ["--mode", "bursts", "--rounds", "90", "--quiet", "10000000"],
 }
 
 RESULT_RE = re.compile(r"RESULT workload=(\S+) ops=(\d+) ns=(\d+) checksum=(\d+) peak_rss_kib=(\d+) rss_kib=(\d+)(.*)")
