@@ -46,7 +46,6 @@ typedef struct block_s {
   uint64_t dies; /* cycle at whose release a residue block is freed */
 } block_t;
 
-
 static size_t service_size(bench_rng_t* rng) {
   uint64_t r = bench_rng_next(rng);
   uint64_t pick = r % 1000;

@@ -39,11 +39,7 @@ HAK_INLINE void* hak_pool_malloc(hak_heap_t* heap, size_t size) {
  * blocks above the medium pages (a page of their own otherwise, which goes straight back
  * to its segment when freed) as big blocks, so that a freed one waits PROT_NONE in the
  * BigCache like any larger block. */
-#if HAK_HARDEN_LARGE_QUARANTINE
-#define hak_pool_slot_max() (hak_options.large_quarantine ? HAK_MEDIUM_BLOCK_MAX : HAK_POOL_MAX)
-#else
-#define hak_pool_slot_max() HAK_POOL_MAX
-#endif
+#define hak_pool_slot_max() (hak_large_quarantine_on() ? HAK_MEDIUM_BLOCK_MAX : HAK_POOL_MAX)
 
 HAK_INLINE void* hak_malloc_inline(size_t size) {
   if (HAK_HARDEN_INTEGRITY && hak_unlikely(size == 0)) {

@@ -26,7 +26,7 @@
  * cache (hak_os_guard: refusals leave it unguarded or give it fresh pages). */
 #if HAK_HARDEN_LARGE_QUARANTINE
 static void hak_cache_protect(void* block, size_t bytes, bool accessible) {
-  if (!hak_options.large_quarantine) return; /* HAKMEM_LARGE_QUARANTINE=0 */
+  if (!hak_large_quarantine_on()) return; /* HAKMEM_LARGE_QUARANTINE=0 */
   hak_os_guard(block, bytes, accessible, HAK_OS_USER_HUGE,
                "a cached block could not be made accessible again (out of memory)");
 }
@@ -34,17 +34,15 @@ static void hak_cache_protect(void* block, size_t bytes, bool accessible) {
  * page handed out again, cut, or evicted into a free span) they are opened only as a
  * block is carved there again (hak_span_open). */
 static void hak_bigcache_protect(hak_page_t* page, bool accessible) {
-  if (!hak_options.large_quarantine) return;
+  if (!hak_large_quarantine_on()) return;
   hak_segment_t* segment = hak_segment_of(page);
   uint64_t bits = hak_bits_range(page->slice_index, page->slice_count);
   if (accessible) atomic_fetch_and_explicit(&segment->noaccess_slices, ~bits, memory_order_relaxed);
   hak_cache_protect(hak_page_area(page), hak_page_bytes_of(page), accessible);
   if (!accessible) atomic_fetch_or_explicit(&segment->noaccess_slices, bits, memory_order_relaxed);
 }
-#define hak_whale_protect(segment, accessible)                                                   \
-  hak_cache_protect((segment)->whale_block,                                                      \
-                    (size_t)((uint8_t*)(segment) + (segment)->mapping_size - (segment)->whale_block), \
-                    (accessible))
+#define hak_whale_protect(segment, accessible) \
+  hak_cache_protect((segment)->whale_block, hak_whale_span(segment), (accessible))
 #else
 #define hak_bigcache_protect(page, accessible) ((void)(page), (void)(accessible))
 #define hak_whale_protect(segment, accessible) ((void)(segment), (void)(accessible))
@@ -55,11 +53,7 @@ static void hak_bigcache_protect(hak_page_t* page, bool accessible) {
  * purge delay evicts it), so the next allocation of its size lands elsewhere and a use
  * after free of it still faults. */
 static size_t hak_cache_hold(void) {
-#if HAK_HARDEN_LARGE_QUARANTINE
-  return hak_options.large_quarantine ? 1 : 0;
-#else
-  return 0;
-#endif
+  return hak_large_quarantine_on() ? 1 : 0;
 }
 
 /* ---- BigCache --------------------------------------------------------------------------- */

@@ -99,7 +99,7 @@ struct hak_segment_s {
   size_t data_end;               /* huge: bytes from the segment start that may hold data or
                                     resident pages (the block's end, or more: what a larger
                                     block or the run's earlier users left) */
-  uint8_t* whale_block;          /* huge: where the block starts */
+  uint8_t* whale_block;          /* huge: where the block starts (its span: hak_whale_span) */
   hak_heap_t* heap;              /* pool: owner heap (NULL when abandoned, and for other kinds) */
   struct hak_segment_s* next;    /* in the owner heap's list, the abandoned list, a cache */
   struct hak_segment_s* prev;
@@ -291,6 +291,11 @@ HAK_INLINE size_t hak_page_bytes_of(const hak_page_t* page) {
   return (size_t)page->slice_count << HAK_SLICE_SHIFT;
 }
 
+/* A whale's block to the end of its mapping: what the large quarantine closes. */
+HAK_INLINE size_t hak_whale_span(const hak_segment_t* segment) {
+  return (size_t)((const uint8_t*)segment + segment->mapping_size - segment->whale_block);
+}
+
 HAK_INLINE uint8_t* hak_page_area(const hak_page_t* page) {
   return (uint8_t*)hak_segment_of(page) + ((size_t)page->slice_index << HAK_SLICE_SHIFT);
 }
@@ -322,6 +327,13 @@ void hak_wait_flag_clear(_Atomic uint8_t* flag); /* until another thread clears 
 static inline uint64_t hak_bits_range(size_t start, size_t count) {
   uint64_t ones = count >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << count) - 1);
   return ones << start;
+}
+
+/* The lowest run of set bits of a nonzero mask: sets *start, returns its length. */
+static inline size_t hak_bits_first_run(uint64_t mask, size_t* start) {
+  *start = (size_t)__builtin_ctzll(mask);
+  uint64_t rest = ~(mask >> *start); /* 0 only when every bit from start on is set */
+  return rest == 0 ? 64 - *start : (size_t)__builtin_ctzll(rest);
 }
 
 /* Decimal digits of v, least significant first (digits[0] is the last one printed);

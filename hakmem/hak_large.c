@@ -238,7 +238,7 @@ void hak_whale_release(hak_segment_t* segment, uint64_t idle_since_ms, bool is_p
   if (hak_large_quarantine_on() && segment->whale_block != NULL) {
     /* Kept inaccessible in the region (a use after free faults there too) until its
      * units are taken again; the header page stays read-write. */
-    size_t bytes = (size_t)((uint8_t*)segment + segment->mapping_size - segment->whale_block);
+    size_t bytes = hak_whale_span(segment);
     if (!is_protected) {
       hak_os_guard(segment->whale_block, bytes, false, HAK_OS_USER_HUGE,
                    "a freed whale could not be made inaccessible (out of memory)");

@@ -247,10 +247,11 @@ void hak_region_note_noaccess(const void* addr, size_t bytes) {
 }
 
 bool hak_region_fault_is_freed(const void* addr) {
+  const hak_chunk_t* chunk = hak_region_chunk_of(addr); /* one of ours only if listed */
   for (const hak_chunk_t* c = __atomic_load_n(&hak_region_chunks, __ATOMIC_ACQUIRE); c != NULL;
        c = __atomic_load_n(&c->next, __ATOMIC_RELAXED)) {
-    if ((uintptr_t)addr - (uintptr_t)c >= HAK_CHUNK_SIZE) continue;
-    uint64_t bit = (uint64_t)1 << (((uintptr_t)addr - (uintptr_t)c) >> HAK_SEGMENT_SHIFT);
+    if (c != chunk) continue;
+    uint64_t bit = (uint64_t)1 << hak_region_unit_index(c, addr);
     uint64_t noaccess = __atomic_load_n(&c->noaccess, __ATOMIC_RELAXED);
     uint64_t used = __atomic_load_n(&c->used, __ATOMIC_RELAXED);
     return (noaccess & bit) != 0 && (used & bit) == 0;

@@ -178,8 +178,6 @@ static void hak_span_free(hak_spans_t* spans, hak_segment_t* segment, size_t sta
   hak_span_bin_push(spans, span);
 }
 
-/* Marks slices handed out again: their pending purge is cancelled, they are no longer
- * known zero. Returns whether all of them were. */
 /* Hardened level 2: slices of a freed big block kept PROT_NONE (in a BigCache, or
  * evicted into a free span) become accessible as a block is carved there again, one
  * call per run of them. */
@@ -189,9 +187,7 @@ static void hak_span_open(hak_segment_t* segment, uint64_t bits) {
   if (closed == 0) return;
   atomic_fetch_and_explicit(&segment->noaccess_slices, ~closed, memory_order_relaxed);
   while (closed != 0) {
-    size_t start = (size_t)__builtin_ctzll(closed);
-    uint64_t rest = ~(closed >> start); /* 0 only when every slice from start on is closed */
-    size_t count = rest == 0 ? 64 - start : (size_t)__builtin_ctzll(rest);
+    size_t start, count = hak_bits_first_run(closed, &start);
     hak_os_guard((uint8_t*)segment + (start << HAK_SLICE_SHIFT), count << HAK_SLICE_SHIFT, true, HAK_OS_USER_HUGE,
                  "a freed big block's slices could not be opened again (out of memory)");
     closed &= ~hak_bits_range(start, count);
@@ -201,6 +197,8 @@ static void hak_span_open(hak_segment_t* segment, uint64_t bits) {
 #define hak_span_open(segment, bits) ((void)(segment), (void)(bits))
 #endif
 
+/* Marks slices handed out again: their pending purge is cancelled, they are no longer
+ * known zero. Returns whether all of them were. */
 static bool hak_span_reuse(hak_segment_t* segment, uint64_t bits) {
   bool was_zero = (segment->zero_slices & bits) == bits;
   segment->zero_slices &= ~bits;
@@ -263,9 +261,7 @@ static void hak_segment_purge_slices(hak_segment_t* segment, uint64_t due) {
   batch.count = 0;
   uint64_t purged = 0;
   for (uint64_t d = due; d != 0;) {
-    size_t start = (size_t)__builtin_ctzll(d);
-    uint64_t rest = ~(d >> start); /* zeros where the run of set bits from start is */
-    size_t len = rest == 0 ? 64 - start : (size_t)__builtin_ctzll(rest);
+    size_t start, len = hak_bits_first_run(d, &start);
     d &= ~hak_bits_range(start, len);
     if ((len << HAK_SLICE_SHIFT) < hak_options.purge_min_bytes) continue;
     hak_purge_batch_add(&batch, (uint8_t*)segment + (start << HAK_SLICE_SHIFT), len << HAK_SLICE_SHIFT);
