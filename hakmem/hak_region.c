@@ -164,15 +164,34 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
   return hak_region_unit_addr(chunk, start);
 }
 
+/* The start among `starts` whose run of n units holds the most units that may be
+ * resident (the lowest such start); *dirty_units says how many. */
+static size_t hak_region_most_dirty_start(const hak_chunk_t* chunk, uint64_t starts, size_t n, int* dirty_units) {
+  size_t best = (size_t)__builtin_ctzll(starts);
+  int best_dirty = -1;
+  for (uint64_t s = starts; s != 0; s &= s - 1) {
+    size_t start = (size_t)__builtin_ctzll(s);
+    int dirty = __builtin_popcountll(chunk->dirty & hak_bits_range(start, n));
+    if (dirty > best_dirty) {
+      best = start;
+      best_dirty = dirty;
+    }
+  }
+  *dirty_units = best_dirty;
+  return best;
+}
+
 /* A run of n free units whose units may all be resident (reuse without page faults),
- * preferring one where a freed run began; or with !hot_only any free run. Otherwise (and
- * always for clean runs) the lowest run of the fullest chunk: packing what is in use into few chunks lets the
- * others empty and go back to the OS (a stray segment pins its whole chunk's address
- * space). Lock held. */
+ * preferring one where a freed run began; or with !hot_only any free run: the one with
+ * the most units that may be resident (a request that no freed run fits whole still
+ * reuses what it can: bench/eviction's sizes, or 20 random 5-25 MiB buffers replaced
+ * at random, fault a fraction of their pages instead of all), then in the fullest
+ * chunk, lowest first: packing what is in use into few chunks lets the others empty and
+ * go back to the OS (a stray segment pins its whole chunk's address space). Lock held. */
 static void* hak_region_find(size_t n, size_t align, size_t align_offset, bool hot_only, hak_run_state_t* state) {
   hak_chunk_t* best = NULL;
-  uint64_t best_starts = 0;
-  int best_used = -1;
+  size_t best_start = 0;
+  int best_dirty = -1, best_used = -1;
   for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
     uint64_t avail = ~(c->used | c->purging);
     if (hot_only) avail &= c->dirty;
@@ -180,15 +199,19 @@ static void* hak_region_find(size_t n, size_t align, size_t align_offset, bool h
     if (starts == 0) continue;
     uint64_t old = hot_only ? starts & c->run_starts : 0;
     if (old != 0) return hak_region_take(c, (size_t)__builtin_ctzll(old), n, state);
+    int dirty;
+    size_t start = hot_only ? (size_t)__builtin_ctzll(starts) : hak_region_most_dirty_start(c, starts, n, &dirty);
+    if (hot_only) dirty = (int)n;
     int used = __builtin_popcountll(c->used);
-    if (used > best_used) {
+    if (dirty > best_dirty || (dirty == best_dirty && used > best_used)) {
       best = c;
-      best_starts = starts;
+      best_start = start;
+      best_dirty = dirty;
       best_used = used;
     }
   }
   if (best == NULL) return NULL;
-  return hak_region_take(best, (size_t)__builtin_ctzll(best_starts), n, state);
+  return hak_region_take(best, best_start, n, state);
 }
 
 static void* hak_region_find_locked(size_t n, size_t align, size_t align_offset, bool hot_only,
