@@ -143,7 +143,8 @@ bool hak_bigcache_flush(hak_heap_t* heap, bool all) {
 /* Entries unused for the purge delay go back to the big segments, where they decay. */
 void hak_bigcache_trim(hak_heap_t* heap, uint64_t now) {
   hak_bigcache_t* cache = &heap->bigcache;
-  while (cache->count > 0 && cache->put_ms[0] + hak_options.purge_delay_ms <= now) hak_bigcache_evict_oldest(cache);
+  uint64_t delay = hak_purge_delay_ms();
+  while (cache->count > 0 && cache->put_ms[0] + delay <= now) hak_bigcache_evict_oldest(cache);
 }
 
 void hak_bigcache_fold(const hak_heap_t* heap) {
@@ -306,7 +307,7 @@ bool hak_whale_put(hak_segment_t* segment) {
   hak_whales.puts++;
   hak_unlock(&hak_whale_lock);
   hak_whale_release_all(&evicted);
-  hak_purge_schedule(now + hak_options.purge_delay_ms);
+  hak_purge_schedule(now + hak_purge_delay_ms());
   return true;
 }
 
@@ -326,15 +327,15 @@ bool hak_whale_evict_oldest(void) {
 /* Evicts whales unused for the purge delay (every whale with `all`) to the region,
  * which purges them at once since they have been idle that long already. */
 void hak_whale_trim(bool all) {
-  uint64_t now = hak_purge_now_ms();
+  uint64_t now = hak_purge_now_ms(), delay = hak_purge_delay_ms();
   uint64_t next_due = UINT64_MAX;
   hak_whale_evicted_t evicted;
   evicted.count = 0;
   hak_lock(&hak_whale_lock);
-  while (hak_whales.count > 0 && (all || hak_whales.entries[0].put_ms + hak_options.purge_delay_ms <= now)) {
+  while (hak_whales.count > 0 && (all || hak_whales.entries[0].put_ms + delay <= now)) {
     hak_whale_evict_first(&evicted);
   }
-  if (hak_whales.count > 0) next_due = hak_whales.entries[0].put_ms + hak_options.purge_delay_ms;
+  if (hak_whales.count > 0) next_due = hak_whales.entries[0].put_ms + delay;
   hak_unlock(&hak_whale_lock);
   hak_whale_release_all(&evicted);
   if (next_due != UINT64_MAX) hak_purge_schedule(next_due);

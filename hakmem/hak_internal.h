@@ -105,7 +105,8 @@ struct hak_segment_s {
   struct hak_segment_s* prev;
   uint64_t zero_slices;          /* pool, big: free slices known zero (fresh or purged) */
   uint64_t decay_slices;         /* pool, big: free slices that may be resident, purge pending */
-  uint64_t freed_ms[HAK_SEGMENT_SLICES]; /* when each decay slice went free */
+  uint64_t freed_ms[HAK_SEGMENT_SLICES]; /* when each decay slice went free (each purged
+                                            slice: when it was purged) */
   uint8_t is_zero;               /* huge: the block's memory is known zero */
   uint8_t is_dedicated;          /* huge: a mapping of its own, not region units */
   uint8_t is_abandoned;          /* pool: on the abandoned list (written under its lock; read
@@ -121,6 +122,7 @@ struct hak_segment_s {
   _Atomic uint64_t noaccess_slices; /* big (hardened level 2, large quarantine): slices of
                                        freed blocks kept PROT_NONE (cached or evicted), until
                                        a block is carved there again */
+  uint64_t purged_slices; /* pool, big: free slices purged and not reused since (purge regret) */
 #if HAK_HARDEN_FREE_CHECKS
   /* One bit per block of each page, set while the block is handed out. */
   _Atomic(uint64_t) live[HAK_SEGMENT_SLICES][HAK_SEGMENT_SLICES];
@@ -329,6 +331,15 @@ static inline uint64_t hak_bits_range(size_t start, size_t count) {
   return ones << start;
 }
 
+/* The latest of times[i] over the set bits i of `bits` (0 if none). */
+static inline uint64_t hak_bits_latest(uint64_t bits, const uint64_t* times) {
+  uint64_t latest = 0;
+  for (; bits != 0; bits &= bits - 1) {
+    if (times[__builtin_ctzll(bits)] > latest) latest = times[__builtin_ctzll(bits)];
+  }
+  return latest;
+}
+
 /* The lowest run of set bits of a nonzero mask: sets *start, returns its length. */
 static inline size_t hak_bits_first_run(uint64_t mask, size_t* start) {
   *start = (size_t)__builtin_ctzll(mask);
@@ -423,7 +434,8 @@ typedef struct hak_options_s {
   size_t bigcache_slots, bigcache_bytes;
   size_t whale_slots, whale_bytes;
   size_t whale_waste_pct;      /* a cached whale serves a request if it wastes at most this */
-  size_t purge_delay_ms;
+  size_t purge_delay_ms;       /* the base delay (the adaptive policy may change it) */
+  size_t purge_delay_max_ms;   /* how far purge regret may stretch it (hak_purge_delay_ms) */
   hak_purge_mode_t purge_mode;
   size_t purge_batch_bytes, purge_batch_ranges, purge_min_bytes;
   size_t region_keep_bytes;    /* free address space kept mapped before chunks are unmapped */
@@ -474,6 +486,18 @@ bool hak_purge_batch_flush(hak_purge_batch_t* batch); /* true: the ranges read z
 void hak_purge_range_now(void* addr, size_t size);  /* one range at once, counted as a flush */
 void hak_purge_schedule(uint64_t due_ms);         /* something becomes purgeable then */
 void hak_purge_tick(void);                        /* slow paths: purge what is due */
+/* The delay in force: HAKMEM_PURGE_DELAY_MS (which the adaptive policy may change),
+ * stretched by purge regret (hak_purge.c); inline, for the caches' put paths. */
+extern _Atomic uint32_t hak_purge_stretch;
+size_t hak_purge_delay_at(uint32_t stretch);
+static inline size_t hak_purge_delay_base(void) {
+  return *(volatile size_t*)&hak_options.purge_delay_ms;
+}
+static inline size_t hak_purge_delay_ms(void) {
+  uint32_t stretch = atomic_load_explicit(&hak_purge_stretch, memory_order_relaxed);
+  return hak_likely(stretch == 0) ? hak_purge_delay_base() : hak_purge_delay_at(stretch);
+}
+void hak_purge_regret(uint64_t purged_ms); /* memory purged then is taken again now */
 void hak_purge_stats_read(hak_stats_t* out);
 
 /* ---- hak_policy.c: the adaptive policy (the pure part: hak_policy.h) ---------------- */

@@ -25,6 +25,7 @@ extern char** environ;
 #define HAK_DEF_WHALE_SLOTS 2
 #define HAK_DEF_WHALE_BYTES (32 * MiB)
 #define HAK_DEF_PURGE_DELAY_MS 1
+#define HAK_DEF_PURGE_DELAY_MAX_MS 8
 #define HAK_DEF_PURGE_BATCH_BYTES (64 * KiB)
 #define HAK_DEF_PURGE_BATCH_RANGES 4
 #define HAK_DEF_REGION_KEEP 0
@@ -35,6 +36,7 @@ extern char** environ;
 #define HAK_DEF_WHALE_SLOTS 8
 #define HAK_DEF_WHALE_BYTES (64 * MiB)
 #define HAK_DEF_PURGE_DELAY_MS 100
+#define HAK_DEF_PURGE_DELAY_MAX_MS 1000
 #define HAK_DEF_PURGE_BATCH_BYTES (4 * MiB)
 #define HAK_DEF_PURGE_BATCH_RANGES 256
 #define HAK_DEF_REGION_KEEP (1 * GiB)
@@ -48,6 +50,7 @@ hak_options_t hak_options = {
     .whale_bytes = HAK_DEF_WHALE_BYTES,
     .whale_waste_pct = 25,
     .purge_delay_ms = HAK_DEF_PURGE_DELAY_MS,
+    .purge_delay_max_ms = HAK_DEF_PURGE_DELAY_MAX_MS,
     .purge_mode = HAK_PURGE_DONTNEED,
     .purge_batch_bytes = HAK_DEF_PURGE_BATCH_BYTES,
     .purge_batch_ranges = HAK_DEF_PURGE_BATCH_RANGES,
@@ -93,6 +96,7 @@ static const hak_option_t hak_option_table[] = {
     {"WHALE_BYTES", HAK_OPT_BYTES, 0, (size_t)1 << 40, &hak_options.whale_bytes},
     {"WHALE_WASTE_PCT", HAK_OPT_COUNT, 0, 100, &hak_options.whale_waste_pct},
     {"PURGE_DELAY_MS", HAK_OPT_MILLIS, 0, 3600 * 1000, &hak_options.purge_delay_ms},
+    {"PURGE_DELAY_MAX_MS", HAK_OPT_MILLIS, 0, 3600 * 1000, &hak_options.purge_delay_max_ms},
     {"MADVISE", HAK_OPT_MADVISE, 0, 1, &hak_options.purge_mode},
     {"PURGE_BATCH_BYTES", HAK_OPT_BYTES, 0, (size_t)1 << 40, &hak_options.purge_batch_bytes},
     {"PURGE_BATCH_RANGES", HAK_OPT_COUNT, 1, 65536, &hak_options.purge_batch_ranges},

@@ -7,18 +7,65 @@
  * which costs a coarse clock read and one atomic load when nothing is due; when
  * something is, the owner collects what is due into a batch, adjacent ranges merged
  * into one call, and issues it outside its lock (the memory is marked in flight, so it
- * is not handed out meanwhile). DONTNEED or FREE by HAKMEM_MADVISE. */
+ * is not handed out meanwhile). DONTNEED or FREE by HAKMEM_MADVISE.
+ *
+ * Purge regret: memory purged and then taken again within the delay would have been
+ * kept by a delay twice as long, and its purge bought nothing but a system call and
+ * page faults (a program whose big blocks come back every few hundred milliseconds).
+ * The owners report such reuse (hak_purge_regret); the delay then doubles, at most
+ * once per delay and up to HAKMEM_PURGE_DELAY_MAX_MS, and halves again after four
+ * delays without regret, so memory that stays unused is still given back. */
 #include <time.h>
 
 #include "hak_internal.h"
 
 static _Atomic uint64_t hak_purge_next_due = UINT64_MAX;
 static _Atomic uint64_t hak_purge_flushes, hak_purge_ranges_issued, hak_purge_bytes_issued;
+_Atomic uint32_t hak_purge_stretch; /* the delay is the base << this, capped */
+static _Atomic uint64_t hak_purge_stretch_ms; /* when it last changed, or the last regret */
+static _Atomic uint64_t hak_purge_regrets;    /* reuses of purged memory within the delay */
 
 uint64_t hak_purge_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+size_t hak_purge_delay_at(uint32_t stretch) {
+  size_t base = hak_purge_delay_base();
+  size_t max = hak_options.purge_delay_max_ms;
+  if (stretch == 0 || base >= max) return base;
+  return stretch >= 32 || (max >> stretch) < base ? max : base << stretch;
+}
+
+void hak_purge_regret(uint64_t purged_ms) {
+  uint64_t now = hak_purge_now_ms();
+  uint32_t stretch = atomic_load_explicit(&hak_purge_stretch, memory_order_relaxed);
+  size_t delay = hak_purge_delay_at(stretch);
+  if (now >= purged_ms + delay) return; /* a purge that held for the whole delay */
+  atomic_fetch_add_explicit(&hak_purge_regrets, 1, memory_order_relaxed);
+  uint64_t last = atomic_load_explicit(&hak_purge_stretch_ms, memory_order_relaxed);
+  atomic_store_explicit(&hak_purge_stretch_ms, now, memory_order_relaxed);
+  if (now < last + delay || hak_purge_delay_at(stretch + 1) == delay) return; /* once per delay; capped */
+  atomic_compare_exchange_strong_explicit(&hak_purge_stretch, &stretch, stretch + 1, memory_order_relaxed,
+                                          memory_order_relaxed);
+}
+
+/* Four delays without regret: the delay halves (a step per four delays that passed). */
+static void hak_purge_unstretch(void) {
+  uint32_t stretch = atomic_load_explicit(&hak_purge_stretch, memory_order_relaxed);
+  if (hak_likely(stretch == 0)) return;
+  uint64_t now = hak_purge_now_ms(), since = atomic_load_explicit(&hak_purge_stretch_ms, memory_order_relaxed);
+  uint32_t to = stretch;
+  while (to > 0 && now >= since + 4 * (uint64_t)hak_purge_delay_at(to)) {
+    since += 4 * (uint64_t)hak_purge_delay_at(to);
+    to--;
+  }
+  if (to == stretch) return;
+  if (atomic_compare_exchange_strong_explicit(&hak_purge_stretch, &stretch, to, memory_order_relaxed,
+                                              memory_order_relaxed)) {
+    atomic_store_explicit(&hak_purge_stretch_ms, now, memory_order_relaxed);
+  }
 }
 
 bool hak_purge_batch_add(hak_purge_batch_t* batch, void* addr, size_t size) {
@@ -70,6 +117,7 @@ void hak_purge_schedule(uint64_t due_ms) {
  * stays pending. */
 void hak_purge_tick(void) {
   if (hak_unlikely(hak_policy_on)) hak_policy_tick(hak_purge_now_ms()); /* HAKMEM_POLICY=1 only */
+  hak_purge_unstretch();
   uint64_t due = atomic_load_explicit(&hak_purge_next_due, memory_order_relaxed);
   if (hak_likely(due == UINT64_MAX)) return;
   if (hak_purge_now_ms() < due) return;
@@ -85,4 +133,5 @@ void hak_purge_stats_read(hak_stats_t* out) {
   out->purge_flushes = atomic_load_explicit(&hak_purge_flushes, memory_order_relaxed);
   out->purge_ranges = atomic_load_explicit(&hak_purge_ranges_issued, memory_order_relaxed);
   out->purge_bytes = atomic_load_explicit(&hak_purge_bytes_issued, memory_order_relaxed);
+  out->purge_regrets = atomic_load_explicit(&hak_purge_regrets, memory_order_relaxed);
 }

@@ -13,7 +13,9 @@
  * Per unit the descriptor keeps: used (handed out), nonzero (may hold data: cleared
  * only by a DONTNEED purge), dirty (may have resident pages: cleared by any purge),
  * pending (free, purge scheduled; expire[] says when), purging (in a purge call right
- * now: neither free nor handed out), run_starts (where freed runs began: a new run
+ * now: neither free nor handed out), purged (purged and not taken since; expire[] says
+ * when: taking it soon after is purge regret, hak_purge.c), run_starts (where freed
+ * runs began: a new run
  * placed there follows the old layout, so a block growing by realloc finds the room
  * its predecessor had), thp_lean / thp_huge (the unit's pages are all advised
  * MADV_NOHUGEPAGE / MADV_HUGEPAGE; neither: unknown or mixed), guarded (hardened
@@ -38,6 +40,8 @@ typedef struct hak_chunk_s {
   uint64_t dirty;
   uint64_t pending;
   uint64_t purging;
+  uint64_t purged;     /* free units the delay purged, not taken since (expire[]: when) */
+  uint64_t early;      /* pending units the dirty budget brought forward (not the delay) */
   uint64_t dense;      /* dirty units a segment gave back: most of their pages are resident */
   uint64_t run_starts; /* free units where a freed run began */
   uint64_t thp_lean;   /* units wholly advised MADV_NOHUGEPAGE */
@@ -116,7 +120,7 @@ static hak_chunk_t* hak_region_chunk_new(void) {
   chunk->next = NULL;
   chunk->used = 1;
   chunk->nonzero = chunk->dirty = 1;
-  chunk->pending = chunk->purging = chunk->run_starts = 0;
+  chunk->pending = chunk->purging = chunk->purged = chunk->early = chunk->run_starts = 0;
   chunk->thp_lean = lean ? ~(uint64_t)0 : 0;
   chunk->thp_huge = 0;
   chunk->noaccess = 0;
@@ -132,6 +136,15 @@ static void hak_region_chunk_link(hak_chunk_t* chunk) {
 
 /* ---- Allocation -------------------------------------------------------------------------- */
 
+/* Units purged and taken again: purge regret if the newest purge among them was less
+ * than a delay ago. Lock held. */
+static void hak_region_note_reuse(hak_chunk_t* chunk, uint64_t run) {
+  uint64_t regret = chunk->purged & run;
+  if (regret == 0) return;
+  chunk->purged &= ~run;
+  hak_purge_regret(hak_bits_latest(regret, chunk->expire));
+}
+
 /* Takes units [start, start+n) of chunk (lock held) and says what they held. */
 static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run_state_t* state) {
   uint64_t run = hak_bits_range(start, n);
@@ -141,7 +154,9 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
                               memory_order_relaxed);
   }
   chunk->pending &= ~run;
+  chunk->early &= ~run;
   chunk->run_starts &= ~run;
+  hak_region_note_reuse(chunk, run);
   state->is_zero = (chunk->nonzero & run) == 0;
   state->is_resident = (chunk->dirty & run) == run;
   state->dense_units = (chunk->dense & chunk->dirty & run) >> start;
@@ -361,14 +376,19 @@ static bool hak_region_limit_pending(uint64_t now) {
   if (in_use / 4 > budget) budget = in_use / 4;
   if (waiting <= budget) return false;
   for (size_t n = waiting - budget; n > 0; n--) {
-    uint64_t* oldest = NULL;
+    hak_chunk_t* oldest_chunk = NULL;
+    size_t oldest = 0;
     for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
       for (uint64_t p = c->pending & c->dense; p != 0; p &= p - 1) {
-        uint64_t* e = &c->expire[__builtin_ctzll(p)];
-        if (*e > now && (oldest == NULL || *e < *oldest)) oldest = e;
+        size_t i = (size_t)__builtin_ctzll(p);
+        if (c->expire[i] > now && (oldest_chunk == NULL || c->expire[i] < oldest_chunk->expire[oldest])) {
+          oldest_chunk = c;
+          oldest = i;
+        }
       }
     }
-    *oldest = now;
+    oldest_chunk->expire[oldest] = now;
+    oldest_chunk->early |= (uint64_t)1 << oldest; /* no purge regret for this one */
   }
   return true;
 }
@@ -376,7 +396,7 @@ static bool hak_region_limit_pending(uint64_t now) {
 void hak_region_free(void* run, size_t units, uint64_t idle_since_ms, bool dense) {
   hak_chunk_t* chunk = hak_region_chunk_of(run);
   size_t start = hak_region_unit_index(chunk, run);
-  uint64_t due = idle_since_ms + hak_options.purge_delay_ms;
+  uint64_t due = idle_since_ms + hak_purge_delay_ms();
   hak_lock(&hak_region_lock);
   uint64_t bits = hak_bits_range(start, units);
   chunk->used &= ~bits;
@@ -413,7 +433,7 @@ void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size
     size_t end = (size_t)((uintptr_t)data_end - (uintptr_t)chunk + HAK_SEGMENT_MASK) >> HAK_SEGMENT_SHIFT;
     kept = hak_bits_range(first, end - first) & bits;
   }
-  uint64_t due = hak_purge_now_ms() + hak_options.purge_delay_ms;
+  uint64_t due = hak_purge_now_ms() + hak_purge_delay_ms();
   hak_lock(&hak_region_lock);
   chunk->used &= ~bits;
   chunk->dirty = (chunk->dirty & ~bits) | kept;
@@ -458,8 +478,9 @@ static bool hak_region_collect_due(uint64_t now, bool force, hak_purge_batch_t* 
   if (due_units == 0) return false;
   bool full = (due_units << HAK_SEGMENT_SHIFT) >= hak_options.purge_batch_bytes ||
               due_ranges >= hak_options.purge_batch_ranges;
-  if (!force && !full && oldest + hak_options.purge_delay_ms > now) {
-    if (oldest + hak_options.purge_delay_ms < *next_due) *next_due = oldest + hak_options.purge_delay_ms;
+  uint64_t again = oldest + hak_purge_delay_ms(); /* the oldest due unit waited another delay */
+  if (!force && !full && again > now) {
+    if (again < *next_due) *next_due = again;
     return false;
   }
   bool taken = false;
@@ -479,12 +500,18 @@ static bool hak_region_collect_due(uint64_t now, bool force, hak_purge_batch_t* 
   return taken;
 }
 
-/* Lock held. Hardened level 2: a purged unit also loses the guard pages a segment left
+/* Lock held. Units the delay purged (not a forced pass, not the dirty budget) are
+ * remembered with the time, for purge regret. Hardened level 2: a purged unit also loses the guard pages a segment left
  * there (it went cold; a segment taking it again makes them anew), so that idle address
  * space does not keep four mappings per unit. Rare (once per purge delay at most), so
  * the two calls per unit are made here, while the unit is neither free nor in use. */
-static void hak_region_finish_purge(bool zeroed) {
+static void hak_region_finish_purge(bool zeroed, bool forced) {
+  uint64_t now = hak_purge_now_ms();
   for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
+    uint64_t timed = forced ? 0 : c->purging & ~c->early;
+    for (uint64_t p = timed; p != 0; p &= p - 1) c->expire[__builtin_ctzll(p)] = now;
+    c->purged |= timed;
+    c->early &= ~c->purging;
 #if HAK_HARDEN_GUARDS
     uint64_t guarded = c->guarded & c->purging;
     c->guarded &= ~guarded;
@@ -548,7 +575,7 @@ void hak_region_purge(hak_region_purge_t how) {
     if (!taken) break;
     bool zeroed = hak_purge_batch_flush(&batch);
     hak_lock(&hak_region_lock);
-    hak_region_finish_purge(zeroed);
+    hak_region_finish_purge(zeroed, force);
     hak_unlock(&hak_region_lock);
   }
   hak_lock(&hak_region_lock);

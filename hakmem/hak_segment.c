@@ -154,7 +154,7 @@ static void hak_span_free(hak_spans_t* spans, hak_segment_t* segment, size_t sta
   segment->decay_slices |= freed;
   for (uint64_t f = freed; f != 0; f &= f - 1) segment->freed_ms[__builtin_ctzll(f)] = idle_since_ms;
   if (freed != 0) {
-    uint64_t due = idle_since_ms + hak_options.purge_delay_ms;
+    uint64_t due = idle_since_ms + hak_purge_delay_ms();
     if (due < spans->decay_due_ms) __atomic_store_n(&spans->decay_due_ms, due, __ATOMIC_RELAXED);
   }
   size_t end = start + count;
@@ -197,9 +197,19 @@ static void hak_span_open(hak_segment_t* segment, uint64_t bits) {
 #define hak_span_open(segment, bits) ((void)(segment), (void)(bits))
 #endif
 
+/* Slices purged and carved again: purge regret if the newest purge among them was less
+ * than a delay ago. */
+static void hak_span_note_reuse(hak_segment_t* segment, uint64_t bits) {
+  uint64_t regret = segment->purged_slices & bits;
+  if (regret == 0) return;
+  segment->purged_slices &= ~bits;
+  hak_purge_regret(hak_bits_latest(regret, segment->freed_ms));
+}
+
 /* Marks slices handed out again: their pending purge is cancelled, they are no longer
  * known zero. Returns whether all of them were. */
 static bool hak_span_reuse(hak_segment_t* segment, uint64_t bits) {
+  hak_span_note_reuse(segment, bits);
   bool was_zero = (segment->zero_slices & bits) == bits;
   segment->zero_slices &= ~bits;
   segment->decay_slices &= ~bits;
@@ -255,8 +265,9 @@ static bool hak_span_grow(hak_spans_t* spans, hak_page_t* page, size_t slices) {
 /* Purges the due slices of one segment (consecutive ones in one call); they read zero
  * afterwards (DONTNEED), which calloc then knows. Runs shorter than
  * HAKMEM_PURGE_MIN_BYTES are not worth a call: they stay resident. The caller owns the
- * spans, so no slice is handed out meanwhile. */
-static void hak_segment_purge_slices(hak_segment_t* segment, uint64_t due) {
+ * spans, so no slice is handed out meanwhile. timed: the delay purged them (not a forced
+ * pass or a budget), so reusing them soon is purge regret. */
+static void hak_segment_purge_slices(hak_segment_t* segment, uint64_t due, bool timed) {
   hak_purge_batch_t batch;
   batch.count = 0;
   uint64_t purged = 0;
@@ -270,6 +281,10 @@ static void hak_segment_purge_slices(hak_segment_t* segment, uint64_t due) {
   bool zeroed = hak_purge_batch_flush(&batch);
   segment->decay_slices &= ~due;
   if (zeroed) segment->zero_slices |= purged;
+  if (!timed) return;
+  uint64_t now = hak_purge_now_ms();
+  for (uint64_t p = purged; p != 0; p &= p - 1) segment->freed_ms[__builtin_ctzll(p)] = now;
+  segment->purged_slices |= purged;
 }
 
 /* Purges the segment's free slices idle for the purge delay (every one with `all`);
@@ -281,13 +296,13 @@ static void hak_segment_decay_slices(hak_segment_t* segment, bool all, uint64_t 
     if (all || segment->freed_ms[i] + delay <= now) due |= (uint64_t)1 << i;
     else if (segment->freed_ms[i] + delay < *next) *next = segment->freed_ms[i] + delay;
   }
-  if (due != 0) hak_segment_purge_slices(segment, due);
+  if (due != 0) hak_segment_purge_slices(segment, due, !all); /* `all`: forced, no regret */
 }
 
 /* Purges the free slices of `spans` idle for the purge delay (every one with `all`). */
 static void hak_spans_decay(hak_spans_t* spans, bool all) {
   if (!all && __atomic_load_n(&spans->decay_due_ms, __ATOMIC_RELAXED) == UINT64_MAX) return;
-  uint64_t now = hak_purge_now_ms(), delay = hak_options.purge_delay_ms, next = UINT64_MAX;
+  uint64_t now = hak_purge_now_ms(), delay = hak_purge_delay_ms(), next = UINT64_MAX;
   if (!all && now < spans->decay_due_ms) return;
   for (hak_segment_t* segment = spans->segments; segment != NULL; segment = segment->next) {
     hak_segment_decay_slices(segment, all, now, delay, &next);
@@ -539,7 +554,7 @@ void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment) {
   size_t listed = atomic_load_explicit(&hak_segment_abandoned_idle_slices, memory_order_relaxed);
   bool over = ((listed + idle) << HAK_SLICE_SHIFT) > 2 * hak_options.region_dirty_bytes;
   uint64_t next = UINT64_MAX; /* when what stays comes due (the exiting heap purged what was) */
-  hak_segment_decay_slices(segment, over, hak_purge_now_ms(), hak_options.purge_delay_ms, &next);
+  hak_segment_decay_slices(segment, over, hak_purge_now_ms(), hak_purge_delay_ms(), &next);
   hak_segment_abandoned_push(segment);
   if (next != UINT64_MAX) hak_segment_abandoned_schedule(next);
   hak_stat_global_inc(segments_abandoned);
@@ -597,7 +612,7 @@ static bool hak_segment_abandoned_collect(hak_segment_t* segment) {
 void hak_segment_abandoned_decay(bool all) {
   uint64_t due = atomic_load_explicit(&hak_segment_abandoned_due_ms, memory_order_relaxed);
   if (!all && due == UINT64_MAX) return;
-  uint64_t now = hak_purge_now_ms(), delay = hak_options.purge_delay_ms, next = UINT64_MAX;
+  uint64_t now = hak_purge_now_ms(), delay = hak_purge_delay_ms(), next = UINT64_MAX;
   if (!all && now < due) return;
   if (!atomic_compare_exchange_strong_explicit(&hak_segment_abandoned_due_ms, &due, UINT64_MAX,
                                                memory_order_relaxed, memory_order_relaxed)) {
@@ -691,7 +706,7 @@ static void hak_segment_abandoned_page_emptied(hak_segment_t* segment, hak_page_
   if (listed) hak_segment_abandoned_unlink(segment);
   hak_unlock(&hak_segment_lock);
   if (!listed) return;
-  uint64_t now = hak_purge_now_ms();
+  uint64_t now = hak_purge_now_ms(), delay = hak_purge_delay_ms();
   /* Between the free and the unlink the segment may have been adopted, laid out anew
    * and abandoned again: `page` must still head a span to be freed. */
   bool head = segment->slice_offset[page - segment->pages] == 0;
@@ -699,13 +714,13 @@ static void hak_segment_abandoned_page_emptied(hak_segment_t* segment, hak_page_
     /* A segment this empties is memory of an exited thread that nobody allocates
      * from: it goes back to the region as idle for the whole delay, purged on the tick. */
     bool emptied = segment->used_slices == page->slice_count;
-    uint64_t idle_since = emptied && now > hak_options.purge_delay_ms ? now - hak_options.purge_delay_ms : now;
+    uint64_t idle_since = emptied && now > delay ? now - delay : now;
     if (hak_segment_abandoned_page_free(page, idle_since)) {
       hak_purge_tick();
       return;
     }
   }
-  hak_segment_abandoned_schedule(now + hak_options.purge_delay_ms);
+  hak_segment_abandoned_schedule(now + delay);
   hak_segment_abandoned_push(segment);
 }
 

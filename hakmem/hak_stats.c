@@ -220,6 +220,7 @@ void hak_stats_collect_upto(hak_stats_t* out, size_t want) {
   hak_region_stats_read(out);
   hak_purge_stats_read(out);
   out->purge_delay_ms = hak_options.purge_delay_ms;
+  out->purge_delay_now_ms = hak_purge_delay_ms();
   out->region_keep_bytes = hak_options.region_keep_bytes;
   out->region_dirty_bytes_max = hak_options.region_dirty_bytes;
   hak_cache_stats_read(out);
@@ -424,6 +425,8 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_line(&r, "free clean bytes", s.region_clean_bytes);
   hak_report_str(&r, "Purge batcher:\n");
   hak_report_line(&r, "delay ms", s.purge_delay_ms);
+  hak_report_line(&r, "delay now ms (regret)", s.purge_delay_now_ms);
+  hak_report_line(&r, "regrets", s.purge_regrets);
   hak_report_line(&r, "flushes", s.purge_flushes);
   hak_report_line(&r, "madvise ranges", s.purge_ranges);
   hak_report_line(&r, "bytes purged", s.purge_bytes);
@@ -626,6 +629,8 @@ static void hak_json_memory(hak_json_t* j, const hak_stats_t* s) {
   hak_json_close(j, '}');
   hak_json_open(j, "purge", '{');
   HAK_JSON_FIELD(j, s, purge_delay_ms);
+  HAK_JSON_FIELD(j, s, purge_delay_now_ms);
+  HAK_JSON_FIELD(j, s, purge_regrets);
   HAK_JSON_FIELD(j, s, purge_flushes);
   HAK_JSON_FIELD(j, s, purge_ranges);
   HAK_JSON_FIELD(j, s, purge_bytes);

@@ -101,7 +101,7 @@ typedef struct hak_cache_stats_s {
  * of it it knows (size), the library fills that much (or all it knows, if less) and
  * says what it filled: a program built against an older or a newer hakmem.h keeps
  * working. HAK_STATS_VERSION changes when fields are added. */
-#define HAK_STATS_VERSION 1
+#define HAK_STATS_VERSION 2 /* 2: purge_delay_now_ms, purge_regrets */
 
 typedef struct hak_stats_s {
   uint32_t size;    /* in: sizeof(hak_stats_t) as the caller knows it (hak_stats_read sets
@@ -195,6 +195,12 @@ typedef struct hak_stats_s {
    * histogram (8 buckets per doubling: within 12.5%). */
   uint64_t latency_samples[HAK_STATS_LATENCY_OPS];
   uint64_t latency_ns[HAK_STATS_LATENCY_OPS][HAK_STATS_PERCENTILES];
+
+  /* Version 2, every variant: purge regret. Memory purged and taken again within the
+   * delay doubles the delay (up to HAKMEM_PURGE_DELAY_MAX_MS); four delays without such
+   * reuse halve it again, down to HAKMEM_PURGE_DELAY_MS. */
+  uint64_t purge_delay_now_ms; /* the delay in force now */
+  uint64_t purge_regrets;      /* purged memory (units, slices) taken again within the delay */
 } hak_stats_t;
 
 /* Fills the first out->size bytes of *out (at most the library's own sizeof), then

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+// purge_regret_test.cc - the purge delay stretches when purged memory is taken again
+// within it, and shrinks back when no such reuse follows (hak_purge.c, "purge
+// regret"). A whale of 50 units (200 MiB) is freed to the region, purged by the delay,
+// and a whale as long is allocated right after: its run overlaps the purged one (the
+// chunk it emptied is where such a run fits), so that purge bought nothing and the
+// delay doubles. Purges hak_collect forces are the caller's choice, not the delay's:
+// they never count. The window is the delay itself (200 ms, then 400): a stall that
+// long between a purge and the next allocation would hide the regret.
+//
+// Its own binary, started with HAKMEM_PURGE_DELAY_MS=200 and _MAX_MS=800 (BUILD).
+#include <chrono>
+#include <thread>
+
+#include "large_util.h"  // last of the includes: it includes hak_test_names.h
+
+namespace hak_large_test {
+namespace {
+
+constexpr uint64_t kBaseMs = 200;
+constexpr uint64_t kMaxMs = 800;
+
+size_t WhaleBytes() {
+  return 50 * hak_probe_segment_size() - 64 * kKiB;  // 50 units with its header
+}
+
+bool Overlap(const void* a, const void* b, size_t bytes) {
+  return Addr(a) < Addr(b) + bytes && Addr(b) < Addr(a) + bytes;
+}
+
+// Frees a whale too big for the whale ring (it goes to the region at once, idle from
+// then on), waits out the delay in force, and ticks the purge with a slow path.
+void FreeAndLetTheDelayPurge(void* whale) {
+  const uint64_t delay_ms = Stats().purge_delay_now_ms;
+  const uint64_t purged = Stats().purge_bytes;
+  hak_free(whale);
+  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms + 20));
+  hak_free(hak_malloc((size_t)9 << 20));  // a whale: its allocation ticks the purge
+  ASSERT_GE(Stats().purge_bytes - purged, (uint64_t)100 << 20) << "the delay did not purge the freed whale";
+}
+
+TEST(PurgeRegret, DelayStretchesWhenPurgedMemoryComesBackAndShrinksWhenItDoesNot) {
+  hak_collect(true);
+  hak_stats_t s0 = Stats();
+  ASSERT_EQ(s0.purge_delay_ms, kBaseMs);
+  ASSERT_EQ(s0.purge_delay_now_ms, kBaseMs);
+
+  // A forced purge (hak_collect) and reuse: no regret.
+  void* w = hak_malloc(WhaleBytes());
+  ASSERT_NE(w, nullptr);
+  memset(w, 1, (size_t)8 << 20);
+  hak_free(w);
+  hak_collect(false);
+  void* again = hak_malloc(WhaleBytes());
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(Overlap(again, w, WhaleBytes())) << "premise: the whale went back to its purged units";
+  hak_stats_t s1 = Stats();
+  EXPECT_EQ(s1.purge_regrets, s0.purge_regrets) << "a purge hak_collect forced counted as regret";
+  EXPECT_EQ(s1.purge_delay_now_ms, kBaseMs);
+
+  // Purged by the delay and taken again at once: regret, the delay doubles (once).
+  memset(again, 2, (size_t)8 << 20);
+  FreeAndLetTheDelayPurge(again);
+  void* back = hak_malloc(WhaleBytes());
+  ASSERT_NE(back, nullptr);
+  ASSERT_TRUE(Overlap(back, again, WhaleBytes())) << "premise: the whale went back to its purged units";
+  hak_stats_t s2 = Stats();
+  EXPECT_GT(s2.purge_regrets, s1.purge_regrets) << "purged units taken again within the delay";
+  EXPECT_EQ(s2.purge_delay_now_ms, 2 * kBaseMs);
+
+  // Again: the delay doubles to its maximum and stays there.
+  memset(back, 3, (size_t)8 << 20);
+  FreeAndLetTheDelayPurge(back);
+  void* third = hak_malloc(WhaleBytes());
+  ASSERT_NE(third, nullptr);
+  EXPECT_EQ(Stats().purge_delay_now_ms, kMaxMs);
+  memset(third, 4, (size_t)8 << 20);
+  FreeAndLetTheDelayPurge(third);
+  void* fourth = hak_malloc(WhaleBytes());
+  ASSERT_NE(fourth, nullptr);
+  EXPECT_EQ(Stats().purge_delay_now_ms, kMaxMs) << "stretched past HAKMEM_PURGE_DELAY_MAX_MS";
+  hak_free(fourth);
+
+  // Four delays with no regret halve it, a step per four delays: 800 -> 400 after
+  // 3.2 s, 400 -> 200 after 1.6 s more. Time passing only shrinks it further.
+  std::this_thread::sleep_for(std::chrono::milliseconds(4 * kMaxMs + 4 * 2 * kBaseMs + 50));
+  hak_free(hak_malloc((size_t)9 << 20));  // a slow path: it ticks
+  EXPECT_EQ(Stats().purge_delay_now_ms, kBaseMs) << "the delay did not shrink back without regret";
+  hak_collect(true);
+}
+
+}  // namespace
+}  // namespace hak_large_test
