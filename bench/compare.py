@@ -124,6 +124,7 @@ def workload_table(threads):
          ["--threads", t, "--iters", "5", "--steps", "200000"]),
         ("realloc", "realloc", ["--rounds", "10"], ["--rounds", "3"]),
         ("realloc_grow", "realloc_grow", ["--rounds", "2"], ["--rounds", "1"]),
+        ("large_replace", "large_replace", ["--iters", "60"], ["--iters", "20"]),
         ("rss", "rss", ["--objs", "150000"], ["--objs", "50000"]),
         ("abandon", "abandon", ["--mib", "10", "--pairs", "2000000", "--rounds", "4"],
          ["--mib", "10", "--pairs", "1000000", "--rounds", "2"]),

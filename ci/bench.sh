@@ -5,7 +5,7 @@
 # Results land in bench-out/: results.md, results.csv, results.json, meta.json, and the
 # charts ratios.svg (time / mimalloc), rss_ratios.svg (peak RSS / mimalloc) and
 # rss_over_time.svg (RSS over the run of the rss_over_time workload).
-#   ci/bench.sh            full run: 23 workloads x 7 allocators (all three hakmem
+#   ci/bench.sh            full run: 24 workloads x 7 allocators (all three hakmem
 #                          variants) x 5 repetitions; about 15 minutes
 #   ci/bench.sh --quick    CI-sized: smaller workloads x 5 allocators (glibc, hakmem,
 #                          mimalloc, jemalloc, tcmalloc) x 5 repetitions; about 2 minutes
