@@ -14,7 +14,9 @@
  * page faults (a program whose big blocks come back every few hundred milliseconds).
  * The owners report such reuse (hak_purge_regret); the delay then doubles, at most
  * once per delay and up to HAKMEM_PURGE_DELAY_MAX_MS, and halves again after four
- * delays without regret, so memory that stays unused is still given back. */
+ * delays without regret, so memory that stays unused is still given back. With
+ * HAKMEM_POLICY=1 the learner owns the delay (one of its knobs): no stretching then.
+ * Off by default (HAKMEM_PURGE_DELAY_MAX_MS: hak_options.c says why). */
 #include <time.h>
 
 #include "hak_internal.h"
@@ -38,7 +40,10 @@ size_t hak_purge_delay_at(uint32_t stretch) {
   return stretch >= 32 || (max >> stretch) < base ? max : base << stretch;
 }
 
+/* Threads reporting at once may lose a doubling or a time stamp to each other: that only
+ * blurs a heuristic, and the delay stays within its bounds either way. */
 void hak_purge_regret(uint64_t purged_ms) {
+  if (hak_policy_on) return; /* the learner owns the delay */
   uint64_t now = hak_purge_now_ms();
   uint32_t stretch = atomic_load_explicit(&hak_purge_stretch, memory_order_relaxed);
   size_t delay = hak_purge_delay_at(stretch);

@@ -15,11 +15,10 @@
  * pending (free, purge scheduled; expire[] says when), purging (in a purge call right
  * now: neither free nor handed out), purged (purged and not taken since; expire[] says
  * when: taking it soon after is purge regret, hak_purge.c), run_starts (where freed
- * runs began: a new run
- * placed there follows the old layout, so a block growing by realloc finds the room
- * its predecessor had), thp_lean / thp_huge (the unit's pages are all advised
- * MADV_NOHUGEPAGE / MADV_HUGEPAGE; neither: unknown or mixed), guarded (hardened
- * level 2: a segment's guard pages are PROT_NONE there). One lock guards every
+ * runs began: a new run placed there follows the old layout, so a block growing by
+ * realloc finds the room its predecessor had), thp_lean / thp_huge (the unit's pages
+ * are all advised MADV_NOHUGEPAGE / MADV_HUGEPAGE; neither: unknown or mixed), guarded
+ * (hardened level 2: a segment's guard pages are PROT_NONE there). One lock guards every
  * descriptor; purge calls, madvise and mmap/munmap run outside it.
  *
  * Transparent huge pages (HAKMEM_THP): under the kernel's `always` setting a 4 MiB
@@ -214,9 +213,8 @@ static void* hak_region_find(size_t n, size_t align, size_t align_offset, bool h
     if (starts == 0) continue;
     uint64_t old = hot_only ? starts & c->run_starts : 0;
     if (old != 0) return hak_region_take(c, (size_t)__builtin_ctzll(old), n, state);
-    int dirty;
+    int dirty = (int)n; /* hot_only: every unit of the run */
     size_t start = hot_only ? (size_t)__builtin_ctzll(starts) : hak_region_most_dirty_start(c, starts, n, &dirty);
-    if (hot_only) dirty = (int)n;
     int used = __builtin_popcountll(c->used);
     if (dirty > best_dirty || (dirty == best_dirty && used > best_used)) {
       best = c;
