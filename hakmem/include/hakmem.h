@@ -198,7 +198,9 @@ typedef struct hak_stats_s {
 
   /* Version 2, every variant: purge regret. Memory purged and taken again within the
    * delay doubles the delay (up to HAKMEM_PURGE_DELAY_MAX_MS); four delays without such
-   * reuse halve it again, down to HAKMEM_PURGE_DELAY_MS. */
+   * reuse halve it again, down to HAKMEM_PURGE_DELAY_MS. Off unless
+   * HAKMEM_PURGE_DELAY_MAX_MS is above the delay (it is not by default), and never while
+   * the adaptive policy (HAKMEM_POLICY=1) chooses the delay: then the two stay equal. */
   uint64_t purge_delay_now_ms; /* the delay in force now */
   uint64_t purge_regrets;      /* purged memory (units, slices) taken again within the delay */
 } hak_stats_t;

@@ -28,6 +28,14 @@ bool Overlap(const void* a, const void* b, size_t bytes) {
   return Addr(a) < Addr(b) + bytes && Addr(b) < Addr(a) + bytes;
 }
 
+// Allocates a whale as long as `prev` (freed and purged) and checks the premise of
+// every step: the new whale went back to prev's purged units.
+void ReallocateOverPurged(const void* prev, void** out) {
+  *out = hak_malloc(WhaleBytes());
+  ASSERT_NE(*out, nullptr);
+  ASSERT_TRUE(Overlap(*out, prev, WhaleBytes())) << "premise: the whale went back to its purged units";
+}
+
 // Frees a whale too big for the whale ring (it goes to the region at once, idle from
 // then on), waits out the delay in force, and ticks the purge with a slow path.
 void FreeAndLetTheDelayPurge(void* whale) {
@@ -51,9 +59,8 @@ TEST(PurgeRegret, DelayStretchesWhenPurgedMemoryComesBackAndShrinksWhenItDoesNot
   memset(w, 1, (size_t)8 << 20);
   hak_free(w);
   hak_collect(false);
-  void* again = hak_malloc(WhaleBytes());
-  ASSERT_NE(again, nullptr);
-  ASSERT_TRUE(Overlap(again, w, WhaleBytes())) << "premise: the whale went back to its purged units";
+  void* again = nullptr;
+  ASSERT_NO_FATAL_FAILURE(ReallocateOverPurged(w, &again));
   hak_stats_t s1 = Stats();
   EXPECT_EQ(s1.purge_regrets, s0.purge_regrets) << "a purge hak_collect forced counted as regret";
   EXPECT_EQ(s1.purge_delay_now_ms, kBaseMs);
@@ -61,9 +68,8 @@ TEST(PurgeRegret, DelayStretchesWhenPurgedMemoryComesBackAndShrinksWhenItDoesNot
   // Purged by the delay and taken again at once: regret, the delay doubles (once).
   memset(again, 2, (size_t)8 << 20);
   FreeAndLetTheDelayPurge(again);
-  void* back = hak_malloc(WhaleBytes());
-  ASSERT_NE(back, nullptr);
-  ASSERT_TRUE(Overlap(back, again, WhaleBytes())) << "premise: the whale went back to its purged units";
+  void* back = nullptr;
+  ASSERT_NO_FATAL_FAILURE(ReallocateOverPurged(again, &back));
   hak_stats_t s2 = Stats();
   EXPECT_GT(s2.purge_regrets, s1.purge_regrets) << "purged units taken again within the delay";
   EXPECT_EQ(s2.purge_delay_now_ms, 2 * kBaseMs);
