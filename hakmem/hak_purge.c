@@ -24,7 +24,8 @@
 static _Atomic uint64_t hak_purge_next_due = UINT64_MAX;
 static _Atomic uint64_t hak_purge_flushes, hak_purge_ranges_issued, hak_purge_bytes_issued;
 _Atomic uint32_t hak_purge_stretch; /* the delay is the base << this, capped */
-static _Atomic uint64_t hak_purge_stretch_ms; /* when it last changed, or the last regret */
+static _Atomic uint64_t hak_purge_stretch_ms; /* when the stretch last changed */
+static _Atomic uint64_t hak_purge_regret_ms;  /* the last regret */
 static _Atomic uint64_t hak_purge_regrets;    /* reuses of purged memory within the delay */
 
 uint64_t hak_purge_now_ms(void) {
@@ -49,18 +50,24 @@ void hak_purge_regret(uint64_t purged_ms) {
   size_t delay = hak_purge_delay_at(stretch);
   if (now >= purged_ms + delay) return; /* a purge that held for the whole delay */
   atomic_fetch_add_explicit(&hak_purge_regrets, 1, memory_order_relaxed);
-  uint64_t last = atomic_load_explicit(&hak_purge_stretch_ms, memory_order_relaxed);
-  atomic_store_explicit(&hak_purge_stretch_ms, now, memory_order_relaxed);
-  if (now < last + delay || hak_purge_delay_at(stretch + 1) == delay) return; /* once per delay; capped */
-  atomic_compare_exchange_strong_explicit(&hak_purge_stretch, &stretch, stretch + 1, memory_order_relaxed,
-                                          memory_order_relaxed);
+  atomic_store_explicit(&hak_purge_regret_ms, now, memory_order_relaxed);
+  /* Once per delay (the units of one purged run come back one by one: one event), so
+   * regrets arriving faster than the delay stretch it each delay, not only the first. */
+  uint64_t changed = atomic_load_explicit(&hak_purge_stretch_ms, memory_order_relaxed);
+  if (now < changed + delay || hak_purge_delay_at(stretch + 1) == delay) return; /* capped */
+  if (atomic_compare_exchange_strong_explicit(&hak_purge_stretch, &stretch, stretch + 1, memory_order_relaxed,
+                                              memory_order_relaxed))
+    atomic_store_explicit(&hak_purge_stretch_ms, now, memory_order_relaxed);
 }
 
 /* Four delays without regret: the delay halves (a step per four delays that passed). */
 static void hak_purge_unstretch(void) {
   uint32_t stretch = atomic_load_explicit(&hak_purge_stretch, memory_order_relaxed);
   if (hak_likely(stretch == 0)) return;
-  uint64_t now = hak_purge_now_ms(), since = atomic_load_explicit(&hak_purge_stretch_ms, memory_order_relaxed);
+  uint64_t now = hak_purge_now_ms();
+  uint64_t changed = atomic_load_explicit(&hak_purge_stretch_ms, memory_order_relaxed);
+  uint64_t regret = atomic_load_explicit(&hak_purge_regret_ms, memory_order_relaxed);
+  uint64_t since = changed > regret ? changed : regret;
   uint32_t to = stretch;
   while (to > 0 && now >= since + 4 * (uint64_t)hak_purge_delay_at(to)) {
     since += 4 * (uint64_t)hak_purge_delay_at(to);

@@ -22,3 +22,6 @@ int hak_probe_whale_is_dedicated(const void* p) { return hak_segment_of(p)->is_d
 
 /* 4 MiB units of the whale's run (its room to grow in place). */
 size_t hak_probe_whale_units(const void* p) { return hak_segment_of(p)->units; }
+
+/* Reports one purge regret: memory purged just now taken again (hak_purge.c). */
+void hak_probe_purge_regret_now(void) { hak_purge_regret(hak_purge_now_ms()); }

@@ -36,6 +36,8 @@ int hak_probe_is_whale(const void* p);
 int hak_probe_is_big(const void* p);
 int hak_probe_whale_is_dedicated(const void* p);
 size_t hak_probe_whale_units(const void* p);
+// Reports a purge regret now, for memory purged now (hak_purge_regret).
+void hak_probe_purge_regret_now(void);
 }
 
 namespace hak_large_test {

@@ -6,7 +6,8 @@
 // chunk it emptied is where such a run fits), so that purge bought nothing and the
 // delay doubles. Purges hak_collect forces are the caller's choice, not the delay's:
 // they never count. The window is the delay itself (200 ms, then 400): a stall that
-// long between a purge and the next allocation would hide the regret.
+// long between a purge and the next allocation would hide the regret. A stream of
+// regrets faster than the delay stretches it once per delay, to the maximum.
 //
 // Its own binary, started with HAKMEM_PURGE_DELAY_MS=200 and _MAX_MS=800 (BUILD).
 #include <chrono>
@@ -93,6 +94,25 @@ TEST(PurgeRegret, DelayStretchesWhenPurgedMemoryComesBackAndShrinksWhenItDoesNot
   hak_free(hak_malloc((size_t)9 << 20));  // a slow path: it ticks
   EXPECT_EQ(Stats().purge_delay_now_ms, kBaseMs) << "the delay did not shrink back without regret";
   hak_collect(true);
+}
+
+// Regrets arriving faster than the delay (the units of many purged runs coming back
+// one after another) stretch it once per delay, all the way to the maximum. A first
+// version took "once per delay" from the last regret instead of the last change, so a
+// steady stream of regrets stretched the delay once and never again. Regrets 20 ms
+// apart for up to 3 s: 200 -> 400 (at most a delay after the last change, which the
+// previous test's unstretch made), then 800 one delay later.
+TEST(PurgeRegret, AStreamOfRegretsStretchesTheDelayEachDelayUpToTheMaximum) {
+  ASSERT_EQ(Stats().purge_delay_now_ms, kBaseMs);
+  const auto start = std::chrono::steady_clock::now();
+  uint64_t regrets = 0;
+  while (Stats().purge_delay_now_ms < kMaxMs && std::chrono::steady_clock::now() - start < std::chrono::seconds(3)) {
+    hak_probe_purge_regret_now();
+    regrets++;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(Stats().purge_delay_now_ms, kMaxMs) << "after " << regrets << " regrets 20 ms apart";
+  EXPECT_GE(Stats().purge_regrets, regrets);
 }
 
 }  // namespace
