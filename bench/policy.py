@@ -32,8 +32,10 @@ import sys
 
 MiB = 1 << 20
 
-# The caps every candidate scales down: four times the default caches, so that
-# "small-cache" is exactly hakmem's defaults.
+# The caps every candidate scales down: four times the default caches and a tenth of
+# the default purge delay (100 ms, the default until 2026-12), so that "small-cache" is
+# hakmem's default caches at that delay and "default" (no option) differs from every
+# candidate by its 1 s delay.
 CAPS = {
     "WHALE_SLOTS": 32,
     "WHALE_BYTES": 256 * MiB,

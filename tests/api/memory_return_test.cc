@@ -210,7 +210,7 @@ TYPED_TEST(MemoryReturn, FreedMemoryIsPurgedAfterTheDelay) {
   }
   for (void* p : whales) A::Free(p);
   EXPECT_GT(Stats().region_dirty_bytes + Stats().whale.cached_bytes, 0u);
-  // Poll: slow paths (a new whale each time) tick the purge; the delay is 100 ms by
+  // Poll: slow paths (a new whale each time) tick the purge; the delay is 1 s by
   // default, the deadline generous for a loaded machine.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   uint64_t dirty = 0;

@@ -4,7 +4,7 @@
 // hold at most their slots and bytes (HAKMEM_*_SLOTS / _BYTES, smaller in the "small"
 // variant) and evict the oldest beyond; hak_collect(true) empties and purges them.
 //
-// Cache entries also leave once unused for the purge delay (100 ms by default), which a
+// Cache entries also leave once unused for the purge delay (1 s by default), which a
 // loaded machine can exceed between two lines of a test. So each test body runs in a
 // fresh process of this binary started with HAKMEM_PURGE_DELAY_MS=600000 (options are
 // read once, at start) and HAKMEM_REGION_DIRTY=1g (evicted whales stay pending, not

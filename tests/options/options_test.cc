@@ -61,7 +61,7 @@ std::string ChildPath(const std::string& variant) {
 }
 
 // The purge delay the runs use unless a case is about the delay itself. Cache entries
-// leave once unused for the delay (100 ms by default, 1 ms in the small variant), which a
+// leave once unused for the delay (1 s by default, 1 ms in the small variant), which a
 // loaded machine can exceed between two frees of the workload; with ten minutes the
 // workload's cache counts do not depend on the machine's speed.
 const char kLongDelay[] = "HAKMEM_PURGE_DELAY_MS=600000";
@@ -133,7 +133,7 @@ using Values = std::map<std::string, std::string>;
 
 // The options in force with no variable set (docs/OPTIONS.md).
 const Values kReleaseOptions = {
-    {"purge_delay_ms", "100"},      {"region_keep_bytes", "1073741824"}, {"bigcache_slots", "4"},
+    {"purge_delay_ms", "1000"},     {"region_keep_bytes", "1073741824"}, {"bigcache_slots", "4"},
     {"bigcache_bytes", "16777216"}, {"whale_slots", "8"},                {"whale_bytes", "67108864"},
     {"whale_waste_pct", "25"},      {"madvise", "dontneed"},             {"purge_batch_bytes", "4194304"},
     {"purge_batch_ranges", "256"},  {"purge_min_bytes", "65536"},        {"stats", "0"},
@@ -381,7 +381,7 @@ TEST(Options, BadValuesDrawOneWarningAndKeepTheDefault) {
   // The example of docs/OPTIONS.md, to the letter.
   Child doc = RunChild("release", {"HAKMEM_PURGE_DELAY_MS=soon"});
   EXPECT_EQ(doc.err,
-            "hakmem: warning: HAKMEM_PURGE_DELAY_MS=soon: not a number (range 0 .. 3600000); keeping 100\n");
+            "hakmem: warning: HAKMEM_PURGE_DELAY_MS=soon: not a number (range 0 .. 3600000); keeping 1000\n");
   Child mode = RunChild("release", {"HAKMEM_MADVISE=sometimes"});
   EXPECT_EQ(mode.err,
             "hakmem: warning: HAKMEM_MADVISE=sometimes: not a madvise mode (dontneed or free); keeping dontneed\n");
