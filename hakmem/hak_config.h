@@ -82,6 +82,13 @@
 #define HAK_TEST_CAS_FAIL_EVERY 0
 #endif
 
+/* HAK_TEST_HOOKS 1 (tests only, the cas_fail internal variant): named points inside
+ * race windows call a function a test sets (HAK_TEST_HOOK), so that the test runs
+ * another thread's step exactly there, every run, instead of under rare contention. */
+#ifndef HAK_TEST_HOOKS
+#define HAK_TEST_HOOKS 0
+#endif
+
 #if HAK_STATS && HAK_HARDENED
 #define HAK_VARIANT_NAME "stats+hardened"
 #elif HAK_STATS

@@ -325,6 +325,22 @@ bool hak_trylock(hak_lock_t* lock);
 void hak_unlock(hak_lock_t* lock);
 void hak_wait_flag_clear(_Atomic uint8_t* flag); /* until another thread clears it */
 
+/* Test hooks (HAK_TEST_HOOKS): HAK_TEST_HOOK(name, arg) calls hak_test_hook_<name>(arg)
+ * if a test set it. One per window a test needs to open: */
+#if HAK_TEST_HOOKS
+typedef void hak_test_hook_fn(void* arg);
+/* A free of an abandoned segment's page's last block, with the segment's direct_busy
+ * left and its lock not yet taken; arg: the block (hak_segment_free_abandoned). */
+extern hak_test_hook_fn* _Atomic hak_test_hook_abandoned_free_last;
+#define HAK_TEST_HOOK(name, arg)                                                                  \
+  do {                                                                                            \
+    hak_test_hook_fn* hook_ = atomic_load_explicit(&hak_test_hook_##name, memory_order_acquire); \
+    if (hook_ != NULL) hook_(arg);                                                                \
+  } while (0)
+#else
+#define HAK_TEST_HOOK(name, arg) ((void)0)
+#endif
+
 /* Bits start .. start+count-1 of a 64-bit mask (slices of a segment, units of a chunk). */
 static inline uint64_t hak_bits_range(size_t start, size_t count) {
   uint64_t ones = count >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << count) - 1);

@@ -697,31 +697,53 @@ bool hak_segment_adopt_one(hak_heap_t* heap) {
 }
 
 
-/* A direct free emptied `page` of an abandoned segment: with the segment off the list
- * (or, if someone else took it meanwhile, left to them: an adopter frees empty pages),
- * the page goes back to the segment, and a segment that empties to the region. */
-static void hak_segment_abandoned_page_emptied(hak_segment_t* segment, hak_page_t* page) {
+#if HAK_TEST_HOOKS
+hak_test_hook_fn* _Atomic hak_test_hook_abandoned_free_last;
+#endif
+
+/* Puts `block` back on its page (the caller owns the page: direct_busy, or the segment
+ * off the list); returns whether that emptied the page. */
+static bool hak_segment_abandoned_put_block(hak_page_t* page, hak_block_t* block) {
+  hak_asan_poison(block, page->block_size);
+  hak_block_set_next(block, page->free);
+  page->free = block;
+  page->free_is_zero = 0;
+  return --page->used == 0;
+}
+
+/* `block` is the last in use of its page: freeing it empties the page, which goes back
+ * to the segment, and a segment that empties to the region. That needs the segment off
+ * the list (its spans change), so the lock is taken first and the block freed after:
+ * until then the block keeps its page, and the page the segment, in use, so nobody
+ * (an adopter, a decay pass) can hand the segment back to the region while this looks
+ * at it. Before, the block went back first and the lock came after; in between an
+ * adopter could empty the segment and another thread take its unit, as a new segment
+ * or the inside of a whale, whose bytes this then read as the segment's list flag.
+ * False if the segment is off the list (adopted, or in a decay pass): the caller frees
+ * remotely. */
+static bool hak_segment_abandoned_free_last(hak_segment_t* segment, hak_page_t* page, hak_block_t* block) {
   hak_lock(&hak_segment_lock);
   bool listed = __atomic_load_n(&segment->is_abandoned, __ATOMIC_RELAXED) != 0;
   if (listed) hak_segment_abandoned_unlink(segment);
   hak_unlock(&hak_segment_lock);
-  if (!listed) return;
+  if (!listed) return false;
   uint64_t now = hak_purge_now_ms(), delay = hak_purge_delay_ms();
-  /* Between the free and the unlink the segment may have been adopted, laid out anew
-   * and abandoned again: `page` must still head a span to be freed. */
-  bool head = segment->slice_offset[page - segment->pages] == 0;
-  if (head && page->in_use && page->used == 0) {
+  /* Off the list the segment is ours alone; meanwhile it may have been adopted, filled
+   * and abandoned again, so the page may hold blocks of others now. */
+  hak_page_collect_thread_free(page);
+  if (hak_segment_abandoned_put_block(page, block)) {
     /* A segment this empties is memory of an exited thread that nobody allocates
      * from: it goes back to the region as idle for the whole delay, purged on the tick. */
     bool emptied = segment->used_slices == page->slice_count;
     uint64_t idle_since = emptied && now > delay ? now - delay : now;
     if (hak_segment_abandoned_page_free(page, idle_since)) {
       hak_purge_tick();
-      return;
+      return true;
     }
   }
   hak_segment_abandoned_schedule(now + delay);
   hak_segment_abandoned_push(segment);
+  return true;
 }
 
 /* A free into an abandoned segment by a thread that does not own it. Rather than wait
@@ -734,11 +756,11 @@ static void hak_segment_abandoned_page_emptied(hak_segment_t* segment, hak_page_
  * direct_busy flag keeps other freers off its pages, and a thread that unlinks the
  * segment (an adopter, a decay pass) waits for it (hak_segment_abandoned_unlink). Taking
  * the global lock twice per block, as this did before, made a thread freeing its
- * predecessor's blocks (bench/generations) spend a third of its time on that lock. A
- * page that empties needs the segment alone (its spans change): then it is taken off
- * the list, under the lock, as adopters do. False if the segment is not listed or
- * another freer is at work on it: the caller frees remotely then (onto the page's list,
- * collected by the next direct free into that page or by the adopter). */
+ * predecessor's blocks (bench/generations) spend a third of its time on that lock. The
+ * page's last block needs the segment alone (hak_segment_abandoned_free_last). False
+ * if the segment is not listed or another freer is at work on it: the caller frees
+ * remotely then (onto the page's list, collected by the next direct free into that page
+ * or by the adopter). */
 bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_block_t* block) {
   if (__atomic_load_n(&segment->is_abandoned, __ATOMIC_RELAXED) == 0) return false;
   if (atomic_exchange_explicit(&segment->direct_busy, 1, memory_order_seq_cst) != 0) return false;
@@ -747,14 +769,12 @@ bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_bl
     return false;
   }
   hak_page_collect_thread_free(page);
-  hak_asan_poison(block, page->block_size);
-  hak_block_set_next(block, page->free);
-  page->free = block;
-  page->free_is_zero = 0;
-  bool emptied_page = --page->used == 0;
+  bool last = page->used == 1;
+  if (!last) hak_segment_abandoned_put_block(page, block);
   atomic_store_explicit(&segment->direct_busy, 0, memory_order_release);
-  if (emptied_page) hak_segment_abandoned_page_emptied(segment, page);
-  return true;
+  if (!last) return true;
+  HAK_TEST_HOOK(abandoned_free_last, block);
+  return hak_segment_abandoned_free_last(segment, page, block);
 }
 
 /* Does the heap have a free span of at least `slices`? (No need to adopt for a page.) */

@@ -33,10 +33,11 @@ HAK_INTERNAL_VARIANTS = {
     # The thread identity of targets without a thread-pointer register, forced here
     # (with counters, to see which path frees take).
     "tid_fallback": struct(suffix = "_tid_fallback", defines = ["HAK_TID_FALLBACK=1", "HAK_STATS=1"]),
-    # Every third compare-and-swap of the remote-free hand-off fails on purpose, so the
-    # cross-thread tests run its retry paths every time (a free that lost its block when
-    # its CAS failed once passed every test before).
-    "cas_fail": struct(suffix = "_cas_fail", defines = ["HAK_TEST_CAS_FAIL_EVERY=3", "HAK_STATS=1"]),
+    # Race paths forced: every third compare-and-swap of the remote-free hand-off fails
+    # on purpose, so the cross-thread tests run its retry paths every time (a free that
+    # lost its block when its CAS failed once passed every test before); test hooks
+    # (HAK_TEST_HOOKS) let a test act inside a race window.
+    "cas_fail": struct(suffix = "_cas_fail", defines = ["HAK_TEST_CAS_FAIL_EVERY=3", "HAK_TEST_HOOKS=1", "HAK_STATS=1"]),
 }
 
 # Flags every hakmem source is built with, whatever the consumer's compilation mode:
