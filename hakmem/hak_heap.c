@@ -359,12 +359,7 @@ static void hak_heap_page_after_free(hak_heap_t* heap, hak_page_t* page) {
 }
 
 static void hak_heap_free_local(hak_page_t* page, hak_block_t* block) {
-  hak_asan_poison(block, page->block_size);
-  hak_block_set_next(block, page->free);
-  page->free = block;
-  page->free_is_zero = 0;
-  page->used--;
-  if (page->used == 0 || page->in_full) hak_heap_page_after_free(hak_segment_of(page)->heap, page);
+  if (hak_page_push_free(page, block) || page->in_full) hak_heap_page_after_free(hak_segment_of(page)->heap, page);
 }
 
 static void hak_heap_collect_delayed(hak_heap_t* heap);
@@ -626,11 +621,7 @@ void hak_heap_thread_done(hak_heap_t* heap) {
   while (block != NULL) {
     hak_block_t* next = hak_block_next(block);
     hak_hardening_check_delayed_link(block, next);
-    hak_page_t* page = hak_segment_page_of(hak_segment_of(block), block);
-    hak_block_set_next(block, page->free);
-    page->free = block;
-    page->free_is_zero = 0;
-    page->used--;
+    hak_page_push_free(hak_segment_page_of(hak_segment_of(block), block), block);
     block = next;
   }
   hak_heap_for_each_page(heap, hak_heap_page_release_if_empty);

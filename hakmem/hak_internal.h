@@ -233,6 +233,17 @@ HAK_INLINE void hak_block_set_next(hak_block_t* block, hak_block_t* next) {
   hak_asan_poison(block, sizeof(hak_block_t));
 }
 
+/* Puts a freed block back on its page's free list (the caller owns the page: its heap's
+ * thread, or whoever holds the abandoned segment); returns whether the page is empty
+ * now. The free fast path (hak_alloc.h) spells the same steps out. */
+HAK_INLINE bool hak_page_push_free(hak_page_t* page, hak_block_t* block) {
+  hak_asan_poison(block, page->block_size);
+  hak_block_set_next(block, page->free);
+  page->free = block;
+  page->free_is_zero = 0;
+  return --page->used == 0;
+}
+
 /* ---- Small shared helpers ------------------------------------------------ */
 
 /* Owner id of the segments of a thread that vanished in a fork child

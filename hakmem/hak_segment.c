@@ -701,16 +701,6 @@ bool hak_segment_adopt_one(hak_heap_t* heap) {
 hak_test_hook_fn* _Atomic hak_test_hook_abandoned_free_last;
 #endif
 
-/* Puts `block` back on its page (the caller owns the page: direct_busy, or the segment
- * off the list); returns whether that emptied the page. */
-static bool hak_segment_abandoned_put_block(hak_page_t* page, hak_block_t* block) {
-  hak_asan_poison(block, page->block_size);
-  hak_block_set_next(block, page->free);
-  page->free = block;
-  page->free_is_zero = 0;
-  return --page->used == 0;
-}
-
 /* `block` is the last in use of its page: freeing it empties the page, which goes back
  * to the segment, and a segment that empties to the region. That needs the segment off
  * the list (its spans change), so the lock is taken first and the block freed after:
@@ -731,7 +721,7 @@ static bool hak_segment_abandoned_free_last(hak_segment_t* segment, hak_page_t* 
   /* Off the list the segment is ours alone; meanwhile it may have been adopted, filled
    * and abandoned again, so the page may hold blocks of others now. */
   hak_page_collect_thread_free(page);
-  if (hak_segment_abandoned_put_block(page, block)) {
+  if (hak_page_push_free(page, block)) {
     /* A segment this empties is memory of an exited thread that nobody allocates
      * from: it goes back to the region as idle for the whole delay, purged on the tick. */
     bool emptied = segment->used_slices == page->slice_count;
@@ -770,7 +760,7 @@ bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_bl
   }
   hak_page_collect_thread_free(page);
   bool last = page->used == 1;
-  if (!last) hak_segment_abandoned_put_block(page, block);
+  if (!last) hak_page_push_free(page, block);
   atomic_store_explicit(&segment->direct_busy, 0, memory_order_release);
   if (!last) return true;
   HAK_TEST_HOOK(abandoned_free_last, block);

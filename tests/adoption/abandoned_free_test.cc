@@ -15,6 +15,7 @@
 #include <cstring>
 #include <thread>
 
+#include "hak_test_stats.h"
 #include "hakmem.h"
 
 extern "C" {
@@ -24,12 +25,6 @@ int hak_probe_segment_is_abandoned(const void* p);
 }
 
 namespace {
-
-uint64_t LiveSegments() {
-  hak_stats_t s;
-  EXPECT_EQ(hak_stats_read(&s), 0);
-  return s.segments_live;
-}
 
 std::atomic<int> g_hook_calls{0};
 std::atomic<uint32_t> g_used_slices_after_adopter{0};

@@ -15,16 +15,11 @@
 
 #include "hak_test_env.h"
 #include "hak_test_memory.h"
+#include "hak_test_stats.h"
 #include "hakmem.h"
 #include "hak_test_names.h"  // last: see its rule
 
 namespace {
-
-uint64_t LiveSegments() {
-  hak_stats_t s;
-  EXPECT_EQ(hak_stats_read(&s), 0);
-  return s.segments_live;
-}
 
 // One block in the middle of each mid class from 9 KiB to 64 KiB, several per class
 // so that some pages keep live blocks after the first remote free.
