@@ -278,9 +278,8 @@ hak_segment_t* hak_whale_get(size_t need, size_t align, size_t align_offset) {
   else hak_whales.misses++;
   hak_unlock(&hak_whale_lock);
   if (tail != NULL) {
-    /* The tail goes back before the header stops covering it: the usage walk steps over
-     * a whale's units by its header, and must never land on a unit in use that does not
-     * start with a header (under the large quarantine this one is PROT_NONE). */
+    /* The tail goes back to the region (under the large quarantine still PROT_NONE:
+     * whoever takes it again opens it). */
     if (hak_large_quarantine_on()) hak_region_note_noaccess(tail, tail_units << HAK_SEGMENT_SHIFT);
     hak_region_free(tail, tail_units, tail_idle, false);
     found->units = units;

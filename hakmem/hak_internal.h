@@ -343,6 +343,9 @@ typedef void hak_test_hook_fn(void* arg);
 /* A free of an abandoned segment's page's last block, with the segment's direct_busy
  * left and its lock not yet taken; arg: the block (hak_segment_free_abandoned). */
 extern hak_test_hook_fn* _Atomic hak_test_hook_abandoned_free_last;
+/* A whale's run just taken from the region, its header not yet written; arg: the run
+ * (hak_whale_map). */
+extern hak_test_hook_fn* _Atomic hak_test_hook_whale_taken;
 #define HAK_TEST_HOOK(name, arg)                                                                  \
   do {                                                                                            \
     hak_test_hook_fn* hook_ = atomic_load_explicit(&hak_test_hook_##name, memory_order_acquire); \
@@ -647,10 +650,9 @@ bool hak_segment_adopt_one(hak_heap_t* heap);
 bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_block_t* block);
 bool hak_segment_has_span(const hak_heap_t* heap, size_t slices);
 void hak_segment_abandoned_decay(bool all); /* purge abandoned segments' idle free spans */
-/* Adds what the unit at `segment` holds in use to *out and returns how many units it
- * covers (a whale's run, at most units_left; else 1). Region lock held: see
- * hak_region_usage. Headers not recognised (a unit being set up) count nothing. */
-size_t hak_segment_usage(const hak_segment_t* segment, size_t units_left, hak_usage_t* out);
+/* Adds what the run whose header is at `segment` holds in use to *out. Region lock
+ * held: see hak_region_usage. Headers not recognised (a run being set up) count nothing. */
+void hak_segment_usage(const hak_segment_t* segment, hak_usage_t* out);
 void hak_segment_fork_lock(void);   /* the abandoned list and the big segments */
 void hak_segment_fork_unlock(void);
 void hak_segment_fork_child(void); /* after hak_segment_fork_unlock, in the child */

@@ -148,6 +148,10 @@ static void hak_whale_thp_advise(void* addr, size_t size) {
   hak_os_advise_thp(addr, size, hak_options.thp_mode == HAK_THP_WHALES, HAK_OS_USER_HUGE);
 }
 
+#if HAK_TEST_HOOKS
+hak_test_hook_fn* _Atomic hak_test_hook_whale_taken;
+#endif
+
 /* Region units if the run fits in a chunk, else a mapping of its own (whose commit the
  * kernel checks against its overcommit policy). */
 static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place, hak_run_state_t* state) {
@@ -155,6 +159,7 @@ static hak_segment_t* hak_whale_map(size_t need, const hak_whale_place_t* place,
   if (units <= HAK_CHUNK_RUN_MAX && place->run_align <= HAK_CHUNK_SIZE) {
     hak_segment_t* segment = hak_region_alloc(units, place->run_align, place->run_align_offset, state);
     if (segment != NULL) {
+      HAK_TEST_HOOK(whale_taken, segment);
       hak_region_guard_clear(segment, units); /* guard pages segments left there */
       hak_region_thp_prepare(segment, units, true);
       hak_whale_init_header(segment, units << HAK_SEGMENT_SHIFT, false, state->is_zero);

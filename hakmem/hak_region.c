@@ -16,7 +16,8 @@
  * now: neither free nor handed out), purged (purged and not taken since; expire[] says
  * when: taking it soon after is purge regret, hak_purge.c), run_starts (where freed
  * runs began: a new run placed there follows the old layout, so a block growing by
- * realloc finds the room its predecessor had), thp_lean / thp_huge (the unit's pages
+ * realloc finds the room its predecessor had), heads (units in use where a run handed out
+ * begins: its header is there; the usage walk reads headers there only), thp_lean / thp_huge (the unit's pages
  * are all advised MADV_NOHUGEPAGE / MADV_HUGEPAGE; neither: unknown or mixed), guarded
  * (hardened level 2: a segment's guard pages are PROT_NONE there). One lock guards every
  * descriptor; purge calls, madvise and mmap/munmap run outside it.
@@ -43,6 +44,7 @@ typedef struct hak_chunk_s {
   uint64_t early;      /* pending units the dirty budget brought forward (not the delay) */
   uint64_t dense;      /* dirty units a segment gave back: most of their pages are resident */
   uint64_t run_starts; /* free units where a freed run began */
+  uint64_t heads;      /* units in use where a run handed out begins (its header) */
   uint64_t thp_lean;   /* units wholly advised MADV_NOHUGEPAGE */
   uint64_t thp_huge;   /* units wholly advised MADV_HUGEPAGE */
   uint64_t guarded;    /* units whose segment guard pages are PROT_NONE (hardened level 2) */
@@ -119,7 +121,7 @@ static hak_chunk_t* hak_region_chunk_new(void) {
   chunk->next = NULL;
   chunk->used = 1;
   chunk->nonzero = chunk->dirty = 1;
-  chunk->pending = chunk->purging = chunk->purged = chunk->early = chunk->run_starts = 0;
+  chunk->pending = chunk->purging = chunk->purged = chunk->early = chunk->run_starts = chunk->heads = 0;
   chunk->thp_lean = lean ? ~(uint64_t)0 : 0;
   chunk->thp_huge = 0;
   chunk->noaccess = 0;
@@ -144,8 +146,9 @@ static void hak_region_note_reuse(hak_chunk_t* chunk, uint64_t run) {
   hak_purge_regret(hak_bits_latest(regret, chunk->expire));
 }
 
-/* Takes units [start, start+n) of chunk (lock held) and says what they held. */
-static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run_state_t* state) {
+/* Takes units [start, start+n) of chunk (lock held) and says what they held; a new run
+ * (is_head) or the extension of one in use. */
+static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, bool is_head, hak_run_state_t* state) {
   uint64_t run = hak_bits_range(start, n);
   uint64_t cancelled = chunk->pending & run;
   if (cancelled != 0) {
@@ -162,7 +165,7 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
   uint64_t dirty = chunk->dirty & run;
   state->resident_units = dirty == 0 ? 0 : (size_t)(64 - __builtin_clzll(dirty)) - start;
   if ((chunk->noaccess & run) != 0) {
-    /* Opened under the lock: the usage walk reads the header of every unit in use, and
+    /* Opened under the lock: the usage walk reads the header of every run in use, and
      * must not find one still PROT_NONE (rare: only where a freed large block waited). */
     hak_os_guard(hak_region_unit_addr(chunk, start), n << HAK_SEGMENT_SHIFT, true, HAK_OS_USER_REGION,
                  "units a freed block left inaccessible could not be opened again (out of memory)");
@@ -170,6 +173,7 @@ static void* hak_region_take(hak_chunk_t* chunk, size_t start, size_t n, hak_run
   }
   chunk->dense &= ~run;
   chunk->used |= run;
+  if (is_head) chunk->heads |= (uint64_t)1 << start;
   chunk->nonzero |= run;
   chunk->dirty |= run;
   hak_region_free_units -= n;
@@ -212,7 +216,7 @@ static void* hak_region_find(size_t n, size_t align, size_t align_offset, bool h
     uint64_t starts = hak_bits_run_starts(avail, n) & hak_region_aligned_starts(c, align, align_offset);
     if (starts == 0) continue;
     uint64_t old = hot_only ? starts & c->run_starts : 0;
-    if (old != 0) return hak_region_take(c, (size_t)__builtin_ctzll(old), n, state);
+    if (old != 0) return hak_region_take(c, (size_t)__builtin_ctzll(old), n, true, state);
     int dirty = (int)n; /* hot_only: every unit of the run */
     size_t start = hot_only ? (size_t)__builtin_ctzll(starts) : hak_region_most_dirty_start(c, starts, n, &dirty);
     int used = __builtin_popcountll(c->used);
@@ -224,7 +228,7 @@ static void* hak_region_find(size_t n, size_t align, size_t align_offset, bool h
     }
   }
   if (best == NULL) return NULL;
-  return hak_region_take(best, best_start, n, state);
+  return hak_region_take(best, best_start, n, true, state);
 }
 
 static void* hak_region_find_locked(size_t n, size_t align, size_t align_offset, bool hot_only,
@@ -265,7 +269,7 @@ bool hak_region_extend(void* run, size_t units, size_t extra_units) {
   hak_run_state_t state;
   hak_lock(&hak_region_lock);
   if (((chunk->used | chunk->purging) & want) == 0) {
-    hak_region_take(chunk, start, extra_units, &state);
+    hak_region_take(chunk, start, extra_units, false, &state);
     ok = true;
   }
   hak_unlock(&hak_region_lock);
@@ -398,6 +402,7 @@ void hak_region_free(void* run, size_t units, uint64_t idle_since_ms, bool dense
   hak_lock(&hak_region_lock);
   uint64_t bits = hak_bits_range(start, units);
   chunk->used &= ~bits;
+  chunk->heads &= ~bits;
   chunk->pending |= bits;
   if (dense) chunk->dense |= bits;
   else chunk->dense &= ~bits;
@@ -434,6 +439,7 @@ void hak_region_free_moved(void* run, size_t units, void* hole, size_t hole_size
   uint64_t due = hak_purge_now_ms() + hak_purge_delay_ms();
   hak_lock(&hak_region_lock);
   chunk->used &= ~bits;
+  chunk->heads &= ~bits;
   chunk->dirty = (chunk->dirty & ~bits) | kept;
   chunk->dense &= ~bits;
   chunk->nonzero &= ~(bits & zeroed);
@@ -632,10 +638,12 @@ void hak_region_dedicated_resize(hak_segment_t* segment, size_t mapping_size) {
 
 /* ---- Usage walk ------------------------------------------------------------------------------ */
 
-/* Every unit in use and every dedicated whale, under the lock: no chunk is unmapped and
+/* Every run in use and every dedicated whale, under the lock: no chunk is unmapped and
  * no dedicated whale unlinked (and unmapped) meanwhile. Their headers are read as a
- * racy snapshot (hak_segment_usage). Runs of used units are visited header by header; a
- * whale's header says how many units it covers. Costs a read of each segment's page
+ * racy snapshot (hak_segment_usage), at the heads the region recorded only: never where
+ * a header says its run ends, which a header being written for a new run may say
+ * wrongly (the old one of a longer run at that address), into another run's middle (in
+ * hardened level 2 maybe PROT_NONE there). Costs a read of each segment's page
  * descriptors: for mallinfo and the stats API, never on an allocation path. */
 void hak_region_usage(hak_usage_t* out) {
   *out = (hak_usage_t){0};
@@ -643,19 +651,14 @@ void hak_region_usage(hak_usage_t* out) {
   for (hak_chunk_t* c = hak_region_chunks; c != NULL; c = c->next) {
     uint64_t used = c->used & ~(uint64_t)1;
     out->unit_bytes += (uint64_t)__builtin_popcountll(used) << HAK_SEGMENT_SHIFT;
-    for (size_t i = 1; i < HAK_CHUNK_UNITS;) {
-      uint64_t rest = used >> i;
-      if (rest == 0) break;
-      i += (size_t)__builtin_ctzll(rest);
-      uint64_t gap = ~(used >> i);
-      size_t run = gap == 0 ? HAK_CHUNK_UNITS - i : (size_t)__builtin_ctzll(gap);
-      i += hak_segment_usage((const hak_segment_t*)hak_region_unit_addr(c, i), run, out);
+    for (uint64_t heads = c->heads & used; heads != 0; heads &= heads - 1) {
+      hak_segment_usage((const hak_segment_t*)hak_region_unit_addr(c, (size_t)__builtin_ctzll(heads)), out);
     }
   }
   out->unit_max_bytes = (uint64_t)hak_region_used_max_units << HAK_SEGMENT_SHIFT;
   for (hak_segment_t* s = hak_region_dedicated; s != NULL; s = s->next) {
     hak_usage_t one = {0};
-    hak_segment_usage(s, SIZE_MAX, &one);
+    hak_segment_usage(s, &one);
     out->in_use_bytes += one.in_use_bytes;
     out->in_use_blocks += one.in_use_blocks;
     out->dedicated_in_use_bytes += one.in_use_bytes;

@@ -779,29 +779,27 @@ bool hak_segment_has_span(const hak_heap_t* heap, size_t slices) {
  * functions, leaves these racy reads alone. */
 #define hak_snap(field) (*(const volatile __typeof__(field)*)&(field))
 
-/* What one unit in use holds (hak_region_usage walks them under the region lock, which
- * keeps every unit mapped). The header and page descriptors read here belong to their
- * owners (a heap, the big segments' lock, whoever frees a whale), who write them
- * without that lock: this is a racy snapshot by design, each field read once and not
- * instrumented by the sanitizers (HAK_NO_SANITIZE). A figure may be off by what changes
- * during the walk, and a pool page counts blocks other threads freed until its owner
- * collects them; the walk itself stays in bounds whatever it reads: spans are clamped
- * to the segment, a page's bytes to its span, and a header without its cookie (a unit
- * being set up, a whale's tail) counts nothing. A block in the BigCache (its page's
- * `used` is 0) or the whale ring (the whale's page too) is free, not in use. */
-HAK_NO_SANITIZE size_t hak_segment_usage(const hak_segment_t* segment, size_t units_left, hak_usage_t* out) {
-  if (hak_snap(segment->cookie) != ((uintptr_t)segment ^ hak_process_secret)) return 1;
+/* What one run in use holds (hak_region_usage visits their heads under the region
+ * lock, which keeps every unit mapped). The header and page descriptors read here
+ * belong to their owners (a heap, the big segments' lock, whoever frees a whale), who
+ * write them without that lock: this is a racy snapshot by design, each field read once
+ * and not instrumented by the sanitizers (HAK_NO_SANITIZE). A figure may be off by what
+ * changes during the walk, and a pool page counts blocks other threads freed until its
+ * owner collects them; the walk itself stays in bounds whatever it reads: spans are
+ * clamped to the segment, a page's bytes to its span, and a header without its cookie
+ * (a run being set up) counts nothing. A block in the BigCache (its page's `used` is 0)
+ * or the whale ring (the whale's page too) is free, not in use. */
+HAK_NO_SANITIZE void hak_segment_usage(const hak_segment_t* segment, hak_usage_t* out) {
+  if (hak_snap(segment->cookie) != ((uintptr_t)segment ^ hak_process_secret)) return;
   hak_segment_kind_t kind = hak_snap(segment->kind);
   if (kind == HAK_SEGMENT_HUGE) {
     if (hak_snap(segment->pages[0].used) != 0) {
       out->in_use_bytes += hak_snap(segment->block_bytes);
       out->in_use_blocks++;
     }
-    size_t units = hak_snap(segment->units);
-    if (units == 0) units = 1;
-    return units < units_left ? units : units_left;
+    return;
   }
-  if (kind != HAK_SEGMENT_POOL && kind != HAK_SEGMENT_BIG) return 1;
+  if (kind != HAK_SEGMENT_POOL && kind != HAK_SEGMENT_BIG) return;
   out->free_dirty_bytes += (uint64_t)__builtin_popcountll(hak_snap(segment->decay_slices)) << HAK_SLICE_SHIFT;
   for (size_t i = 1; i < HAK_SEGMENT_DATA_END;) {
     const hak_page_t* page = &segment->pages[i];
@@ -815,5 +813,4 @@ HAK_NO_SANITIZE size_t hak_segment_usage(const hak_segment_t* segment, size_t un
     }
     i += count;
   }
-  return 1;
 }
