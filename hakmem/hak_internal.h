@@ -346,6 +346,9 @@ extern hak_test_hook_fn* _Atomic hak_test_hook_abandoned_free_last;
 /* A whale's run just taken from the region, its header not yet written; arg: the run
  * (hak_whale_map). */
 extern hak_test_hook_fn* _Atomic hak_test_hook_whale_taken;
+/* A decay pass just took an abandoned segment off the list; arg: the segment
+ * (hak_segment_abandoned_decay). */
+extern hak_test_hook_fn* _Atomic hak_test_hook_abandoned_unlisted;
 #define HAK_TEST_HOOK(name, arg)                                                                  \
   do {                                                                                            \
     hak_test_hook_fn* hook_ = atomic_load_explicit(&hak_test_hook_##name, memory_order_acquire); \

@@ -603,7 +603,10 @@ static bool hak_segment_abandoned_collect(hak_segment_t* segment) {
 
 /* Free slices of abandoned segments decay like any others, though no owner's slow
  * path looks at them: one pass over the list when the first comes due (checked on
- * slow paths, like every purge). The pass takes one segment off the list at a time,
+ * slow paths, like every purge). The pass also collects each segment's remote frees:
+ * a free that found the segment unlisted or busy went onto its page's list, and when
+ * it was the page's last block nothing else would collect it (no adopter may come);
+ * such a free schedules a pass (hak_segment_free_abandoned). The pass takes one segment off the list at a time,
  * the oldest, and puts it back at the head: adopters and freers find every other one
  * listed meanwhile (a pass that took the list whole left new threads nothing to adopt
  * while it purged, so they took fresh segments; with a short purge delay on a slow
@@ -626,7 +629,8 @@ void hak_segment_abandoned_decay(bool all) {
     if (segment != NULL) hak_segment_abandoned_unlink(segment);
     hak_unlock(&hak_segment_lock);
     if (segment == NULL) break;
-    if (all && hak_segment_abandoned_collect(segment)) continue;
+    HAK_TEST_HOOK(abandoned_unlisted, segment);
+    if (hak_segment_abandoned_collect(segment)) continue;
     hak_segment_decay_slices(segment, all, now, delay, &next);
     hak_segment_abandoned_push(segment);
   }
@@ -699,6 +703,7 @@ bool hak_segment_adopt_one(hak_heap_t* heap) {
 
 #if HAK_TEST_HOOKS
 hak_test_hook_fn* _Atomic hak_test_hook_abandoned_free_last;
+hak_test_hook_fn* _Atomic hak_test_hook_abandoned_unlisted;
 #endif
 
 /* `block` is the last in use of its page: freeing it empties the page, which goes back
@@ -749,9 +754,9 @@ static bool hak_segment_abandoned_free_last(hak_segment_t* segment, hak_page_t* 
  * predecessor's blocks (bench/generations) spend a third of its time on that lock. The
  * page's last block needs the segment alone (hak_segment_abandoned_free_last). False
  * if the segment is not listed or another freer is at work on it: the caller frees
- * remotely then (onto the page's list, collected by the next direct free into that page
- * or by the adopter). */
-bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_block_t* block) {
+ * remotely then (onto the page's list, collected by the next direct free into that page,
+ * the adopter or a decay pass). */
+static bool hak_segment_free_abandoned_direct(hak_segment_t* segment, hak_page_t* page, hak_block_t* block) {
   if (__atomic_load_n(&segment->is_abandoned, __ATOMIC_RELAXED) == 0) return false;
   if (atomic_exchange_explicit(&segment->direct_busy, 1, memory_order_seq_cst) != 0) return false;
   if (__atomic_load_n(&segment->is_abandoned, __ATOMIC_SEQ_CST) == 0) {
@@ -765,6 +770,15 @@ bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_bl
   if (!last) return true;
   HAK_TEST_HOOK(abandoned_free_last, block);
   return hak_segment_abandoned_free_last(segment, page, block);
+}
+
+bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_block_t* block) {
+  if (hak_segment_free_abandoned_direct(segment, page, block)) return true;
+  /* The caller frees remotely, onto the page's list: if that was the page's last block,
+   * only an adopter or a decay pass collects it (the pass does: see
+   * hak_segment_abandoned_decay), so one is scheduled. */
+  hak_segment_abandoned_schedule(hak_purge_now_ms() + hak_purge_delay_ms());
+  return false;
 }
 
 /* Does the heap have a free span of at least `slices`? (No need to adopt for a page.) */

@@ -26,3 +26,13 @@ uint32_t hak_probe_segment_used_slices(const void* p) {
 int hak_probe_segment_is_abandoned(const void* p) {
   return __atomic_load_n(&hak_segment_of(p)->is_abandoned, __ATOMIC_RELAXED) != 0;
 }
+
+/* Sets (or clears) the hook inside a decay pass of the abandoned list, right after it
+ * took a segment off the list. */
+void hak_probe_set_abandoned_unlisted_hook(void (*hook)(void*)) {
+  atomic_store_explicit(&hak_test_hook_abandoned_unlisted, hook, memory_order_release);
+}
+
+const void* hak_probe_segment_of(const void* p) {
+  return hak_segment_of(p);
+}
