@@ -433,12 +433,16 @@ static hak_page_t* hak_heap_fresh_page(hak_heap_t* heap, size_t cls) {
 /* Before a fresh page would need a new segment, memory that exited threads left behind
  * is taken over: a few segments at most, stopping as soon as a free span fits, so a
  * slow path never walks the whole abandoned list (and a thread about to exit does not
- * take everything over only to abandon it again). */
+ * take everything over only to abandon it again). While HAK_ADOPT_BACKLOG segments or
+ * more wait on the list, a heap adopts even with room of its own: their free room and
+ * partly used pages serve before its own spans grow the footprint. */
 static hak_page_t* hak_heap_find_page(hak_heap_t* heap, size_t cls) {
   for (size_t adopted = 0;; adopted++) {
     hak_page_t* page = hak_heap_scan_queue(heap, cls);
     if (page != NULL) return page;
-    if (adopted == HAK_ADOPT_MAX || hak_segment_has_span(heap, hak_class_page_slices(cls, heap->page_grow[cls]))) break;
+    if (adopted == HAK_ADOPT_MAX) break;
+    bool has_room = hak_segment_has_span(heap, hak_class_page_slices(cls, heap->page_grow[cls]));
+    if (has_room && hak_segment_abandoned_backlog() < HAK_ADOPT_BACKLOG) break;
     if (!hak_segment_adopt_one(heap)) break;
   }
   return hak_heap_fresh_page(heap, cls);

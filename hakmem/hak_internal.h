@@ -650,6 +650,7 @@ void hak_segment_big_free(hak_page_t* page, uint64_t idle_since_ms);
 bool hak_segment_big_resize(hak_page_t* page, size_t slices); /* grow into the next span, or shrink */
 void hak_segment_abandon(hak_heap_t* heap, hak_segment_t* segment);
 bool hak_segment_adopt_one(hak_heap_t* heap);
+size_t hak_segment_abandoned_backlog(void);
 bool hak_segment_free_abandoned(hak_segment_t* segment, hak_page_t* page, hak_block_t* block);
 bool hak_segment_has_span(const hak_heap_t* heap, size_t slices);
 void hak_segment_abandoned_decay(bool all); /* purge abandoned segments' idle free spans */

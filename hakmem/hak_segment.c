@@ -692,6 +692,11 @@ static void hak_segment_adopt(hak_heap_t* heap, hak_segment_t* segment) {
   }
 }
 
+/* Segments on the abandoned list now (a racy count: a hint for adopters). */
+size_t hak_segment_abandoned_backlog(void) {
+  return atomic_load_explicit(&hak_segment_abandoned_count, memory_order_relaxed);
+}
+
 /* Adopts the segment abandoned longest ago; false when there is none. */
 bool hak_segment_adopt_one(hak_heap_t* heap) {
   hak_segment_t* segment = hak_segment_abandoned_pop();
