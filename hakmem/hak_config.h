@@ -177,7 +177,7 @@
 /* Abandoned segments waiting (not adopted) from which a heap adopts before it carves a
  * page from free spans of its own: so many means exited threads left memory nobody is
  * taking over, and fresh pages would only grow the footprint (bench/retain_stress: peak
- * RSS 0.80x, bench/thread_churn 0.89x). Below it, a heap with room of its own adopts
+ * RSS 0.80-0.89x, bench/thread_churn 0.89x). Below it, a heap with room of its own adopts
  * nothing: a short-lived thread would only abandon what it took again, and abandoned
  * free spans may be purged already while its own are resident (at 4, stress_t2's and
  * abandon's peak RSS grew 5%; adopting whenever any segment waits, stress_t2's by 10-40%). */

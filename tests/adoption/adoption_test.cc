@@ -221,8 +221,8 @@ TEST(Adoption, IdleFreeSpansOfAbandonedSegmentsArePurgedAfterTheDelay) {
   ASSERT_NE(mine, nullptr);
   std::vector<void*> kept;
   std::vector<uintptr_t> freed;  // addresses only, never dereferenced
-  const size_t kBlock = 2048;
-  std::thread worker([&kept, &freed, kBlock] {
+  constexpr size_t kBlock = 2048;
+  std::thread worker([&kept, &freed] {
     std::vector<void*> all;
     for (size_t total = 0; total < (size_t)8 << 20; total += kBlock) {
       void* p = hak_malloc(kBlock);
