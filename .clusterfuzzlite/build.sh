@@ -63,9 +63,15 @@ while read -r name src defines_line; do
   done
   key="variant-$(printf '%s_' "${hak_defs[@]}" | tr -c 'A-Za-z0-9_\n' '_')"
   build_variant "$key" "${hak_defs[@]}"
-  "$CC" "${cflags[@]}" "${fuzz_copts[@]}" "${harness_defs[@]}" "${hak_defs[@]/#/-D}" -Ihakmem/include \
-    -c "$src" -o "$obj/$name.o"
-  "$CXX" "${cxxflags[@]}" "$obj/$name.o" "$obj/$key"/*.o "${engine[@]}" -pthread -o "$OUT/$name"
+  # The harness's sources, comma-separated (fuzz/targets.py): each compiled alike.
+  IFS=, read -ra srcs <<< "$src"
+  harness_objs=()
+  for s in "${srcs[@]}"; do
+    harness_objs+=("$obj/$name-$(basename "${s%.c}").o")
+    "$CC" "${cflags[@]}" "${fuzz_copts[@]}" "${harness_defs[@]}" "${hak_defs[@]/#/-D}" -Ihakmem/include \
+      -c "$s" -o "${harness_objs[-1]}"
+  done
+  "$CXX" "${cxxflags[@]}" "${harness_objs[@]}" "$obj/$key"/*.o "${engine[@]}" -pthread -o "$OUT/$name"
   rm -f "$OUT/${name}_seed_corpus.zip"
   (cd "fuzz/corpus/$name" && zip -q -j "$OUT/${name}_seed_corpus.zip" ./*)
   cp fuzz/dict/hakmem.dict "$OUT/$name.dict"

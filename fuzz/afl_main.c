@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+int LLVMFuzzerInitialize(int* argc, char*** argv) __attribute__((weak));
 int hak_fuzz_replay_main(int argc, char** argv);
 
 #ifndef __AFL_FUZZ_TESTCASE_LEN
@@ -26,6 +27,10 @@ int main(int argc, char** argv) {
 #ifdef __AFL_HAVE_MANUAL_CONTROL
   __AFL_INIT(); /* fork server starts here, after the process and hakmem are set up */
 #endif
+  /* After the fork server (a harness's own helper processes, like misuse.c's, belong
+   * to one run of the target) and before the loop, whose first pass clears the
+   * coverage map: what set-up reaches is no input's coverage. */
+  if (LLVMFuzzerInitialize != NULL) LLVMFuzzerInitialize(&argc, &argv);
   unsigned char* buf = __AFL_FUZZ_TESTCASE_BUF;
   while (__AFL_LOOP(10000)) {
     size_t len = (size_t)__AFL_FUZZ_TESTCASE_LEN;

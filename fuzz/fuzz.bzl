@@ -18,6 +18,7 @@ API library:
 
 threads = 1 builds the harness with HAK_FUZZ_THREADS=1: operations can run on a second
 thread (remote frees, thread exit and adoption), one thread at a time (reproducible).
+extra_srcs: more sources of the harness (its own helpers, with their headers).
 concurrent = 1 builds it with HAK_FUZZ_CONCURRENT=1: the input is split into two
 streams of operations that run at the same time on two threads and hand blocks to each
 other (remote frees and reallocs racing the owner; not reproducible run to run).
@@ -33,12 +34,12 @@ FUZZ_COPTS = [
     "-fno-builtin",
 ]
 
-def hak_fuzz_target(name, variant, threads = 0, concurrent = 0, replay_size = "small", replay_rounds = 1, src = "hak_fuzz.c"):
+def hak_fuzz_target(name, variant, threads = 0, concurrent = 0, replay_size = "small", replay_rounds = 1, src = "hak_fuzz.c", extra_srcs = []):
     v = HAK_INTERNAL_VARIANTS[variant]
     harness = name + "_harness"
     native.cc_library(
         name = harness,
-        srcs = [src],
+        srcs = [src] + extra_srcs,
         copts = FUZZ_COPTS,
         local_defines = [
             "HAK_FUZZ_THREADS=%d" % threads,

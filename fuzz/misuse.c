@@ -3,7 +3,8 @@
  * requires it to be caught, with hakmem's diagnostic (or, in the sanitizer builds the
  * fuzz engines use, the sanitizer's report), and never to corrupt memory silently.
  *
- * Each input runs in a child process (the expected outcome is a stop). The child runs
+ * Each input runs in a child process (the expected outcome is a stop), forked from a
+ * small server process rather than from the engine (fork_server.h). The child runs
  * a stream of ordinary operations over 64 slots (malloc, free, realloc; sizes from a
  * few bytes to 3 MiB, each block filled with a pattern of its own), injects one misuse
  * chosen by the input, runs what makes hakmem look at it (the free of an overflowed
@@ -26,7 +27,6 @@
  *   realloc and malloc_usable_size of a freed pointer.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,6 +36,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fork_server.h"
 #include "hakmem.h"
 
 /* Under ASan and TSan hakmem leaves SIGSEGV to the sanitizer, and a fuzz engine may
@@ -90,11 +91,15 @@ static uint8_t pattern(uint8_t tag, size_t i) {
   return (uint8_t)(tag * 31u + i * 7u + (i >> 8));
 }
 
-/* The bytes of a block that carry its pattern: the first and last 64 and one of
- * every 4 KiB between (all of a small block), so blocks of megabytes stay cheap. */
+/* The bytes of a block that carry its pattern: the first and last 64, and between
+ * them one byte every 4 KiB up to 64 KiB, or 16 bytes spread evenly over a larger
+ * block (all of a small block). A byte per page of every big block made page faults
+ * a third of each input's time; what hakmem could do to a live big block (purge or
+ * reuse a span of it, write a header into it) reaches more than a 16th of it. */
 static size_t next_marked(size_t i, size_t size) {
   if (i < 64 || i + 64 >= size) return i + 1;
-  return i + 4096 < size - 64 ? i + 4096 : size - 64;
+  size_t step = size <= 64 * KiB ? 4096 : (size / 16 + 4095) & ~(size_t)4095;
+  return i + step < size - 64 ? i + step : size - 64;
 }
 
 static void fill(uint8_t* p, size_t size, uint8_t tag) {
@@ -348,54 +353,22 @@ const char* __asan_default_options(void) {
 }
 #endif
 
+/* The engine's process forks the server before it grows (fork_server.h). */
+int LLVMFuzzerInitialize(int* argc, char*** argv);
+int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  (void)argc;
+  (void)argv;
+  hak_fork_server_start(child);
+  return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   int kind = data[0] % MISUSE_KINDS;
-  int fds[2];
-  if (pipe(fds) != 0) return 0;
-  /* The child's status is needed: a SIGCHLD ignored (as a fuzz engine may leave it)
-   * would have the kernel reap it. */
-  struct sigaction chld = {0}, old_chld;
-  chld.sa_handler = SIG_DFL;
-  sigemptyset(&chld.sa_mask);
-  sigaction(SIGCHLD, &chld, &old_chld);
   fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0) {
-    close(fds[0]);
-    close(fds[1]);
-    sigaction(SIGCHLD, &old_chld, NULL);
-    return 0;
-  }
-  if (pid == 0) {
-    close(fds[0]);
-    dup2(fds[1], 2);
-    close(fds[1]);
-    child(data, size);
-  }
-  close(fds[1]);
   static char err[16384];
-  size_t len = 0;
-  for (;;) {
-    ssize_t n = read(fds[0], err + len, sizeof err - 1 - len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    len += (size_t)n;
-    if (len == sizeof err - 1) { /* keep the start, drain the rest */
-      char sink[4096];
-      while (read(fds[0], sink, sizeof sink) > 0) {
-      }
-      break;
-    }
-  }
-  err[len] = '\0';
-  close(fds[0]);
   int status = 0;
-  pid_t waited;
-  while ((waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {
-  }
-  sigaction(SIGCHLD, &old_chld, NULL);
-  if (waited != pid) return 0; /* no status to judge by */
+  if (hak_fork_server_run(child, data, size, err, sizeof err, &status) != 0) return 0; /* no status to judge by */
   if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CORRUPT) verdict("a live block changed: silent corruption", kind, err);
   if (strstr(err, "ERROR: AddressSanitizer") != NULL || strstr(err, "ERROR: ThreadSanitizer") != NULL ||
       strstr(err, "ERROR: UndefinedBehaviorSanitizer: SEGV") != NULL) {

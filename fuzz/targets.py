@@ -3,7 +3,7 @@
 """Lists the fuzz targets of fuzz/BUILD with what builds them, for builds without Bazel
 (.clusterfuzzlite/build.sh) and for ci/fuzz.sh: one line per target,
 
-    <name> <harness source> <define> <define> ...
+    <name> <harness sources, comma-separated> <define> <define> ...
 
 the harness's defines (HAK_FUZZ_THREADS, HAK_FUZZ_CONCURRENT, HAK_FUZZ_TARGET) and the
 hakmem variant's (hakmem/variants.bzl, HAK_INTERNAL_VARIANTS), exactly what
@@ -37,10 +37,11 @@ def targets():
     internal = variants["HAK_INTERNAL_VARIANTS"]
     found = []
 
-    def hak_fuzz_target(name, variant, threads=0, concurrent=0, src="hak_fuzz.c", **_):
+    def hak_fuzz_target(name, variant, threads=0, concurrent=0, src="hak_fuzz.c", extra_srcs=(), **_):
         defines = ["HAK_FUZZ_THREADS=%d" % threads, "HAK_FUZZ_CONCURRENT=%d" % concurrent,
                    'HAK_FUZZ_TARGET="%s"' % name] + list(internal[variant].defines)
-        found.append((name, "fuzz/" + src, defines))
+        srcs = ",".join("fuzz/" + s for s in [src] + [s for s in extra_srcs if s.endswith(".c")])
+        found.append((name, srcs, defines))
 
     env = {"hak_fuzz_target": hak_fuzz_target, "FUZZ_COPTS": []}
     for rule in ("package", "licenses", "config_setting", "cc_library", "cc_binary", "cc_test",
