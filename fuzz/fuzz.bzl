@@ -19,6 +19,9 @@ API library:
 threads = 1 builds the harness with HAK_FUZZ_THREADS=1: operations can run on a second
 thread (remote frees, thread exit and adoption), one thread at a time (reproducible).
 extra_srcs: more sources of the harness (its own helpers, with their headers).
+madvise = "free" runs the target with HAKMEM_MADVISE=free (MADV_FREE purges, so calloc
+must clear purged memory) unless the environment sets it; each variant has targets of
+both purge modes.
 concurrent = 1 builds it with HAK_FUZZ_CONCURRENT=1: the input is split into two
 streams of operations that run at the same time on two threads and hand blocks to each
 other (remote frees and reallocs racing the owner; not reproducible run to run).
@@ -34,7 +37,7 @@ FUZZ_COPTS = [
     "-fno-builtin",
 ]
 
-def hak_fuzz_target(name, variant, threads = 0, concurrent = 0, replay_size = "small", replay_rounds = 1, src = "hak_fuzz.c", extra_srcs = []):
+def hak_fuzz_target(name, variant, threads = 0, concurrent = 0, replay_size = "small", replay_rounds = 1, src = "hak_fuzz.c", extra_srcs = [], madvise = ""):
     v = HAK_INTERNAL_VARIANTS[variant]
     harness = name + "_harness"
     native.cc_library(
@@ -45,7 +48,7 @@ def hak_fuzz_target(name, variant, threads = 0, concurrent = 0, replay_size = "s
             "HAK_FUZZ_THREADS=%d" % threads,
             "HAK_FUZZ_CONCURRENT=%d" % concurrent,
             "HAK_FUZZ_TARGET=\\\"%s\\\"" % name,
-        ],
+        ] + (["HAK_FUZZ_MADVISE=\\\"%s\\\"" % madvise] if madvise else []),
         linkopts = ["-pthread"],
         deps = ["//hakmem:hakmem" + v.suffix + "_api"],
         linkstatic = 1,

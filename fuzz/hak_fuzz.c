@@ -1478,10 +1478,13 @@ static void end_of_input(const hak_stats_t* before) {
 }
 
 /* Runs before hakmem's constructor reads its options (constructors with a priority run
- * before those without): keep idle region chunks (see REGION_CHUNK_BYTES), unless the
- * environment says otherwise. */
+ * before those without): keep idle region chunks (see REGION_CHUNK_BYTES), and the
+ * target's purge mode, unless the environment says otherwise. */
 __attribute__((constructor(101))) static void keep_idle_chunks(void) {
   setenv("HAKMEM_REGION_KEEP", KEEP_CHUNK_OPTION, 0);
+#ifdef HAK_FUZZ_MADVISE
+  setenv("HAKMEM_MADVISE", HAK_FUZZ_MADVISE, 0); /* the target's purge mode (fuzz/BUILD) */
+#endif
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -37,9 +37,12 @@ def targets():
     internal = variants["HAK_INTERNAL_VARIANTS"]
     found = []
 
-    def hak_fuzz_target(name, variant, threads=0, concurrent=0, src="hak_fuzz.c", extra_srcs=(), **_):
+    def hak_fuzz_target(name, variant, threads=0, concurrent=0, src="hak_fuzz.c", extra_srcs=(), madvise="", **_):
         defines = ["HAK_FUZZ_THREADS=%d" % threads, "HAK_FUZZ_CONCURRENT=%d" % concurrent,
-                   'HAK_FUZZ_TARGET="%s"' % name] + list(internal[variant].defines)
+                   'HAK_FUZZ_TARGET="%s"' % name]
+        if madvise:
+            defines.append('HAK_FUZZ_MADVISE="%s"' % madvise)
+        defines += list(internal[variant].defines)
         srcs = ",".join("fuzz/" + s for s in [src] + [s for s in extra_srcs if s.endswith(".c")])
         found.append((name, srcs, defines))
 
