@@ -238,7 +238,9 @@ TEST(OsLayer, EveryOsCallGoesThroughTheOps) {
     EXPECT_EQ(cache_protects, kHakHardenedLevel >= 2 ? 2u : 0u);
     EXPECT_EQ(protect_calls - cache_protects, after.os_by[HAK_STATS_OS_REGION][HAK_STATS_OS_MPROTECT].count -
                                                   before.os_by[HAK_STATS_OS_REGION][HAK_STATS_OS_MPROTECT].count);
-    if (kHakHardenedLevel < 2) EXPECT_EQ(protect_calls, 0u);
+    if (kHakHardenedLevel < 2) {
+      EXPECT_EQ(protect_calls, 0u);
+    }
     EXPECT_EQ(after.os_mmap.failures, before.os_mmap.failures);
     EXPECT_EQ(after.os_munmap.failures, before.os_munmap.failures);
     // The totals are the sums over the users.
