@@ -74,7 +74,7 @@ static void* pretend_remap(void* old_addr, size_t old_size, size_t new_size, int
   return mremap(old_addr, old_size, new_size, flags, new_addr);
 }
 
-static hak_os_ops_t pretend_ops = {pretend_map, pretend_unmap, pretend_advise, pretend_remap, 0};
+static hak_os_ops_t pretend_ops = {pretend_map, pretend_unmap, pretend_advise, pretend_remap, 0, NULL}; /* NULL: mprotect */
 
 void hak_probe_pretend_page_size(size_t page) {
   pretend = page;
