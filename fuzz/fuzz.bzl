@@ -18,13 +18,13 @@ API library:
 
 threads = 1 builds the harness with HAK_FUZZ_THREADS=1: operations can run on a second
 thread (remote frees, thread exit and adoption), one thread at a time (reproducible).
+concurrent = 1 builds it with HAK_FUZZ_CONCURRENT=1: the input is split into two
+streams of operations that run at the same time on two threads and hand blocks to each
+other (remote frees and reallocs racing the owner; not reproducible run to run).
 extra_srcs: more sources of the harness (its own helpers, with their headers).
 madvise = "free" runs the target with HAKMEM_MADVISE=free (MADV_FREE purges, so calloc
 must clear purged memory) unless the environment sets it; each variant has targets of
 both purge modes.
-concurrent = 1 builds it with HAK_FUZZ_CONCURRENT=1: the input is split into two
-streams of operations that run at the same time on two threads and hand blocks to each
-other (remote frees and reallocs racing the owner; not reproducible run to run).
 """
 
 load("//hakmem:variants.bzl", "HAK_INTERNAL_VARIANTS")

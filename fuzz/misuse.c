@@ -28,6 +28,7 @@
  */
 #define _GNU_SOURCE
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -368,7 +369,14 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fflush(NULL);
   static char err[16384];
   int status = 0;
-  if (hak_fork_server_run(child, data, size, err, sizeof err, &status) != 0) return 0; /* no status to judge by */
+  if (hak_fork_server_run(child, data, size, err, sizeof err, &status) != 0) {
+    /* No status to judge by (out of processes or memory): say so once, since every
+     * input that follows may go untested the same way. */
+    static bool warned;
+    if (!warned) fprintf(stderr, "misuse harness: no child process could run an input (fork failed); skipping\n");
+    warned = true;
+    return 0;
+  }
   if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CORRUPT) verdict("a live block changed: silent corruption", kind, err);
   if (strstr(err, "ERROR: AddressSanitizer") != NULL || strstr(err, "ERROR: ThreadSanitizer") != NULL ||
       strstr(err, "ERROR: UndefinedBehaviorSanitizer: SEGV") != NULL) {
