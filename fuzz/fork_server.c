@@ -28,19 +28,19 @@ extern uint8_t __start___sancov_cntrs[] __attribute__((weak, visibility("hidden"
 extern uint8_t __stop___sancov_cntrs[] __attribute__((weak, visibility("hidden")));
 
 typedef struct cov_share_s {
-  uint8_t* lo;     /* the counters' pages: [lo, lo + len) */
+  uint8_t* lo;       /* the counters' pages: [lo, lo + len) */
   size_t len;
-  int fd;          /* memfd the children map over those pages */
-  uint8_t* view;   /* the engine's (and server's) mapping of that memfd */
+  int fd;            /* memfd the children map over those pages */
+  uint8_t* view;     /* the engine's (and server's) mapping of that memfd */
+  uint8_t* counters; /* the counters within view: count bytes */
+  size_t count;
 } cov_share_t;
 
-static cov_share_t g_cov = {NULL, 0, -1, NULL};
+static cov_share_t g_cov = {NULL, 0, -1, NULL, NULL, 0};
 
-/* Copies and sums bytes without instrumented accesses: the pages around the counters
- * hold other globals, whose redzones ASan poisons. */
-__attribute__((no_sanitize("address"))) static void raw_copy(uint8_t* dst,
-                                                                            const uint8_t* src,
-                                                                            size_t n) {
+/* Copies, clears and sums bytes without instrumented accesses: the pages around the
+ * counters hold other globals, whose redzones ASan poisons. */
+__attribute__((no_sanitize("address"))) static void raw_copy(uint8_t* dst, const uint8_t* src, size_t n) {
   volatile uint8_t* d = dst;
   const volatile uint8_t* s = src;
   for (size_t i = 0; i < n; i++) d[i] = s[i];
@@ -51,9 +51,7 @@ __attribute__((no_sanitize("address"))) static void raw_zero(uint8_t* dst, size_
   for (size_t i = 0; i < n; i++) d[i] = 0;
 }
 
-__attribute__((no_sanitize("address"))) static void raw_add_saturated(uint8_t* dst,
-                                                                                     const uint8_t* src,
-                                                                                     size_t n) {
+__attribute__((no_sanitize("address"))) static void raw_add_saturated(uint8_t* dst, const uint8_t* src, size_t n) {
   volatile uint8_t* d = dst;
   const volatile uint8_t* s = src;
   for (size_t i = 0; i < n; i++) {
@@ -73,12 +71,19 @@ static void cov_share_init(void) {
     close(fd);
     return;
   }
-  void* view = mmap(NULL, hi - lo, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  uint8_t* view = mmap(NULL, hi - lo, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (view == MAP_FAILED) {
     close(fd);
     return;
   }
-  g_cov = (cov_share_t){(uint8_t*)lo, hi - lo, fd, view};
+  g_cov = (cov_share_t){(uint8_t*)lo, hi - lo, fd, view, view + ((uintptr_t)__start___sancov_cntrs - lo),
+                        (size_t)(__stop___sancov_cntrs - __start___sancov_cntrs)};
+}
+
+/* In the engine before a child starts: a child that fails before its remap must not
+ * leave the last one's counts to be added again. */
+static void cov_share_clear(void) {
+  if (g_cov.view != NULL) raw_zero(g_cov.counters, g_cov.count);
 }
 
 /* In a child, before the input: its counter pages become the shared memfd (with the
@@ -87,24 +92,16 @@ static void cov_share_init(void) {
 static void cov_share_in_child(void) {
   if (g_cov.view == NULL) return;
   raw_copy(g_cov.view, g_cov.lo, g_cov.len);
-  raw_zero(g_cov.view + (__start___sancov_cntrs - g_cov.lo), (size_t)(__stop___sancov_cntrs - __start___sancov_cntrs));
+  cov_share_clear();
   if (mmap(g_cov.lo, g_cov.len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, g_cov.fd, 0) == MAP_FAILED) {
     _exit(125); /* the child's old pages may be gone: nothing sane to run on */
   }
 }
 
-/* In the engine, before a child starts (a child that fails before its remap must not
- * leave the last one's counts to be added again) and after it ended: its counts join
- * the engine's, which libFuzzer reads when the input returns. */
-static void cov_share_clear(void) {
-  if (g_cov.view == NULL) return;
-  raw_zero(g_cov.view + (__start___sancov_cntrs - g_cov.lo), (size_t)(__stop___sancov_cntrs - __start___sancov_cntrs));
-}
-
+/* In the engine after the child ended: its counts join the engine's, which libFuzzer
+ * reads when the input returns. */
 static void cov_share_collect(void) {
-  if (g_cov.view == NULL) return;
-  raw_add_saturated(__start___sancov_cntrs, g_cov.view + (__start___sancov_cntrs - g_cov.lo),
-                    (size_t)(__stop___sancov_cntrs - __start___sancov_cntrs));
+  if (g_cov.view != NULL) raw_add_saturated(__start___sancov_cntrs, g_cov.counters, g_cov.count);
 }
 
 /* --- the server ----------------------------------------------------------------------- */

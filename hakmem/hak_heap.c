@@ -441,8 +441,10 @@ static hak_page_t* hak_heap_find_page(hak_heap_t* heap, size_t cls) {
     hak_page_t* page = hak_heap_scan_queue(heap, cls);
     if (page != NULL) return page;
     if (adopted == HAK_ADOPT_MAX) break;
-    bool has_room = hak_segment_has_span(heap, hak_class_page_slices(cls, heap->page_grow[cls]));
-    if (has_room && hak_segment_abandoned_backlog() < HAK_ADOPT_BACKLOG) break;
+    if (hak_segment_abandoned_backlog() < HAK_ADOPT_BACKLOG &&
+        hak_segment_has_span(heap, hak_class_page_slices(cls, heap->page_grow[cls]))) {
+      break;
+    }
     if (!hak_segment_adopt_one(heap)) break;
   }
   return hak_heap_fresh_page(heap, cls);
