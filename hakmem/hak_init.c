@@ -86,6 +86,8 @@ static void hak_thread_key_destructor(void* value) {
  * hak_heap_fork_child repairs hand-offs cut short); the other threads' heaps stay as
  * they were (their memory is simply never reused there). */
 static void hak_fork_prepare(void) {
+  hak_lock(&hak_init_lock); /* a thread mid-initialisation would leave it taken */
+  hak_policy_fork_lock();
   hak_heap_fork_lock();
   hak_segment_fork_lock();
   hak_cache_fork_lock();
@@ -97,6 +99,8 @@ static void hak_fork_release(void) {
   hak_cache_fork_unlock();
   hak_segment_fork_unlock();
   hak_heap_fork_unlock();
+  hak_policy_fork_unlock();
+  hak_unlock(&hak_init_lock);
 }
 
 static void hak_fork_child(void) {

@@ -541,6 +541,8 @@ extern bool hak_policy_on;          /* HAKMEM_POLICY=1: hak_purge_tick calls hak
 void hak_policy_init(void);         /* from hak_process_init, after the options */
 void hak_policy_tick(uint64_t now_ms); /* ends the epoch if it is over (one thread; others skip) */
 void hak_policy_read(hak_policy_status_t* out); /* for tests */
+void hak_policy_fork_lock(void);   /* before every other global lock: an epoch's end reads the caches */
+void hak_policy_fork_unlock(void);
 
 /* ---- hak_region.c: address space in chunks, handed out in 4 MiB units -------------- */
 

@@ -422,6 +422,17 @@ void hak_policy_tick(uint64_t now_ms) {
   hak_unlock(&hak_policy_state.lock);
 }
 
+/* Held across fork like the other global locks: a child whose fork caught another
+ * thread at an epoch's end would otherwise never run one again (the try-lock fails
+ * forever) and hak_policy_read would wait forever. */
+void hak_policy_fork_lock(void) {
+  hak_lock(&hak_policy_state.lock);
+}
+
+void hak_policy_fork_unlock(void) {
+  hak_unlock(&hak_policy_state.lock);
+}
+
 void hak_policy_read(hak_policy_status_t* out) {
   hak_lock(&hak_policy_state.lock);
   out->on = hak_policy_on;

@@ -3,12 +3,15 @@
 // runs in a child of its own (RunSelf), with its options. The allocations go through
 // the hak_* API; malloc stays the C library's, wrapped here to count calls, so the
 // test sees whether the policy's hook ever calls it.
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +29,8 @@ void policy_probe_read(hak_policy_status_t* out);
 void policy_probe_tick(uint64_t now_ms);
 uint64_t policy_probe_now_ms(void);
 uint64_t policy_probe_epoch_ms(void);
+void policy_probe_hold_lock(void);
+void policy_probe_release_lock(void);
 }
 
 // ---- Counting the C library's malloc (not under ASan/TSan, whose runtimes own it) ----
@@ -232,6 +237,46 @@ TEST(Policy, DISABLED_TwoThreadsEndEpochsUnderTheTryLock) {
   for (int a2 = 0; a2 < HAK_POLICY_ARMS; a2++) total += st1.learner.elo[a2];
   EXPECT_NEAR(total, HAK_POLICY_ARMS * HAK_POLICY_ELO_START, 1e-6);  // no torn update
   EXPECT_TRUE(WithinCaps(policy_probe_options(), st1.caps));
+}
+
+// fork() while another thread ends an epoch (holds the policy's lock): the fork waits
+// for it (hakmem's fork handlers take the lock), so the child neither inherits a lock
+// nobody will release (hak_policy_read would wait forever) nor stops ending epochs (the
+// try-lock would fail forever).
+TEST(Policy, AForkDuringAnEpochsEndLeavesTheChildAWorkingPolicy) {
+  ExpectChildPasses("AForkDuringAnEpochsEndLeavesTheChildAWorkingPolicy", kOn);
+}
+TEST(Policy, DISABLED_AForkDuringAnEpochsEndLeavesTheChildAWorkingPolicy) {
+  std::atomic<bool> held{false}, forked{false};
+  std::thread holder([&] {
+    policy_probe_hold_lock();
+    held.store(true);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    policy_probe_release_lock();
+    // Still running when the fork completes: a thread that was exiting then counts as
+    // a leak in a TSan child.
+    while (!forked.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  while (!held.load()) std::this_thread::yield();
+  pid_t pid = fork();
+  if (pid != 0) forked.store(true);
+  if (pid < 0) holder.join();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    alarm(30);  // a child stuck on the lock dies of SIGALRM
+    hak_policy_status_t st0, st1;
+    policy_probe_read(&st0);
+    uint64_t now = policy_probe_now_ms(), step = policy_probe_epoch_ms();
+    for (int e = 1; e <= 3; e++) policy_probe_tick(now + (uint64_t)e * step);
+    policy_probe_read(&st1);
+    _exit(st1.learner.epochs == st0.learner.epochs + 3 ? 0 : 1);
+  }
+  holder.join();
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status)) << "the child was killed by signal " << WTERMSIG(status)
+                                 << (WTERMSIG(status) == SIGALRM ? " (SIGALRM: stuck on the policy's lock)" : "");
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child ended fewer epochs than it ticked";
 }
 
 }  // namespace

@@ -28,3 +28,12 @@ uint64_t policy_probe_now_ms(void) {
 uint64_t policy_probe_epoch_ms(void) {
   return hak_options.policy_epoch_ms;
 }
+
+/* Holds the policy's lock, as a thread ending an epoch does (hak_policy_tick). */
+void policy_probe_hold_lock(void) {
+  hak_policy_fork_lock();
+}
+
+void policy_probe_release_lock(void) {
+  hak_policy_fork_unlock();
+}
