@@ -30,6 +30,8 @@
 #include "hakmem.h"
 #include "hak_test_names.h"  // last: see its rule
 
+extern "C" void conc_probe_set_direct_busy(const void* block, int busy);
+
 namespace hak_test {
 namespace {
 
@@ -466,6 +468,52 @@ TEST(Fork, AChildThreadWithAVanishedThreadsIdentityFreesItsBlocksRemotely) {
   holder.join();
   int code = WaitChild(pid, 20.0);
   if (code == 77) GTEST_SKIP() << "the child's new thread did not get the vanished thread's identity";
+  EXPECT_EQ(code, 0) << DescribeChild(code);
+}
+
+// The child of a fork that cut short a free into an abandoned segment (a thread had
+// taken the segment's direct_busy flag, which it holds for a few stores, and is gone
+// in the child). Set here by hand on a segment of the forking thread. In the child
+// that thread exits, so its segment is abandoned, and a new thread adopts it: the
+// adopter waits for the flag to clear, which took forever when the child kept it.
+void* AdoptAfterForkerExits(void* arg) {
+  pthread_t forker = *static_cast<pthread_t*>(arg);
+  if (pthread_join(forker, nullptr) != 0) _exit(40);  // its heap is abandoned now
+  if (!Churn(99, 2000)) _exit(41);  // adopts the abandoned segments as it needs pages
+  _exit(0);
+}
+
+void* ForkWithAFreeCutShort(void* arg) {
+  pid_t* out = static_cast<pid_t*>(arg);
+  void* p = malloc(64);  // keeps the segment in use, so it is abandoned at exit
+  if (p == nullptr) return nullptr;
+  conc_probe_set_direct_busy(p, 1);
+  pid_t pid = fork();
+  if (pid == 0) {
+    static pthread_t forker;
+    forker = pthread_self();
+    pthread_t adopter;
+    if (pthread_create(&adopter, nullptr, AdoptAfterForkerExits, &forker) != 0) _exit(42);
+    pthread_exit(nullptr);  // the child's only other thread adopts what this leaves
+  }
+  conc_probe_set_direct_busy(p, 0);
+  free(p);
+  *out = pid;
+  return nullptr;
+}
+
+TEST(Fork, AFreeIntoAnAbandonedSegmentCutShortByTheForkStallsNoAdopterInTheChild) {
+#if HAK_TEST_TSAN
+  GTEST_SKIP() << "TSan cannot start threads in the child of a multithreaded fork";
+#endif
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = -1;
+  pthread_t forker;
+  ASSERT_EQ(pthread_create(&forker, nullptr, ForkWithAFreeCutShort, &pid), 0);
+  ASSERT_EQ(pthread_join(forker, nullptr), 0);
+  ASSERT_GT(pid, 0);
+  int code = WaitChild(pid, 20.0);
   EXPECT_EQ(code, 0) << DescribeChild(code);
 }
 

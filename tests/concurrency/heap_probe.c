@@ -30,3 +30,10 @@ HAK_EXPORT size_t conc_probe_live_heaps(void) {
 HAK_EXPORT size_t conc_probe_heaps_made(void) {
   return hak_heap_pool_count();
 }
+
+/* Sets the direct_busy flag of the segment holding `block`, as a thread freeing into
+ * that segment (hak_segment_free_abandoned_direct) holds it for a few stores. */
+HAK_EXPORT void conc_probe_set_direct_busy(const void* block, int busy) {
+  hak_segment_t* segment = hak_segment_of(block);
+  atomic_store_explicit(&segment->direct_busy, (uint8_t)(busy != 0), memory_order_seq_cst);
+}
