@@ -4,6 +4,7 @@
 #ifndef HAK_TESTS_CONCURRENCY_CONC_UTIL_H
 #define HAK_TESTS_CONCURRENCY_CONC_UTIL_H
 
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <malloc.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -226,6 +228,47 @@ inline double NowSeconds() {
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+// The first line of /proc/<pid>/task/<tid>/<file>, without its newline ("" if none).
+inline std::string ReadTaskFile(pid_t pid, const char* tid, const char* file) {
+  char path[96], line[256] = "";
+  snprintf(path, sizeof path, "/proc/%d/task/%s/%s", (int)pid, tid, file);
+  FILE* f = fopen(path, "r");
+  if (f == nullptr) return "";
+  if (fgets(line, sizeof line, f) == nullptr) line[0] = 0;
+  fclose(f);
+  line[strcspn(line, "\n")] = 0;
+  return line;
+}
+
+// Says on stderr where a hung child's threads are, so that a hang seen once (on a
+// loaded CI machine, say) can be told apart from slowness and traced: each thread's
+// state, kernel wait channel and system call (number, stack pointer, program counter),
+// then every thread's backtrace if gdb is installed and may attach.
+inline void ReportHungChild(pid_t pid) {
+  char dir[64];
+  snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+  DIR* d = opendir(dir);
+  if (d == nullptr) return;
+  std::string live;
+  while (struct dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::string stat = ReadTaskFile(pid, e->d_name, "stat");
+    size_t paren = stat.rfind(')');
+    char state = paren != std::string::npos && paren + 2 < stat.size() ? stat[paren + 2] : '?';
+    if (state != 'Z' && live.empty()) live = e->d_name;
+    fprintf(stderr, "hung child %d, thread %s (%s): state %c, wchan %s, syscall %s\n", (int)pid, e->d_name,
+            ReadTaskFile(pid, e->d_name, "comm").c_str(), state, ReadTaskFile(pid, e->d_name, "wchan").c_str(),
+            ReadTaskFile(pid, e->d_name, "syscall").c_str());
+  }
+  closedir(d);
+  if (live.empty() || access("/usr/bin/gdb", X_OK) != 0) return;
+  char cmd[160];
+  snprintf(cmd, sizeof cmd, "timeout 60 /usr/bin/gdb -nx -batch -p %s -ex 'thread apply all bt' </dev/null 1>&2",
+           live.c_str());
+  fflush(stderr);
+  if (system(cmd) != 0) fprintf(stderr, "(gdb could not report the child's backtraces)\n");
+}
+
 // Waits for a child; returns its exit code, 128 + signal if it was killed by one, or
 // kChildHung (after killing it) if it is still running after `deadline_s`.
 inline int WaitChild(pid_t pid, double deadline_s) {
@@ -240,6 +283,7 @@ inline int WaitChild(pid_t pid, double deadline_s) {
     }
     if (r < 0) return 254;
     if (NowSeconds() > end) {
+      ReportHungChild(pid);
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
       return kChildHung;

@@ -130,6 +130,13 @@ int ChildWork(const std::vector<Block>& from_main, const std::vector<Block>& fro
 
 // Worker threads of a busy parent: allocate, free, and swap blocks with each other
 // through lock-free slots (so frees are cross-thread) until told to stop.
+//
+// A fork must not catch a worker inside the C library's or the sanitizer's runtime:
+// only hakmem's state is under test. ASan (clang 14) takes no lock around fork, so a
+// child forked while a thread was still starting (ASan registers it under a lock) or
+// refilling a cache of ASan's allocator could hang in its own pthread_create or
+// std::vector. So the test forks only once every worker runs its loop (Running()), and
+// the loop's own bookkeeping never allocates (`mine` is reserved).
 class BusyWorkers {
  public:
   explicit BusyWorkers(int n) : slots_(1024) {
@@ -146,6 +153,7 @@ class BusyWorkers {
   }
   uint64_t Errors() const { return errors_.load(); }
   uint64_t Iterations() const { return iterations_.load(); }
+  int Running() const { return running_.load(); }
 
   // Blocks allocated by worker 0 and handed over, kept alive across the forks.
   std::vector<Block> TakeWorkerBlocks() {
@@ -170,6 +178,8 @@ class BusyWorkers {
       cv_.notify_all();
     }
     std::vector<void*> mine;
+    mine.reserve(kMine + 1);
+    running_.fetch_add(1);
     while (!stop_.load(std::memory_order_relaxed)) {
       size_t size = RandomSize(rng, 256);
       unsigned char* p = (unsigned char*)malloc(size);
@@ -185,7 +195,7 @@ class BusyWorkers {
         free(old);
       }
       mine.push_back(malloc(1 + rng.Below(2000)));
-      if (mine.size() > 64) {
+      if (mine.size() > kMine) {
         size_t k = rng.Below(mine.size());
         free(mine[k]);
         mine[k] = mine.back();
@@ -196,8 +206,10 @@ class BusyWorkers {
     for (void* q : mine) free(q);
   }
 
+  static constexpr size_t kMine = 64;
   std::vector<std::atomic<void*>> slots_;
   std::vector<std::thread> threads_;
+  std::atomic<int> running_{0};
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> errors_{0}, iterations_{0};
   std::mutex mu_;
@@ -208,8 +220,10 @@ class BusyWorkers {
 
 TEST(Fork, ChildOfBusyMultithreadedParentAllocatesFreesAndSpawnsThreads) {
   constexpr int kForks = 12;
-  BusyWorkers workers(3);
+  constexpr int kWorkers = 3;
+  BusyWorkers workers(kWorkers);
   std::vector<Block> from_worker = workers.TakeWorkerBlocks();
+  while (workers.Running() < kWorkers) sched_yield();
   std::vector<Block> from_main;
   Rng rng(3);
   for (int i = 0; i < 300; i++) {
@@ -330,7 +344,9 @@ TEST(Fork, ForkWhileAnotherThreadFreesTheForkingThreadsBlocks) {
   for (auto& s : slots) s.store(nullptr);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> freed{0};
+  std::atomic<bool> freer_running{false};
   std::thread freer([&] {
+    freer_running.store(true);
     while (!stop.load(std::memory_order_relaxed)) {
       for (auto& s : slots) {
         void* p = s.exchange(nullptr, std::memory_order_acq_rel);
@@ -341,6 +357,7 @@ TEST(Fork, ForkWhileAnotherThreadFreesTheForkingThreadsBlocks) {
       }
     }
   });
+  while (!freer_running.load()) sched_yield();  // not mid-start in ASan's runtime (see BusyWorkers)
   int failures = 0;
   std::string first_failure;
   size_t next = 0;
