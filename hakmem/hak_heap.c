@@ -604,21 +604,11 @@ static void hak_heap_mark_dead(hak_heap_t* heap) {
   heap->live = false;
 }
 
-/* A thread that saw a segment listed as abandoned, took its direct_busy flag and then
- * found it unlisted (it clears the flag at once) may have been cut off by the fork in
- * between: the flag would stay set in the child, and whoever unlinks that segment after
- * it is abandoned again would wait on it forever. No such thread exists in the child. */
-static void hak_heap_clear_direct_busy(hak_heap_t* heap) {
-  for (hak_segment_t* s = heap->spans.segments; s != NULL; s = s->next) {
-    atomic_store_explicit(&s->direct_busy, 0, memory_order_relaxed);
-  }
-}
-
 void hak_heap_fork_child(void) {
   hak_heap_t* heap = hak_heap_get();
   for (hak_heap_t* h = hak_heap_pool; h != NULL; h = h->next_in_pool) {
     if (!h->live) continue;
-    hak_heap_clear_direct_busy(h);
+    hak_segment_fork_clear_busy(h->spans.segments); /* see there */
     if (h != heap) hak_heap_mark_dead(h);
   }
   if (heap != &hak_heap_empty) hak_heap_for_each_page(heap, hak_heap_page_fork_repair);

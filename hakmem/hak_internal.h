@@ -662,6 +662,7 @@ void hak_segment_usage(const hak_segment_t* segment, hak_usage_t* out);
 void hak_segment_fork_lock(void);   /* the abandoned list and the big segments */
 void hak_segment_fork_unlock(void);
 void hak_segment_fork_child(void); /* after hak_segment_fork_unlock, in the child */
+void hak_segment_fork_clear_busy(hak_segment_t* list); /* in the child: each segment's direct_busy */
 uint64_t hak_segment_live_count(void);
 void hak_segment_live_add(int64_t delta);
 void hak_segment_map_set(const hak_segment_t* segment, bool present); /* hardened only */

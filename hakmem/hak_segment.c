@@ -47,11 +47,18 @@ void hak_segment_fork_unlock(void) {
 
 /* In a child of fork: a thread that was freeing into an abandoned segment is gone; its
  * flag would keep every adopter of that segment waiting forever. (The page it worked on
- * may have lost the block: a leak in the child, never a block handed out twice.) */
-void hak_segment_fork_child(void) {
-  for (hak_segment_t* s = hak_segment_abandoned; s != NULL; s = s->next) {
+ * may have lost the block: a leak in the child, never a block handed out twice.) So is
+ * a thread that took the flag of a segment and then found it no longer abandoned (it
+ * clears the flag at once): that segment is in a heap's list, and would stall its
+ * adopter once abandoned again. The child has no other thread: every flag clears. */
+void hak_segment_fork_clear_busy(hak_segment_t* list) {
+  for (hak_segment_t* s = list; s != NULL; s = s->next) {
     atomic_store_explicit(&s->direct_busy, 0, memory_order_relaxed);
   }
+}
+
+void hak_segment_fork_child(void) {
+  hak_segment_fork_clear_busy(hak_segment_abandoned);
 }
 
 /* ---- Ownership map (hardened) ---------------------------------------------- */
