@@ -1454,9 +1454,12 @@ static void end_of_input(const hak_stats_t* before) {
    * (on each thread that owns a heap) hands all that back now (and is fuzzed that way),
    * so what stays is a leak. */
   g_op_name = "end of input: hak_collect";
-  /* The hardened quarantine holds this thread's last frees, some of them blocks of the
-   * second thread's pages: let them go before that thread collects. */
-  hak_quarantine_flush();
+  /* This thread's hardened quarantine (its last frees) and remote cache (blocks of the
+   * second thread's pages it freed, kept for its own reuse) hold blocks of the second
+   * thread's pages: this thread's hak_collect sends them home before that thread
+   * collects; that thread's hak_collect sends this thread's home, which the last one
+   * takes in. */
+  hak_collect(false);
   worker_collect();
   hak_collect(false);
   hak_stats_t st = read_stats();

@@ -113,9 +113,11 @@ HAK_INLINE void* hak_calloc_inline(size_t count, size_t size) {
   hak_segment_t* segment = hak_segment_of(p);
   if (segment->kind == HAK_SEGMENT_HUGE) {
     if (segment->is_zero) return p;
-  } else if (hak_segment_page_of(segment, p)->free_is_zero) {
+  } else if (hak_segment_page_of(segment, p)->free_is_zero && !hak_heap_gave_cached_block(p)) {
     /* the free-list link is all a fresh block holds; level 2 cleared it already, and
-     * its canary may start inside the link word of a block under 8 bytes */
+     * its canary may start inside the link word of a block under 8 bytes (a block from
+     * the remote cache holds what its last user wrote: its page's flag speaks only for
+     * the page's own free list) */
     if (!HAK_HARDEN_INTEGRITY) ((hak_block_t*)p)->next = NULL;
     return p;
   }

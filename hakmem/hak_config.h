@@ -68,6 +68,16 @@
 #define HAK_HARDEN_QUARANTINE HAK_HARDEN_INTEGRITY
 #define HAK_QUARANTINE_SLOTS 64
 
+/* The remote cache (hak_heap.c): a thread keeps pool blocks of other threads' pages
+ * that it frees, for its own next allocations of their class, instead of sending each
+ * back to its page. Not in the hardened variant, whose freed blocks wait in its
+ * quarantine and must not come back in LIFO order. */
+#define HAK_REMOTE_CACHE (!HAK_HARDENED)
+#define HAK_REMOTE_CACHE_CLASS_MAX 32 /* blocks kept per class */
+#define HAK_REMOTE_CACHE_BACKOFF 4096 /* remote frees not kept after it proved useless */
+#define HAK_REMOTE_CACHE_MISSES 256   /* slow paths it could not serve before it is flushed */
+#define HAK_REMOTE_CACHE_IDLE_MS 10   /* an owner this long without a slow path is idle */
+
 /* HAK_SMALL_LIMITS 1 shrinks caches and batch sizes so that short fuzz and test runs
  * reach eviction, page and segment release, and reuse. Never for production. */
 #ifndef HAK_SMALL_LIMITS

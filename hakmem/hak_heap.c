@@ -40,7 +40,12 @@ void hak_heap_fork_unlock(void) {
 /* Clears a heap for a new thread, keeping its place in the pool list. */
 static void hak_heap_reset(hak_heap_t* heap) {
   hak_heap_t* next = heap->next_in_pool;
+#if HAK_REMOTE_CACHE
+  memset(heap, 0, offsetof(hak_heap_t, active_ms));
+  atomic_store_explicit(&heap->active_ms, 0, memory_order_relaxed);
+#else
   memset(heap, 0, sizeof(*heap));
+#endif
   heap->next_in_pool = next;
   for (size_t i = 0; i < HAK_TINY_DIRECT_COUNT; i++) heap->direct[i] = &hak_page_empty;
   for (size_t i = 0; i < HAK_CLASS_COUNT; i++) heap->current[i] = &hak_page_empty;
@@ -390,6 +395,149 @@ static void hak_heap_collect_delayed(hak_heap_t* heap) {
   }
 }
 
+/* Frees a block of a pool page this thread does not own. */
+static void hak_heap_free_elsewhere(hak_segment_t* segment, hak_page_t* page, hak_block_t* block) {
+  if (atomic_load_explicit(&segment->thread_id, memory_order_acquire) == 0 &&
+      hak_segment_free_abandoned(segment, page, block)) {
+    return; /* its owner exited: freed into the segment directly */
+  }
+  hak_page_free_remote(page, block);
+}
+
+/* ---- The remote cache -------------------------------------------------------------------
+ * A pool block of an idle thread's page that this thread frees stays here, per class,
+ * and serves this thread's next allocation of its class on the malloc slow path (when
+ * the class's current page has no free block left), instead of going back to its page
+ * at once. A thread that replaces blocks an idle thread made (a main thread that set up
+ * a server's state and blocked in pthread_join) thus reuses them where they are: sent
+ * home, they would wait on pages nobody looks at while this thread carved new pages.
+ * The page counts a cached block as used meanwhile, so nothing else needs to know: at
+ * most HAK_REMOTE_CACHE_CLASS_MAX blocks per class and HAKMEM_REMOTE_CACHE bytes stay
+ * here, and they go home (the remote free they skipped) when the thread exits or calls
+ * hak_collect, when the cache goes stale, and when this thread only frees. */
+#if HAK_REMOTE_CACHE
+static void hak_heap_remote_cache_flush(hak_heap_t* heap);
+
+static void hak_heap_remote_cache_account(hak_heap_t* heap, ptrdiff_t blocks, ptrdiff_t bytes) {
+  /* the owner writes; hak_stats_get reads from any thread */
+  __atomic_store_n(&heap->remote_cache_blocks, heap->remote_cache_blocks + (size_t)blocks, __ATOMIC_RELAXED);
+  __atomic_store_n(&heap->remote_cache_bytes, heap->remote_cache_bytes + (size_t)bytes, __ATOMIC_RELAXED);
+}
+
+/* A remote free found the cache full. After HAK_REMOTE_CACHE_BACKOFF of them with no
+ * block taken out meanwhile, this thread frees other threads' blocks without allocating
+ * their like (a consumer): it sends what it holds home and keeps nothing for as many
+ * remote frees again, so such a thread never strands their memory for long. */
+static void hak_heap_remote_cache_full(hak_heap_t* heap) {
+  if (++heap->remote_cache_full_frees < HAK_REMOTE_CACHE_BACKOFF) return;
+  hak_heap_remote_cache_flush(heap);
+  heap->remote_cache_skip = HAK_REMOTE_CACHE_BACKOFF;
+  heap->remote_cache_full_frees = 0;
+}
+
+/* Whether a page's owner is idle: no malloc slow path for HAK_REMOTE_CACHE_IDLE_MS
+ * before this thread's last one (its own clock reading: the free path reads none). A
+ * busy owner takes its blocks back soon, and a thread keeping them would scatter its
+ * own long-lived data over the segments of threads that come and go. */
+static bool hak_heap_owner_idle(const hak_heap_t* heap, hak_page_t* page) {
+  const hak_heap_t* owner = atomic_load_explicit(&page->xheap, memory_order_relaxed);
+  if (owner == NULL) return false; /* heap structs are never unmapped: reading one is safe */
+  uint64_t owner_ms = atomic_load_explicit(&owner->active_ms, memory_order_relaxed);
+  return owner_ms + HAK_REMOTE_CACHE_IDLE_MS <= atomic_load_explicit(&heap->active_ms, memory_order_relaxed);
+}
+
+/* Keeps a block of another heap's page that this thread frees, if the owner is alive,
+ * idle, and not allocating from that page (HAK_DELAYED_USE; not the page it allocates
+ * from, HAK_DELAYED_NONE, nor an exited thread's segment, HAK_DELAYED_NEVER, which the
+ * free straight into it helps empty). False: free it as usual. */
+static bool hak_heap_remote_cache_put(hak_heap_t* heap, hak_page_t* page, hak_block_t* block) {
+  size_t cls = page->class_index, bytes = page->block_size;
+  uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
+  if (hak_thread_free_state(tf) != HAK_DELAYED_USE || heap == &hak_heap_empty) return false;
+  if (!hak_heap_owner_idle(heap, page)) return false;
+  if (heap->remote_cache_skip != 0) {
+    heap->remote_cache_skip--;
+    return false;
+  }
+  if (heap->remote_cache_count[cls] >= HAK_REMOTE_CACHE_CLASS_MAX ||
+      heap->remote_cache_bytes + bytes > hak_options.remote_cache_bytes) {
+    hak_heap_remote_cache_full(heap);
+    return false;
+  }
+  hak_asan_poison(block, bytes);
+  hak_block_set_next(block, heap->remote_cache[cls]);
+  heap->remote_cache[cls] = block;
+  heap->remote_cache_count[cls]++;
+  hak_heap_remote_cache_account(heap, 1, (ptrdiff_t)bytes);
+  hak_stat_inc(heap, free_remote_cached);
+  return true;
+}
+
+/* A cached block of class cls, or NULL. After HAK_REMOTE_CACHE_MISSES requests it could
+ * not serve, what it holds is sent home: blocks of classes this thread no longer asks
+ * for would otherwise pin their pages (and segments of threads that exited meanwhile)
+ * for as long as it lives. */
+static hak_block_t* hak_heap_remote_cache_take(hak_heap_t* heap, size_t cls) {
+  hak_block_t* block = heap->remote_cache[cls];
+  if (block == NULL) {
+    if (heap->remote_cache_blocks != 0 && ++heap->remote_cache_misses >= HAK_REMOTE_CACHE_MISSES) {
+      hak_heap_remote_cache_flush(heap);
+    }
+    return NULL;
+  }
+  size_t bytes = hak_class_block_size(cls);
+  heap->remote_cache[cls] = hak_block_next(block);
+  heap->remote_cache_count[cls]--;
+  hak_heap_remote_cache_account(heap, -1, -(ptrdiff_t)bytes);
+  hak_asan_unpoison(block, bytes);
+  heap->remote_cache_last = block; /* hak_heap_gave_cached_block */
+  heap->remote_cache_full_frees = 0;
+  hak_stat_inc(heap, alloc_remote_cached);
+  return block;
+}
+
+/* Sends every cached block home: onto its page, the free it skipped (local now if this
+ * thread adopted the page's segment meanwhile). */
+static void hak_heap_remote_cache_flush(hak_heap_t* heap) {
+  if (heap->remote_cache_blocks == 0) return;
+  for (size_t cls = 0; cls < HAK_CLASS_COUNT; cls++) {
+    hak_block_t* block = heap->remote_cache[cls];
+    heap->remote_cache[cls] = NULL;
+    heap->remote_cache_count[cls] = 0;
+    while (block != NULL) {
+      hak_block_t* next = hak_block_next(block);
+      hak_segment_t* segment = hak_segment_of(block);
+      hak_page_t* page = hak_segment_page_of(segment, block);
+      if (atomic_load_explicit(&segment->thread_id, memory_order_relaxed) == heap->thread_id) {
+        hak_heap_free_local(page, block);
+      } else {
+        hak_heap_free_elsewhere(segment, page, block);
+      }
+      block = next;
+    }
+  }
+  hak_heap_remote_cache_account(heap, -(ptrdiff_t)heap->remote_cache_blocks, -(ptrdiff_t)heap->remote_cache_bytes);
+  heap->remote_cache_misses = 0;
+}
+
+static void hak_heap_remote_cache_visit(const hak_heap_t* heap, void* arg) {
+  uint64_t* sums = arg;
+  sums[0] += __atomic_load_n(&heap->remote_cache_blocks, __ATOMIC_RELAXED);
+  sums[1] += __atomic_load_n(&heap->remote_cache_bytes, __ATOMIC_RELAXED);
+}
+
+void hak_heap_remote_cache_stats(uint64_t* blocks, uint64_t* bytes) {
+  uint64_t sums[2] = {0, 0};
+  hak_heap_visit_all(hak_heap_remote_cache_visit, sums);
+  *blocks = sums[0];
+  *bytes = sums[1];
+}
+#else
+#define hak_heap_remote_cache_put(heap, page, block) ((void)(heap), (void)(page), (void)(block), false)
+#define hak_heap_remote_cache_take(heap, cls) ((void)(heap), (void)(cls), (hak_block_t*)NULL)
+#define hak_heap_remote_cache_flush(heap) ((void)(heap))
+#endif
+
 /* ---- Allocation slow path ---------------------------------------------------------- */
 
 /* First page of the class's queue that has (or can carve) a free block; pages found
@@ -475,9 +623,18 @@ HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
       return NULL;
     }
   }
+  size_t cls = hak_size_class(size);
+  hak_block_t* cached = hak_heap_remote_cache_take(heap, cls);
+  if (cached != NULL) {
+    hak_stat_inc(heap, alloc_slow);
+    hak_stat_class_inc(heap, class_allocs, cls);
+    return cached;
+  }
+#if HAK_REMOTE_CACHE
+  atomic_store_explicit(&heap->active_ms, hak_purge_now_ms(), memory_order_relaxed);
+#endif
   hak_heap_collect_delayed(heap);
   hak_heap_decay(heap);
-  size_t cls = hak_size_class(size);
   hak_page_t* page = hak_heap_find_page(heap, cls);
   if (page == NULL) {
     errno = ENOMEM;
@@ -512,6 +669,7 @@ void hak_heap_collect(void) {
   hak_heap_t* heap = hak_heap_get();
   if (heap == &hak_heap_empty) return;
   hak_hardening_quarantine_flush(heap);
+  hak_heap_remote_cache_flush(heap);
   hak_heap_collect_delayed(heap);
   hak_heap_collect_remote(heap);
   if (heap->retired_min != UINT8_MAX) hak_heap_collect_retired(heap, true);
@@ -529,13 +687,10 @@ HAK_NOINLINE void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page
   hak_heap_t* heap = hak_heap_get();
   hak_stat_inc_any(heap, class_frees[page->class_index]);
   hak_stat_inc_any(heap, free_remote);
-  (void)heap;
-  if (atomic_load_explicit(&segment->thread_id, memory_order_acquire) == 0 &&
-      hak_segment_free_abandoned(segment, page, block)) {
-    return; /* its owner exited: freed into the segment directly */
-  }
-  hak_page_free_remote(page, block);
+  if (hak_heap_remote_cache_put(heap, page, block)) return;
+  hak_heap_free_elsewhere(segment, page, block);
 }
+
 
 /* ---- Thread exit ------------------------------------------------------------------------ */
 
@@ -619,6 +774,7 @@ void hak_heap_fork_child(void) {
 void hak_heap_thread_done(hak_heap_t* heap) {
   if (heap == NULL || heap == &hak_heap_empty) return;
   hak_hardening_quarantine_flush(heap);
+  hak_heap_remote_cache_flush(heap);
   hak_tls.heap = &hak_heap_empty;
   hak_heap_collect_delayed(heap);
   hak_bigcache_flush(heap, true);

@@ -153,6 +153,7 @@ typedef struct hak_heap_stats_s {
   uint64_t alloc_slow, alloc_large;
   uint64_t free_remote, free_delayed, free_large;
   uint64_t pages_allocated, pages_freed;
+  uint64_t alloc_remote_cached, free_remote_cached;
 } hak_heap_stats_t;
 #endif
 
@@ -184,10 +185,26 @@ struct hak_heap_s {
 #if HAK_STATS
   hak_heap_stats_t stats;
 #endif
+#if HAK_REMOTE_CACHE
+  hak_block_t* remote_cache[HAK_CLASS_COUNT];    /* other threads' blocks this one freed */
+  uint8_t remote_cache_count[HAK_CLASS_COUNT];
+  size_t remote_cache_bytes;                    /* their block sizes (stats: read racily) */
+  size_t remote_cache_blocks;
+  void* remote_cache_last;                      /* the last block it handed out (calloc) */
+  uint32_t remote_cache_skip;                   /* remote frees left to send home at once */
+  uint32_t remote_cache_full_frees;             /* remote frees that found it full since a take */
+  uint32_t remote_cache_misses;                 /* requests it could not serve since it was flushed */
+#endif
 #if HAK_HARDEN_QUARANTINE
   uint32_t quarantine_count;                  /* blocks in quarantine[] (stats: read racily) */
   size_t quarantine_bytes;                    /* their block sizes, for the stats */
   void* quarantine[HAK_QUARANTINE_SLOTS];     /* freed small blocks not yet reusable */
+#endif
+#if HAK_REMOTE_CACHE
+  /* Its last malloc slow path (coarse clock), read by any thread that frees into its
+   * pages, even while a new thread takes the struct over: last, so that the reset's
+   * plain clearing stops short of it. */
+  _Atomic uint64_t active_ms;
 #endif
 };
 
@@ -473,6 +490,7 @@ typedef struct hak_options_s {
   size_t purge_batch_bytes, purge_batch_ranges, purge_min_bytes;
   size_t region_keep_bytes;    /* free address space kept mapped before chunks are unmapped */
   size_t region_dirty_bytes;   /* free units waiting out the purge delay, at least (see hak_region.c) */
+  size_t remote_cache_bytes;   /* HAKMEM_REMOTE_CACHE: other threads' blocks a thread keeps (hak_heap.c) */
   hak_thp_mode_t thp_mode;     /* HAKMEM_THP */
   hak_stats_mode_t stats_report; /* HAKMEM_STATS: report at exit (stats variant), text or JSON */
   char stats_file[HAK_STATS_FILE_MAX]; /* HAKMEM_STATS_FILE: the report's file ("": stderr) */
@@ -683,6 +701,11 @@ extern __thread hak_tls_t hak_tls __attribute__((tls_model("initial-exec")));
 void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size);
 void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page, hak_block_t* block);
 void hak_heap_local_free_slow(hak_page_t* page);
+#if HAK_REMOTE_CACHE
+void hak_heap_remote_cache_stats(uint64_t* blocks, uint64_t* bytes);
+#else
+#define hak_heap_remote_cache_stats(blocks, bytes) ((void)(blocks), (void)(bytes))
+#endif
 void hak_heap_decay(hak_heap_t* heap); /* idle memory to the OS (slow paths) */
 void hak_heap_thread_done(hak_heap_t* heap);
 void hak_heap_collect(void); /* the calling thread: delayed frees, kept empty pages */
@@ -700,6 +723,14 @@ size_t hak_heap_pool_count(void); /* heap structs ever made, live or idle (tests
 HAK_INLINE hak_heap_t* hak_heap_get(void) {
   return hak_tls.heap;
 }
+
+/* Whether p, which the calling thread was just handed, came from its remote cache: then
+ * it holds what its last user wrote, whatever its page's free_is_zero says. */
+#if HAK_REMOTE_CACHE
+#define hak_heap_gave_cached_block(p) (hak_heap_get()->remote_cache_last == (p))
+#else
+#define hak_heap_gave_cached_block(p) ((void)(p), false)
+#endif
 
 /* ---- hak_large.c: blocks above the pools, or aligned beyond them ------------------- */
 

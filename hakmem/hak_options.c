@@ -30,6 +30,7 @@ extern char** environ;
 #define HAK_DEF_PURGE_BATCH_RANGES 4
 #define HAK_DEF_REGION_KEEP 0
 #define HAK_DEF_REGION_DIRTY (8 * MiB)
+#define HAK_DEF_REMOTE_CACHE (4 * KiB)
 #else
 #define HAK_DEF_BIGCACHE_SLOTS 4
 #define HAK_DEF_BIGCACHE_BYTES (16 * MiB)
@@ -51,6 +52,10 @@ extern char** environ;
 #define HAK_DEF_PURGE_BATCH_RANGES 256
 #define HAK_DEF_REGION_KEEP (1 * GiB)
 #define HAK_DEF_REGION_DIRTY (16 * MiB)
+/* Enough for a thread that frees about as much of other threads' memory as it
+ * allocates (a worker replacing blocks its predecessors made) to serve its allocations
+ * from it; what a thread that only frees strands there is bounded by it. */
+#define HAK_DEF_REMOTE_CACHE (256 * KiB)
 #endif
 
 hak_options_t hak_options = {
@@ -67,6 +72,7 @@ hak_options_t hak_options = {
     .purge_min_bytes = 64 * KiB,
     .region_keep_bytes = HAK_DEF_REGION_KEEP,
     .region_dirty_bytes = HAK_DEF_REGION_DIRTY,
+    .remote_cache_bytes = HAK_DEF_REMOTE_CACHE,
     .thp_mode = HAK_THP_LEAN,
     .stats_report = HAK_STATS_OFF,
     .stats_file = "",
@@ -113,6 +119,7 @@ static const hak_option_t hak_option_table[] = {
     {"PURGE_MIN_BYTES", HAK_OPT_BYTES, 4 * KiB, HAK_SEGMENT_SIZE, &hak_options.purge_min_bytes},
     {"REGION_KEEP", HAK_OPT_BYTES, 0, (size_t)1 << 46, &hak_options.region_keep_bytes},
     {"REGION_DIRTY", HAK_OPT_BYTES, 0, (size_t)1 << 46, &hak_options.region_dirty_bytes},
+    {"REMOTE_CACHE", HAK_OPT_BYTES, 0, (size_t)64 << 20, &hak_options.remote_cache_bytes},
     {"STATS", HAK_OPT_STATS, 0, 2, &hak_options.stats_report},
     {"STATS_FILE", HAK_OPT_PATH, 0, 0, hak_options.stats_file},
     {"STATS_CHILDREN", HAK_OPT_BOOL, 0, 1, &hak_options.stats_children},

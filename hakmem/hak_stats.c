@@ -41,7 +41,7 @@ static void hak_stats_copy_global(void* out) {
 /* Adds a heap's counters: atomically into the global words, plainly into a snapshot. */
 #define HAK_STATS_HEAP_FIELDS(X) \
   X(alloc_slow) X(alloc_large) X(free_remote) X(free_delayed) \
-  X(free_large) X(pages_allocated) X(pages_freed)
+  X(free_large) X(pages_allocated) X(pages_freed) X(alloc_remote_cached) X(free_remote_cached)
 
 void hak_stats_global_add(const hak_heap_t* heap) {
   const hak_heap_stats_t* s = &heap->stats;
@@ -236,6 +236,11 @@ void hak_stats_collect_upto(hak_stats_t* out, size_t want) {
   hak_hardening_quarantine_stats(&quarantined_blocks, &quarantined_bytes);
   out->in_use_blocks -= quarantined_blocks < out->in_use_blocks ? quarantined_blocks : out->in_use_blocks;
   out->in_use_bytes -= quarantined_bytes < out->in_use_bytes ? quarantined_bytes : out->in_use_bytes;
+  uint64_t remote_cached_blocks = 0, remote_cached_bytes = 0; /* freed: not in use */
+  hak_heap_remote_cache_stats(&remote_cached_blocks, &remote_cached_bytes);
+  out->in_use_blocks -= remote_cached_blocks < out->in_use_blocks ? remote_cached_blocks : out->in_use_blocks;
+  out->in_use_bytes -= remote_cached_bytes < out->in_use_bytes ? remote_cached_bytes : out->in_use_bytes;
+  out->remote_cached_bytes = remote_cached_bytes;
   out->cached_bytes = out->bigcache.cached_bytes + out->whale.cached_bytes;
   out->free_dirty_bytes = usage.free_dirty_bytes;
   out->dedicated_count = usage.dedicated_count;
@@ -441,6 +446,7 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_line(&r, "in use bytes", s.in_use_bytes);
   hak_report_line(&r, "in use blocks", s.in_use_blocks);
   hak_report_line(&r, "cached bytes", s.cached_bytes);
+  hak_report_line(&r, "remote cache bytes", s.remote_cached_bytes);
   hak_report_line(&r, "free dirty slice bytes", s.free_dirty_bytes);
   hak_report_line(&r, "units used max bytes", s.region_used_max_bytes);
   hak_report_line(&r, "own mappings", s.dedicated_count);
@@ -460,6 +466,8 @@ HAK_EXPORT void hak_stats_print(int fd) {
   hak_report_line(&r, "free local", s.free_local);
   hak_report_line(&r, "free remote", s.free_remote);
   hak_report_line(&r, "free delayed", s.free_delayed);
+  hak_report_line(&r, "alloc from remote cache", s.alloc_remote_cached);
+  hak_report_line(&r, "free into remote cache", s.free_remote_cached);
   hak_report_line(&r, "free large", s.free_large);
   hak_report_line(&r, "pages allocated", s.pages_allocated);
   hak_report_line(&r, "pages freed", s.pages_freed);
@@ -609,6 +617,7 @@ static void hak_json_memory(hak_json_t* j, const hak_stats_t* s) {
   HAK_JSON_FIELD(j, s, in_use_bytes);
   HAK_JSON_FIELD(j, s, in_use_blocks);
   HAK_JSON_FIELD(j, s, cached_bytes);
+  HAK_JSON_FIELD(j, s, remote_cached_bytes);
   HAK_JSON_FIELD(j, s, free_dirty_bytes);
   HAK_JSON_FIELD(j, s, segments_live);
   HAK_JSON_FIELD(j, s, dedicated_count);
@@ -653,6 +662,8 @@ static void hak_json_counters(hak_json_t* j, const hak_stats_t* s) {
   HAK_JSON_FIELD(j, s, free_local);
   HAK_JSON_FIELD(j, s, free_remote);
   HAK_JSON_FIELD(j, s, free_delayed);
+  HAK_JSON_FIELD(j, s, alloc_remote_cached);
+  HAK_JSON_FIELD(j, s, free_remote_cached);
   HAK_JSON_FIELD(j, s, free_large);
   HAK_JSON_FIELD(j, s, pages_allocated);
   HAK_JSON_FIELD(j, s, pages_freed);

@@ -49,9 +49,12 @@ const char* hak_variant(void);
 /* ---- Memory return --------------------------------------------------------- */
 
 /* Gives memory back to the OS now instead of after the purge delay: frees the calling
- * thread's quarantine (hak_quarantine_flush), takes back the
+ * thread's quarantine (hak_quarantine_flush), sends the blocks of other threads' pages
+ * that the calling thread freed and kept in its remote cache (HAKMEM_REMOTE_CACHE) back
+ * to their pages (their owners take them at their own next hak_collect), takes back the
  * blocks other threads freed onto the calling thread's pages and onto exited threads'
- * segments (hak_stats_get's in-use figures are then exact), empties the calling
+ * segments (once every thread that freed or allocated has called it, in that order,
+ * hak_stats_get's in-use figures are exact), empties the calling
  * thread's kept pages, the BigCache and whale cache, and purges every free
  * unit of the region. With force, also unmaps every chunk of address space that holds
  * nothing (otherwise only those beyond HAKMEM_REGION_KEEP). Returns the bytes purged
@@ -101,7 +104,7 @@ typedef struct hak_cache_stats_s {
  * of it it knows (size), the library fills that much (or all it knows, if less) and
  * says what it filled: a program built against an older or a newer hakmem.h keeps
  * working. HAK_STATS_VERSION changes when fields are added. */
-#define HAK_STATS_VERSION 2 /* 2: purge_delay_now_ms, purge_regrets */
+#define HAK_STATS_VERSION 3 /* 2: purge_delay_now_ms, purge_regrets; 3: the remote cache */
 
 typedef struct hak_stats_s {
   uint32_t size;    /* in: sizeof(hak_stats_t) as the caller knows it (hak_stats_read sets
@@ -203,6 +206,13 @@ typedef struct hak_stats_s {
    * the adaptive policy (HAKMEM_POLICY=1) chooses the delay: then the two stay equal. */
   uint64_t purge_delay_now_ms; /* the delay in force now */
   uint64_t purge_regrets;      /* purged memory (units, slices) taken again within the delay */
+
+  /* Version 3: the remote cache (HAKMEM_REMOTE_CACHE; not in the hardened variant): pool
+   * blocks of other threads' pages that a thread freed and keeps for its own next
+   * allocations of their class (they are not in in_use_bytes). */
+  uint64_t remote_cached_bytes; /* every variant: held now, all threads */
+  uint64_t alloc_remote_cached; /* stats variant: allocations it served (part of alloc_slow) */
+  uint64_t free_remote_cached;  /* stats variant: remote frees it took (part of free_remote) */
 } hak_stats_t;
 
 /* Fills the first out->size bytes of *out (at most the library's own sizeof), then
