@@ -435,6 +435,14 @@ static void hak_heap_remote_cache_full(hak_heap_t* heap) {
   heap->remote_cache_full_frees = 0;
 }
 
+/* Stamps the heap active (its first slow path, then every 16th: a busy heap takes
+ * many, and a clock reading on each would cost more than the check it serves). */
+static void hak_heap_stamp_active(hak_heap_t* heap) {
+  if ((heap->remote_cache_stamp_ticks++ & 15) == 0) {
+    atomic_store_explicit(&heap->active_ms, hak_purge_now_ms(), memory_order_relaxed);
+  }
+}
+
 /* Whether a page's owner is idle: no malloc slow path for HAK_REMOTE_CACHE_IDLE_MS
  * before this thread's last one (its own clock reading: the free path reads none). A
  * busy owner takes its blocks back soon, and a thread keeping them would scatter its
@@ -446,14 +454,20 @@ static bool hak_heap_owner_idle(const hak_heap_t* heap, hak_page_t* page) {
   return owner_ms + HAK_REMOTE_CACHE_IDLE_MS <= atomic_load_explicit(&heap->active_ms, memory_order_relaxed);
 }
 
-/* Keeps a block of another heap's page that this thread frees, if the owner is alive,
- * idle, and not allocating from that page (HAK_DELAYED_USE; not the page it allocates
- * from, HAK_DELAYED_NONE, nor an exited thread's segment, HAK_DELAYED_NEVER, which the
- * free straight into it helps empty). False: free it as usual. */
-static bool hak_heap_remote_cache_put(hak_heap_t* heap, hak_page_t* page, hak_block_t* block) {
-  size_t cls = page->class_index, bytes = page->block_size;
+/* Whether a remote free may go to the cache: the freeing thread has a heap, and the
+ * page's owner is alive and not allocating from it (HAK_DELAYED_USE; not the page it
+ * allocates from, HAK_DELAYED_NONE, nor an exited thread's segment, HAK_DELAYED_NEVER,
+ * which the free straight into it helps empty). Inline, so that the other remote frees
+ * pay two loads and no call. */
+HAK_INLINE bool hak_heap_remote_cache_may_take(const hak_heap_t* heap, hak_page_t* page) {
   uintptr_t tf = atomic_load_explicit(&page->xthread_free, memory_order_relaxed);
-  if (hak_thread_free_state(tf) != HAK_DELAYED_USE || heap == &hak_heap_empty) return false;
+  return heap != &hak_heap_empty && hak_thread_free_state(tf) == HAK_DELAYED_USE;
+}
+
+/* Keeps the block if its page's owner is idle and the cache has room. False: free it
+ * as usual. */
+static HAK_NOINLINE bool hak_heap_remote_cache_put(hak_heap_t* heap, hak_page_t* page, hak_block_t* block) {
+  size_t cls = page->class_index, bytes = page->block_size;
   if (!hak_heap_owner_idle(heap, page)) return false;
   if (heap->remote_cache_skip != 0) {
     heap->remote_cache_skip--;
@@ -533,6 +547,8 @@ void hak_heap_remote_cache_stats(uint64_t* blocks, uint64_t* bytes) {
   *bytes = sums[1];
 }
 #else
+#define hak_heap_stamp_active(heap) ((void)(heap))
+#define hak_heap_remote_cache_may_take(heap, page) ((void)(heap), (void)(page), false)
 #define hak_heap_remote_cache_put(heap, page, block) ((void)(heap), (void)(page), (void)(block), false)
 #define hak_heap_remote_cache_take(heap, cls) ((void)(heap), (void)(cls), (hak_block_t*)NULL)
 #define hak_heap_remote_cache_flush(heap) ((void)(heap))
@@ -630,9 +646,7 @@ HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
     hak_stat_class_inc(heap, class_allocs, cls);
     return cached;
   }
-#if HAK_REMOTE_CACHE
-  atomic_store_explicit(&heap->active_ms, hak_purge_now_ms(), memory_order_relaxed);
-#endif
+  hak_heap_stamp_active(heap);
   hak_heap_collect_delayed(heap);
   hak_heap_decay(heap);
   hak_page_t* page = hak_heap_find_page(heap, cls);
@@ -687,7 +701,7 @@ HAK_NOINLINE void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page
   hak_heap_t* heap = hak_heap_get();
   hak_stat_inc_any(heap, class_frees[page->class_index]);
   hak_stat_inc_any(heap, free_remote);
-  if (hak_heap_remote_cache_put(heap, page, block)) return;
+  if (hak_heap_remote_cache_may_take(heap, page) && hak_heap_remote_cache_put(heap, page, block)) return;
   hak_heap_free_elsewhere(segment, page, block);
 }
 

@@ -194,6 +194,7 @@ struct hak_heap_s {
   uint32_t remote_cache_skip;                   /* remote frees left to send home at once */
   uint32_t remote_cache_full_frees;             /* remote frees that found it full since a take */
   uint32_t remote_cache_misses;                 /* requests it could not serve since it was flushed */
+  uint32_t remote_cache_stamp_ticks;            /* slow paths, for hak_heap_stamp_active */
 #endif
 #if HAK_HARDEN_QUARANTINE
   uint32_t quarantine_count;                  /* blocks in quarantine[] (stats: read racily) */
