@@ -619,19 +619,6 @@ void hak_hardening_quarantine_flush(hak_heap_t* heap) {
   __atomic_store_n(&heap->quarantine_bytes, 0, __ATOMIC_RELAXED);
   for (uint32_t i = 0; i < count; i++) hak_free_checked(heap->quarantine[i]);
 }
-
-static void hak_hardening_quarantine_visit(const hak_heap_t* heap, void* arg) {
-  uint64_t* sums = arg;
-  sums[0] += __atomic_load_n(&heap->quarantine_count, __ATOMIC_RELAXED);
-  sums[1] += __atomic_load_n(&heap->quarantine_bytes, __ATOMIC_RELAXED);
-}
-
-void hak_hardening_quarantine_stats(uint64_t* blocks, uint64_t* bytes) {
-  uint64_t sums[2] = {0, 0};
-  hak_heap_visit_all(hak_hardening_quarantine_visit, sums);
-  *blocks = sums[0];
-  *bytes = sums[1];
-}
 #endif
 
 /* Blocks carved from memory that held data before are zeroed, as freed ones are, so

@@ -533,19 +533,6 @@ static void hak_heap_remote_cache_flush(hak_heap_t* heap) {
   hak_heap_remote_cache_account(heap, -(ptrdiff_t)heap->remote_cache_blocks, -(ptrdiff_t)heap->remote_cache_bytes);
   heap->remote_cache_misses = 0;
 }
-
-static void hak_heap_remote_cache_visit(const hak_heap_t* heap, void* arg) {
-  uint64_t* sums = arg;
-  sums[0] += __atomic_load_n(&heap->remote_cache_blocks, __ATOMIC_RELAXED);
-  sums[1] += __atomic_load_n(&heap->remote_cache_bytes, __ATOMIC_RELAXED);
-}
-
-void hak_heap_remote_cache_stats(uint64_t* blocks, uint64_t* bytes) {
-  uint64_t sums[2] = {0, 0};
-  hak_heap_visit_all(hak_heap_remote_cache_visit, sums);
-  *blocks = sums[0];
-  *bytes = sums[1];
-}
 #else
 #define hak_heap_stamp_active(heap) ((void)(heap))
 #define hak_heap_remote_cache_may_take(heap, page) ((void)(heap), (void)(page), false)

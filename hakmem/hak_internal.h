@@ -702,11 +702,6 @@ extern __thread hak_tls_t hak_tls __attribute__((tls_model("initial-exec")));
 void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size);
 void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page, hak_block_t* block);
 void hak_heap_local_free_slow(hak_page_t* page);
-#if HAK_REMOTE_CACHE
-void hak_heap_remote_cache_stats(uint64_t* blocks, uint64_t* bytes);
-#else
-#define hak_heap_remote_cache_stats(blocks, bytes) ((void)(blocks), (void)(bytes))
-#endif
 void hak_heap_decay(hak_heap_t* heap); /* idle memory to the OS (slow paths) */
 void hak_heap_thread_done(hak_heap_t* heap);
 void hak_heap_collect(void); /* the calling thread: delayed frees, kept empty pages */
@@ -883,9 +878,7 @@ HAK_COLD __attribute__((noreturn)) void hak_fault_message(const char* message); 
  * hak_quarantine_flush, thread exit). */
 #if HAK_HARDEN_QUARANTINE
 void hak_hardening_quarantine_flush(hak_heap_t* heap);
-void hak_hardening_quarantine_stats(uint64_t* blocks, uint64_t* bytes); /* every heap's */
 #else
-#define hak_hardening_quarantine_stats(blocks, bytes) ((void)(blocks), (void)(bytes))
 #define hak_hardening_quarantine_flush(heap) ((void)(heap))
 #endif
 /* Hardened level 2 (no sanitizer): names faults in memory hakmem keeps inaccessible. */

@@ -193,6 +193,30 @@ static void hak_stats_read_rss(hak_stats_t* out) {
   out->rss_peak_bytes = hak_stats_status_kib(buf, "VmHWM:") * 1024;
 }
 
+/* Freed blocks the heaps hold, which the walk of the segments counts in use: the
+ * hardened quarantine and the remote cache. Each owner writes its counts with relaxed
+ * atomic stores. */
+typedef struct hak_stats_held_s {
+  uint64_t blocks, bytes;
+  uint64_t remote_cached_bytes;
+} hak_stats_held_t;
+
+static void hak_stats_held_visit(const hak_heap_t* heap, void* arg) {
+  hak_stats_held_t* held = arg;
+  (void)heap;
+  (void)held;
+#if HAK_HARDEN_QUARANTINE
+  held->blocks += __atomic_load_n(&heap->quarantine_count, __ATOMIC_RELAXED);
+  held->bytes += __atomic_load_n(&heap->quarantine_bytes, __ATOMIC_RELAXED);
+#endif
+#if HAK_REMOTE_CACHE
+  uint64_t cached = __atomic_load_n(&heap->remote_cache_bytes, __ATOMIC_RELAXED);
+  held->blocks += __atomic_load_n(&heap->remote_cache_blocks, __ATOMIC_RELAXED);
+  held->bytes += cached;
+  held->remote_cached_bytes += cached;
+#endif
+}
+
 /* Everything hak_stats_t holds, for hakmem's own reports. */
 void hak_stats_collect(hak_stats_t* out) {
   hak_stats_collect_upto(out, sizeof(*out));
@@ -232,15 +256,11 @@ void hak_stats_collect_upto(hak_stats_t* out, size_t want) {
   out->region_used_max_bytes = usage.unit_max_bytes;
   out->in_use_bytes = usage.in_use_bytes;
   out->in_use_blocks = usage.in_use_blocks;
-  uint64_t quarantined_blocks = 0, quarantined_bytes = 0; /* freed: not in use */
-  hak_hardening_quarantine_stats(&quarantined_blocks, &quarantined_bytes);
-  out->in_use_blocks -= quarantined_blocks < out->in_use_blocks ? quarantined_blocks : out->in_use_blocks;
-  out->in_use_bytes -= quarantined_bytes < out->in_use_bytes ? quarantined_bytes : out->in_use_bytes;
-  uint64_t remote_cached_blocks = 0, remote_cached_bytes = 0; /* freed: not in use */
-  hak_heap_remote_cache_stats(&remote_cached_blocks, &remote_cached_bytes);
-  out->in_use_blocks -= remote_cached_blocks < out->in_use_blocks ? remote_cached_blocks : out->in_use_blocks;
-  out->in_use_bytes -= remote_cached_bytes < out->in_use_bytes ? remote_cached_bytes : out->in_use_bytes;
-  out->remote_cached_bytes = remote_cached_bytes;
+  hak_stats_held_t held = {0, 0, 0}; /* freed: not in use */
+  hak_heap_visit_all(hak_stats_held_visit, &held);
+  out->in_use_blocks -= held.blocks < out->in_use_blocks ? held.blocks : out->in_use_blocks;
+  out->in_use_bytes -= held.bytes < out->in_use_bytes ? held.bytes : out->in_use_bytes;
+  out->remote_cached_bytes = held.remote_cached_bytes;
   out->cached_bytes = out->bigcache.cached_bytes + out->whale.cached_bytes;
   out->free_dirty_bytes = usage.free_dirty_bytes;
   out->dedicated_count = usage.dedicated_count;
