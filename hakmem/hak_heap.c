@@ -511,7 +511,8 @@ static hak_block_t* hak_heap_remote_cache_take(hak_heap_t* heap, size_t cls) {
 }
 
 /* Sends every cached block home: onto its page, the free it skipped (local now if this
- * thread adopted the page's segment meanwhile). */
+ * thread adopted the page's segment meanwhile). Not through hak_free_checked, as the
+ * quarantine's flush does: its remote path would put the block back in the cache. */
 static void hak_heap_remote_cache_flush(hak_heap_t* heap) {
   if (heap->remote_cache_blocks == 0) return;
   for (size_t cls = 0; cls < HAK_CLASS_COUNT; cls++) {
@@ -691,7 +692,6 @@ HAK_NOINLINE void hak_heap_free_generic(hak_segment_t* segment, hak_page_t* page
   if (hak_heap_remote_cache_may_take(heap, page) && hak_heap_remote_cache_put(heap, page, block)) return;
   hak_heap_free_elsewhere(segment, page, block);
 }
-
 
 /* ---- Thread exit ------------------------------------------------------------------------ */
 
