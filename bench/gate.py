@@ -10,8 +10,11 @@ Two checks, both against bench/thresholds.json:
    per operation (Ir/op) above the baseline by more than the tolerance fail; so does a
    single OS call (mmap + munmap + madvise + mremap) in the measured round beyond the
    baseline's exact count, or more per operation than os_calls_max_per_op (a policy: after warm-up, no scenario may need the OS;
-   --update cannot raise it). The same program built with glibc's malloc is counted
-   too, for reference only.
+   --update cannot raise it). The same program with the stats variant linked in
+   (gate_driver_hakmem_stats) is held to a baseline of its own the same way, and its
+   overhead over release printed: the cost of its counters and latency sampling on
+   the fast paths. The same program built with glibc's malloc is counted too, for
+   reference only.
 2. Time ratios to glibc (a sanity check with a generous margin). A few workloads run
    interleaved under glibc and hakmem (LD_PRELOAD) on this machine; the median time of
    hakmem divided by glibc's must stay below each workload's limit. A ratio over its
@@ -93,16 +96,29 @@ def check_callgrind(args, th):
         ops = base["ops"]
         ir, done, os_calls, checksum = callgrind_ir(os.path.join(args.bin_dir, "gate_driver_hakmem"), name, ops)
         ref_ir, _, _, ref_checksum = callgrind_ir(os.path.join(args.bin_dir, "gate_driver_glibc"), name, ops)
+        stats_ir, stats_done, _, stats_checksum = callgrind_ir(
+            os.path.join(args.bin_dir, "gate_driver_hakmem_stats"), name, ops)
         r = {"scenario": name, "ops": done, "ir_per_op": ir / done, "os_calls": os_calls,
              "os_calls_per_op": os_calls / done, "glibc_ir_per_op": ref_ir / done,
              "baseline_ir_per_op": base.get("ir_per_op"), "baseline_os_calls": base.get("os_calls"),
+             "stats_ir_per_op": stats_ir / stats_done, "baseline_stats_ir_per_op": base.get("stats_ir_per_op"),
              "status": "ok", "notes": []}
+        r["stats_overhead_pct"] = 100.0 * (r["stats_ir_per_op"] / r["ir_per_op"] - 1)
         ob = r["baseline_os_calls"]
         r["baseline_os_calls_per_op"] = None if ob is None else ob / done
-        if checksum != ref_checksum:
+        if checksum != ref_checksum or stats_checksum != ref_checksum:
             r["status"] = "FAIL"
             r["wrong_results"] = True
-            r["notes"].append("checksum %s, glibc %s: wrong results" % (checksum, ref_checksum))
+            r["notes"].append("checksum %s (stats variant %s), glibc %s: wrong results"
+                              % (checksum, stats_checksum, ref_checksum))
+        sb = r["baseline_stats_ir_per_op"]
+        if sb is None:
+            r["notes"].append("stats variant: no baseline (run with --update)")
+        elif r["stats_ir_per_op"] > sb * (1 + tol):
+            r["status"] = "FAIL"
+            r["notes"].append("stats variant: %.1f Ir/op is %+.1f%% over its baseline %.1f (tolerance %g%%)"
+                              % (r["stats_ir_per_op"], 100.0 * (r["stats_ir_per_op"] / sb - 1), sb,
+                                 cfg["tolerance_pct"]))
         b = r["baseline_ir_per_op"]
         if b is None:
             r["notes"].append("no baseline (run with --update)")
@@ -133,13 +149,15 @@ def check_callgrind(args, th):
     print("Instruction counts (valgrind --tool=callgrind, inside gate_measured_*; tolerance %g%%):"
           % cfg["tolerance_pct"])
     print()
-    print("| scenario | ops | Ir/op | baseline | change | limit | OS calls | baseline | glibc Ir/op | result |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| scenario | ops | Ir/op | baseline | change | limit | OS calls | baseline | stats Ir/op | baseline "
+          "| stats over release | glibc Ir/op | result |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
-        print("| %s | %d | %.1f | %s | %s | %s | %d | %s | %.1f | %s |" % (
+        print("| %s | %d | %.1f | %s | %s | %s | %d | %s | %.1f | %s | %+.1f%% | %.1f | %s |" % (
             r["scenario"], r["ops"], r["ir_per_op"], compare.fmt(r["baseline_ir_per_op"], "%.1f"),
             compare.fmt(r.get("change_pct"), "%+.1f%%"), compare.fmt(r.get("limit_ir_per_op"), "%.1f"),
-            r["os_calls"], compare.fmt(r["baseline_os_calls"], "%d"), r["glibc_ir_per_op"],
+            r["os_calls"], compare.fmt(r["baseline_os_calls"], "%d"), r["stats_ir_per_op"],
+            compare.fmt(r["baseline_stats_ir_per_op"], "%.1f"), r["stats_overhead_pct"], r["glibc_ir_per_op"],
             r["status"] + ("" if not r["notes"] else ": " + "; ".join(r["notes"]))))
     print()
     return results, failed
@@ -221,11 +239,13 @@ def update_baseline(args, th, cg_results):
     for r in cg_results:
         base = th["callgrind"]["scenarios"][r["scenario"]]
         old = base.get("ir_per_op")
+        old_stats = base.get("stats_ir_per_op")
         base["ir_per_op"] = round(r["ir_per_op"], 2)
         base.pop("os_calls_per_op", None)
         base["os_calls"] = r["os_calls"]
-        print("gate.py: %s: baseline %s -> %.2f Ir/op, %d OS calls"
-              % (r["scenario"], old, base["ir_per_op"], base["os_calls"]))
+        base["stats_ir_per_op"] = round(r["stats_ir_per_op"], 2)
+        print("gate.py: %s: baseline %s -> %.2f Ir/op, %d OS calls; stats variant %s -> %.2f Ir/op"
+              % (r["scenario"], old, base["ir_per_op"], base["os_calls"], old_stats, base["stats_ir_per_op"]))
     with open(args.thresholds, "w") as f:
         json.dump(th, f, indent=2)
         f.write("\n")

@@ -68,7 +68,7 @@ HAK_INLINE void hak_free_checked(void* p) {
     hak_block_set_next(block, page->free);
     page->free = block;
     page->free_is_zero = 0;
-    hak_stat_class_inc(segment->heap, class_frees, page->class_index); /* (free_local is derived) */
+    /* stats: counts nothing (hak_stats_local_frees works these frees out) */
     if (hak_unlikely(--page->used == 0 || page->in_full)) hak_heap_local_free_slow(page);
     return;
   }

@@ -632,6 +632,7 @@ HAK_NOINLINE void* hak_heap_malloc_generic(hak_heap_t* heap, size_t size) {
   if (cached != NULL) {
     hak_stat_inc(heap, alloc_slow);
     hak_stat_class_inc(heap, class_allocs, cls);
+    hak_stats_used_adjust(cls, 1); /* its page counted it used all along */
     return cached;
   }
   hak_heap_stamp_active(heap);

@@ -147,9 +147,12 @@ typedef struct hak_spans_s {
 /* Per-thread counters; written only by their thread, read by reports. */
 typedef struct hak_heap_stats_s {
   uint64_t class_allocs[HAK_STATS_CLASS_COUNT];
+  /* Frees of pool blocks but those of the local free fast path, which counts nothing:
+   * hak_stats.c works them out from the pages' used counts (hak_stats_local_frees). */
   uint64_t class_frees[HAK_STATS_CLASS_COUNT];
-  /* alloc_fast and free_local are not counted: the fast paths count only the class
-   * (hak_stats_derive_paths works them out from the class counts) */
+  uint64_t class_used_adjust[HAK_STATS_CLASS_COUNT]; /* see hak_stats_used_adjust */
+  /* alloc_fast and free_local are not counted either (hak_stats_derive_paths works
+   * them out from the class counts) */
   uint64_t alloc_slow, alloc_large;
   uint64_t free_remote, free_delayed, free_large;
   uint64_t pages_allocated, pages_freed;
@@ -251,14 +254,25 @@ HAK_INLINE void hak_block_set_next(hak_block_t* block, hak_block_t* next) {
   hak_asan_poison(block, sizeof(hak_block_t));
 }
 
+/* Stats variant: the local free fast path counts nothing. Every other change of a pool
+ * page's used count that is not an allocation's increment (a free's decrement on a slow
+ * path, an allocation from the remote cache, which takes no increment) adds n here,
+ * for the calling thread, so that hak_stats.c can work the fast path's frees out. */
+#if HAK_STATS
+void hak_stats_used_adjust(size_t class_index, uint64_t n);
+#else
+#define hak_stats_used_adjust(class_index, n) ((void)(class_index), (void)(n))
+#endif
+
 /* Puts a freed block back on its page's free list (the caller owns the page: its heap's
  * thread, or whoever holds the abandoned segment); returns whether the page is empty
- * now. The free fast path (hak_alloc.h) spells the same steps out. */
+ * now. The free fast path (hak_alloc.h) spells the same steps out, but the count. */
 HAK_INLINE bool hak_page_push_free(hak_page_t* page, hak_block_t* block) {
   hak_asan_poison(block, page->block_size);
   hak_block_set_next(block, page->free);
   page->free = block;
   page->free_is_zero = 0;
+  hak_stats_used_adjust(page->class_index, 1);
   return --page->used == 0;
 }
 
@@ -617,6 +631,7 @@ typedef struct hak_usage_s {
   uint64_t dedicated_in_use_bytes; /* of in_use_bytes, the blocks in them */
   uint64_t dedicated_max_count;    /* peaks of the two */
   uint64_t dedicated_max_bytes;
+  uint64_t class_used[HAK_CLASS_COUNT]; /* per pool class: the pages' used counts (stats variant) */
 } hak_usage_t;
 void hak_region_usage(hak_usage_t* out);
 void hak_region_fork_lock(void);

@@ -88,6 +88,7 @@ void hak_page_collect_thread_free(hak_page_t* page) {
   page->free = head;
   page->free_is_zero = 0;
   page->used -= count;
+  hak_stats_used_adjust(page->class_index, count);
 }
 
 /* Sets the delayed-free state, waiting out a remote thread that is mid hand-off. */

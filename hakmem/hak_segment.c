@@ -836,6 +836,10 @@ HAK_NO_SANITIZE void hak_segment_usage(const hak_segment_t* segment, hak_usage_t
       uint64_t bytes = used * hak_snap(page->block_size), cap = (uint64_t)count << HAK_SLICE_SHIFT;
       out->in_use_bytes += bytes < cap ? bytes : cap;
       out->in_use_blocks += used;
+#if HAK_STATS
+      size_t cls = hak_snap(page->class_index);
+      if (kind == HAK_SEGMENT_POOL && cls < HAK_CLASS_COUNT) out->class_used[cls] += used;
+#endif
     }
     i += count;
   }

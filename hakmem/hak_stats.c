@@ -43,6 +43,47 @@ static void hak_stats_copy_global(void* out) {
   X(alloc_slow) X(alloc_large) X(free_remote) X(free_delayed) \
   X(free_large) X(pages_allocated) X(pages_freed) X(alloc_remote_cached) X(free_remote_cached)
 
+/* ---- Frees of the local fast path ----------------------------------------------------
+ * That path counts nothing (three instructions of each free fewer). Per pool class,
+ * every allocation counted in class_allocs raised a page's used count by one, but those
+ * from the remote cache; every other change of it is a free's decrement: on the fast
+ * path, or on a slow path (remote frees collected, delayed and abandoned frees, cached
+ * blocks sent home). So with the slow paths and the remote cache adding what they did
+ * to class_used_adjust (hak_stats_used_adjust), the fast path's frees are
+ *     class_allocs - class_used_adjust - (the used counts of the class's pages now),
+ * and the pages' counts come from the walk of the segments every snapshot makes anyway
+ * (hak_region_usage). Exact when no other thread runs meanwhile. A concurrent snapshot
+ * reads the counters before the walk, so a call in between can move the count by one
+ * either way; it is clamped so that no class shows more frees than allocations. */
+static uint64_t hak_stats_global_adjust[HAK_STATS_CLASS_COUNT]; /* exited and heap-less threads */
+
+void hak_stats_used_adjust(size_t class_index, uint64_t n) {
+  hak_heap_t* heap = hak_heap_get();
+  if (heap == &hak_heap_empty) { /* a thread that never allocated, or one exiting */
+    __atomic_fetch_add(&hak_stats_global_adjust[class_index], n, __ATOMIC_RELAXED);
+    return;
+  }
+  uint64_t* word = &heap->stats.class_used_adjust[class_index]; /* the owner writes */
+  __atomic_store_n(word, __atomic_load_n(word, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+/* A snapshot's counters, and the per-class adjustments that are not part of hak_stats_t. */
+typedef struct hak_stats_snapshot_s {
+  hak_stats_t* out;
+  uint64_t used_adjust[HAK_STATS_CLASS_COUNT];
+} hak_stats_snapshot_t;
+
+/* Adds the fast path's frees of each pool class to class_frees (`class_used`: the used
+ * counts of the class's pages, from the walk). */
+static void hak_stats_local_frees(hak_stats_t* out, const uint64_t* used_adjust, const uint64_t* class_used) {
+  for (size_t i = 0; i < HAK_CLASS_COUNT; i++) {
+    uint64_t allocs = out->class_allocs[i], passed = used_adjust[i] + class_used[i];
+    uint64_t local = allocs > passed ? allocs - passed : 0;
+    uint64_t most = allocs > out->class_frees[i] ? allocs - out->class_frees[i] : 0;
+    out->class_frees[i] += local < most ? local : most;
+  }
+}
+
 void hak_stats_global_add(const hak_heap_t* heap) {
   const hak_heap_stats_t* s = &heap->stats;
   for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
@@ -50,17 +91,19 @@ void hak_stats_global_add(const hak_heap_t* heap) {
                        s->class_allocs[i], __ATOMIC_RELAXED);
     __atomic_fetch_add(hak_stats_global_word(offsetof(hak_stats_t, class_frees) + i * sizeof(uint64_t)),
                        s->class_frees[i], __ATOMIC_RELAXED);
+    __atomic_fetch_add(&hak_stats_global_adjust[i], s->class_used_adjust[i], __ATOMIC_RELAXED);
   }
 #define HAK_STATS_FOLD(f) __atomic_fetch_add(hak_stats_global_word(offsetof(hak_stats_t, f)), s->f, __ATOMIC_RELAXED);
   HAK_STATS_HEAP_FIELDS(HAK_STATS_FOLD)
 #undef HAK_STATS_FOLD
 }
 
-/* The fast paths count only the class of each block (one counter fewer on each):
- * every pool allocation is fast or slow and every pool free local or remote, so the
- * fast and local counts are what the class counts leave (huge blocks have their own
- * paths). Other threads count on meanwhile: a snapshot can move one call from one
- * path to the other, never the totals. */
+/* The malloc fast path counts only the class of each block, the local free fast path
+ * nothing (hak_stats_local_frees adds its frees to the class counts first): every pool
+ * allocation is fast or slow and every pool free local or remote, so the fast and
+ * local counts are what the class counts leave (huge blocks have their own paths).
+ * Other threads count on meanwhile: a snapshot can move one call from one path to the
+ * other (and a free in or out, see hak_stats_local_frees). */
 static void hak_stats_derive_paths(hak_stats_t* out) {
   uint64_t allocs = 0, frees = 0;
   for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
@@ -72,13 +115,23 @@ static void hak_stats_derive_paths(hak_stats_t* out) {
   out->free_local = frees > out->free_remote ? frees - out->free_remote : 0;
 }
 
+static void hak_stats_copy_global_counted(void* arg) {
+  hak_stats_snapshot_t* snap = arg;
+  hak_stats_copy_global(snap->out);
+  for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
+    snap->used_adjust[i] = __atomic_load_n(&hak_stats_global_adjust[i], __ATOMIC_RELAXED);
+  }
+}
+
 static void hak_stats_visit_heap(const hak_heap_t* heap, void* arg) {
-  hak_stats_t* out = arg;
+  hak_stats_snapshot_t* snap = arg;
+  hak_stats_t* out = snap->out;
   const hak_heap_stats_t* s = &heap->stats;
   /* The owner counts with plain stores: a relaxed read of each is all that is safe. */
   for (size_t i = 0; i < HAK_STATS_CLASS_COUNT; i++) {
     out->class_allocs[i] += __atomic_load_n(&s->class_allocs[i], __ATOMIC_RELAXED);
     out->class_frees[i] += __atomic_load_n(&s->class_frees[i], __ATOMIC_RELAXED);
+    snap->used_adjust[i] += __atomic_load_n(&s->class_used_adjust[i], __ATOMIC_RELAXED);
   }
 #define HAK_STATS_SUM(f) out->f += __atomic_load_n(&s->f, __ATOMIC_RELAXED);
   HAK_STATS_HEAP_FIELDS(HAK_STATS_SUM)
@@ -229,8 +282,10 @@ void hak_stats_collect_upto(hak_stats_t* out, size_t want) {
   /* The global words and the live heaps under one hold of the pool's lock, under which
    * an exiting thread folds its counters and leaves the live set: counted once. */
 #if HAK_STATS
-  hak_heap_visit_all_after(hak_stats_copy_global, hak_stats_visit_heap, out);
-  hak_stats_derive_paths(out);
+  hak_stats_snapshot_t snap;
+  memset(&snap, 0, sizeof(snap));
+  snap.out = out;
+  hak_heap_visit_all_after(hak_stats_copy_global_counted, hak_stats_visit_heap, &snap);
   out->counters_enabled = 1;
 #else
   hak_heap_visit_all_after(hak_stats_copy_global, NULL, out);
@@ -256,6 +311,10 @@ void hak_stats_collect_upto(hak_stats_t* out, size_t want) {
   out->region_used_max_bytes = usage.unit_max_bytes;
   out->in_use_bytes = usage.in_use_bytes;
   out->in_use_blocks = usage.in_use_blocks;
+#if HAK_STATS
+  hak_stats_local_frees(out, snap.used_adjust, usage.class_used); /* after the counters: see there */
+  hak_stats_derive_paths(out);
+#endif
   hak_stats_held_t held = {0, 0, 0}; /* freed: not in use */
   hak_heap_visit_all(hak_stats_held_visit, &held);
   out->in_use_blocks -= held.blocks < out->in_use_blocks ? held.blocks : out->in_use_blocks;

@@ -248,6 +248,147 @@ TEST(Stats, DelayedFreesWakeFullPages) {
   EXPECT_LE(after.free_delayed - before.free_delayed, (uint64_t)kN);
 }
 
+// Every free counts once in its class whichever path it takes. The local fast path
+// counts nothing (hak_stats.c works its frees out from the pages' used counts); the
+// others count themselves, and a remote free collected later must not count again.
+// Each case uses a class nothing else here allocates.
+struct ClassDelta {
+  uint64_t allocs, frees;
+};
+
+ClassDelta DeltaOf(const hak_stats_t& before, size_t size) {
+  const int cls = ClassOf(size);
+  const hak_stats_t now = Stats();
+  return {now.class_allocs[cls] - before.class_allocs[cls], now.class_frees[cls] - before.class_frees[cls]};
+}
+
+std::vector<void*> AllocateN(size_t size, int n) {
+  std::vector<void*> blocks;
+  for (int i = 0; i < n; i++) {
+    void* p = malloc(size);
+    EXPECT_NE(p, nullptr);
+    memset(p, 0x5a, size);
+    blocks.push_back(p);
+  }
+  return blocks;
+}
+
+// The owner frees its blocks again after the remote frees were collected: those count
+// on the fast path, the collected ones must not count a second time.
+void ExpectFreesExactAfterRemoteFrees(size_t size, int n, bool freer_allocates_first) {
+  const hak_stats_t before = Stats();
+  std::vector<void*> blocks = AllocateN(size, n);
+  RemoteFreeArgs args{&blocks, freer_allocates_first};
+  pthread_t t;
+  ASSERT_EQ(pthread_create(&t, nullptr, FreeOnAnotherThread, &args), 0);
+  ASSERT_EQ(pthread_join(t, nullptr), 0);
+  ClassDelta d = DeltaOf(before, size);
+  EXPECT_EQ(d.allocs, (uint64_t)n);
+  EXPECT_EQ(d.frees, (uint64_t)n) << "remote frees, not yet collected";
+  std::vector<void*> again = AllocateN(size, n);  // the slow path collects them
+  hak_collect(false);
+  d = DeltaOf(before, size);
+  EXPECT_EQ(d.allocs, (uint64_t)2 * n);
+  EXPECT_EQ(d.frees, (uint64_t)n) << "collected: counted once";
+  for (void* p : again) free(p);
+  d = DeltaOf(before, size);
+  EXPECT_EQ(d.allocs, (uint64_t)2 * n);
+  EXPECT_EQ(d.frees, (uint64_t)2 * n);
+}
+
+TEST(Stats, ClassFreesAreExactOnTheLocalFastPath) {
+  constexpr size_t kSize = 3400;
+  const hak_stats_t before = Stats();
+  for (int round = 0; round < 3; round++) {
+    std::vector<void*> blocks = AllocateN(kSize, 700);
+    ClassDelta d = DeltaOf(before, kSize);
+    EXPECT_EQ(d.allocs - d.frees, 700u) << "live blocks are not frees";
+    for (void* p : blocks) free(p);
+  }
+  ClassDelta d = DeltaOf(before, kSize);
+  EXPECT_EQ(d.allocs, 2100u);
+  EXPECT_EQ(d.frees, 2100u);
+}
+
+TEST(Stats, ClassFreesAreExactAfterRemoteFreesFromAThreadWithAHeap) {
+  ExpectFreesExactAfterRemoteFrees(4200, 600, true);
+}
+
+TEST(Stats, ClassFreesAreExactAfterRemoteFreesFromAThreadWithoutAHeap) {
+  ExpectFreesExactAfterRemoteFrees(5200, 600, false);
+}
+
+TEST(Stats, ClassFreesAreExactAfterDelayedFreesOntoFullPages) {
+  ExpectFreesExactAfterRemoteFrees(10000, 60, false);  // six blocks a page: most of them full
+}
+
+TEST(Stats, ClassFreesAreExactForBlocksOfAnExitedThread) {
+  constexpr size_t kSize = 7000;
+  constexpr int kN = 400;
+  const hak_stats_t before = Stats();
+  std::vector<void*> blocks;
+  std::thread([&] { blocks = AllocateN(kSize, kN); }).join();
+  for (size_t i = 0; i < blocks.size(); i += 2) free(blocks[i]);  // into its abandoned segment
+  ClassDelta d = DeltaOf(before, kSize);
+  EXPECT_EQ(d.allocs, (uint64_t)kN);
+  EXPECT_EQ(d.frees, (uint64_t)kN / 2);
+  for (size_t i = 1; i < blocks.size(); i += 2) free(blocks[i]);
+  hak_collect(false);
+  d = DeltaOf(before, kSize);
+  EXPECT_EQ(d.allocs, (uint64_t)kN);
+  EXPECT_EQ(d.frees, (uint64_t)kN);
+}
+
+// Snapshots taken while two threads allocate, free their own blocks and each other's
+// never show a class with more frees than allocations, and once they are done (and
+// have collected) every allocation has its free.
+TEST(Stats, SnapshotsNeverShowMoreFreesThanAllocations) {
+  constexpr size_t kSize = 6000;
+  constexpr int kRounds = 300, kBatch = 32;
+  const int cls = ClassOf(kSize);
+  const hak_stats_t before = Stats();
+  std::atomic<bool> done{false};
+  std::atomic<void*> box[2][kBatch] = {};  // box[t]: blocks thread t offers the other
+  uint64_t snapshots = 0, more_frees = 0;
+  std::thread poller([&] {
+    while (!done.load()) {
+      hak_stats_t s = Stats();
+      if (s.class_frees[cls] - before.class_frees[cls] > s.class_allocs[cls] - before.class_allocs[cls]) more_frees++;
+      snapshots++;
+    }
+  });
+  auto worker = [&](int self) {
+    for (int r = 0; r < kRounds; r++) {
+      void* mine[kBatch];
+      for (auto& p : mine) p = malloc(kSize);
+      for (int i = 0; i < kBatch; i++) {
+        if (i % 2 == 0) {
+          free(mine[i]);
+          continue;
+        }
+        void* theirs = box[1 - self][i].exchange(nullptr);
+        if (theirs != nullptr) free(theirs);  // a remote free
+        void* untaken = box[self][i].exchange(mine[i]);
+        if (untaken != nullptr) free(untaken);
+      }
+    }
+    hak_collect(false);
+  };
+  std::thread a(worker, 0), b(worker, 1);
+  a.join();
+  b.join();
+  for (auto& row : box) {
+    for (auto& p : row) free(p.exchange(nullptr));
+  }
+  done.store(true);
+  poller.join();
+  hak_collect(false);
+  EXPECT_EQ(more_frees, 0u) << "of " << snapshots << " snapshots";
+  const hak_stats_t after = Stats();
+  EXPECT_EQ(after.class_allocs[cls] - before.class_allocs[cls], (uint64_t)2 * kRounds * kBatch);
+  EXPECT_EQ(after.class_frees[cls] - before.class_frees[cls], after.class_allocs[cls] - before.class_allocs[cls]);
+}
+
 TEST(Stats, ThreadsAreCounted) {
   constexpr int kThreads = 20;
   const hak_stats_t before = Stats();
